@@ -1,0 +1,1 @@
+"""radical_edge_bridge: placeholder until its issue lands."""

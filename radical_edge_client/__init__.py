@@ -1,0 +1,1 @@
+"""radical_edge_client: placeholder until its issue lands."""

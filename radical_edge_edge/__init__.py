@@ -1,0 +1,1 @@
+"""radical_edge_edge: placeholder until its issue lands."""

@@ -1,0 +1,76 @@
+"""radical_edge_proto: the sans-IO protocol core of radical-edge.
+
+Standard library only.  A :class:`Connection` turns received bytes into
+:class:`Event` objects and method calls into bytes to send; the I/O layers
+(bridge, edge, client) wire it to real carriers.  See ``docs/protocol.md``.
+"""
+
+from ._connection import CREDIT_DIVISOR, HEARTBEAT_MISSES, PROTOCOL_VERSION, Connection
+from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import (
+    MAX_FRAME_SIZE,
+    MIN_FRAME_SIZE,
+    ConnectionClosed,
+    Data,
+    Event,
+    GoAway,
+    Hello,
+    Limits,
+    ManifestUpdated,
+    Notification,
+    PeerRole,
+    PingReceived,
+    PongReceived,
+    Request,
+    Response,
+    Side,
+    StreamReset,
+    Subscribed,
+    Subscription,
+    Unsubscribed,
+    Welcome,
+    WindowUpdated,
+)
+from ._frames import HEADER_SIZE, Flags, FrameDecoder, FrameType, RawFrame, encode_frame
+from ._state import ConnState, HalfState
+
+__all__ = [
+    "CREDIT_DIVISOR",
+    "HEADER_SIZE",
+    "HEARTBEAT_MISSES",
+    "MAX_FRAME_SIZE",
+    "MIN_FRAME_SIZE",
+    "PROTOCOL_VERSION",
+    "ConnState",
+    "Connection",
+    "ConnectionClosed",
+    "Data",
+    "ErrorCode",
+    "Event",
+    "Flags",
+    "FrameDecoder",
+    "FrameType",
+    "GoAway",
+    "HalfState",
+    "Hello",
+    "Limits",
+    "LocalProtocolError",
+    "ManifestUpdated",
+    "Notification",
+    "PeerRole",
+    "PingReceived",
+    "PongReceived",
+    "ProtocolError",
+    "RawFrame",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "Side",
+    "StreamReset",
+    "Subscribed",
+    "Subscription",
+    "Unsubscribed",
+    "Welcome",
+    "WindowUpdated",
+    "encode_frame",
+]

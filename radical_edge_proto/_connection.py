@@ -1,0 +1,939 @@
+"""The connection state machine: bytes in, events out; calls in, bytes out.
+
+A :class:`Connection` never touches a socket, a clock or a thread.  The I/O
+layer feeds it received bytes with :meth:`Connection.receive_data`, asks it
+for bytes to write with :meth:`Connection.data_to_send`, and drives the
+heartbeat by passing the current time to :meth:`Connection.handle_timer`
+at :meth:`Connection.next_timer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import _frames as fr
+from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import (
+    MIN_FRAME_SIZE,
+    ConnectionClosed,
+    Data,
+    Event,
+    GoAway,
+    Hello,
+    Limits,
+    ManifestUpdated,
+    Notification,
+    PeerRole,
+    PingReceived,
+    PongReceived,
+    Request,
+    Response,
+    Side,
+    StreamReset,
+    Subscribed,
+    Subscription,
+    Unsubscribed,
+    Welcome,
+    WindowUpdated,
+)
+from ._frames import Flags, FrameType, RawFrame
+from ._state import CONN_TRANSITIONS, HALF_TRANSITIONS, ConnInput, ConnState, HalfInput, HalfState
+
+#: The protocol version this implementation speaks.
+PROTOCOL_VERSION = 1
+#: A peer is declared dead after this many heartbeat intervals of silence.
+HEARTBEAT_MISSES = 3
+#: Credit goes back to the peer once this fraction of a window was consumed.
+CREDIT_DIVISOR = 4
+
+_LIVE = frozenset({ConnState.OPEN, ConnState.CLOSING_LOCAL, ConnState.CLOSING_REMOTE, ConnState.CLOSING_BOTH})
+
+_END_STREAM = int(Flags.END_STREAM)
+_DRAINING = frozenset({ConnState.CLOSING_LOCAL, ConnState.CLOSING_REMOTE, ConnState.CLOSING_BOTH})
+
+#: frame types only one side may send (the others may be sent by both)
+_SENT_ONLY_BY: dict[int, Side] = {
+    FrameType.HELLO: Side.CONNECTOR,
+    FrameType.SUBSCRIBE: Side.CONNECTOR,
+    FrameType.UNSUBSCRIBE: Side.CONNECTOR,
+    FrameType.MANIFEST: Side.CONNECTOR,
+    FrameType.WELCOME: Side.HUB,
+    FrameType.REJECT: Side.HUB,
+}
+
+
+class _Stream:
+    __slots__ = (
+        "counted",
+        "credit",
+        "id",
+        "local",
+        "local_initiated",
+        "recv_window",
+        "remote",
+        "send_window",
+        "unacked",
+    )
+
+    def __init__(self, stream_id: int, local_initiated: bool, send_window: int, recv_window: int) -> None:
+        self.id = stream_id
+        self.local_initiated = local_initiated
+        self.local = HalfState.IDLE  # what this side sends
+        self.remote = HalfState.IDLE  # what the peer sends
+        self.send_window = send_window  # credit we have towards the peer
+        self.recv_window = recv_window  # credit the peer has towards us
+        self.unacked = 0  # received, not yet acknowledged by the application
+        self.credit = 0  # acknowledged, not yet returned in a WINDOW_UPDATE
+        self.counted = True  # counts against max_concurrent_streams
+
+    @property
+    def done(self) -> bool:
+        return self.local is HalfState.CLOSED and self.remote is HalfState.CLOSED
+
+
+def _half_move(state: HalfState, inp: HalfInput, err: type[ProtocolError], stream_id: int) -> HalfState:
+    try:
+        return HALF_TRANSITIONS[(state, inp)]
+    except KeyError:
+        raise err(
+            f"stream {stream_id}: {inp.value} not allowed when that direction is {state.value}",
+            ErrorCode.STREAM_CLOSED if state is HalfState.CLOSED else ErrorCode.PROTOCOL_ERROR,
+        ) from None
+
+
+def _credit_threshold(window: int) -> int:
+    return max(1, window // CREDIT_DIVISOR)
+
+
+class Connection:
+    """One end of a radical-edge tunnel.
+
+    ``side`` says which end this is; ``limits`` what this side accepts.
+    Every ``send_*`` method either queues bytes (see :meth:`data_to_send`)
+    or raises :class:`LocalProtocolError` and changes nothing.
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        limits: Limits | None = None,
+        *,
+        versions: Iterable[int] = (PROTOCOL_VERSION,),
+    ) -> None:
+        self.side = side
+        self.local_limits = limits if limits is not None else Limits()
+        self.peer_limits: Limits | None = None
+        self.versions = frozenset(versions)
+        self.version: int | None = None
+        self.state = ConnState.IDLE if side is Side.CONNECTOR else ConnState.AWAIT_HELLO
+        self.heartbeat_interval: float | None = None
+
+        self._decoder = fr.FrameDecoder(self.local_limits.max_frame_size)
+        self._out: list[bytes | memoryview] = []
+        self._streams: dict[int, _Stream] = {}
+        self._open_local = 0
+        self._open_remote = 0
+        self._next_local_id = 1 if side is Side.CONNECTOR else 2
+        self._highest_remote_id = 0
+        self._goaway_last_id: int | None = None
+        self._send_window = 0
+        self._recv_window = self.local_limits.connection_window_size
+        self._conn_credit = 0
+        self._subscriptions: dict[int, Subscription] = {}
+        self._last_rx: float | None = None
+        self._rx_since_timer = False
+        self._ping_sent_at: float | None = None
+
+        self._handlers: dict[int, Callable[[RawFrame, list[Event]], None]] = {
+            FrameType.HELLO: self._on_hello,
+            FrameType.WELCOME: self._on_welcome,
+            FrameType.REJECT: self._on_reject,
+            FrameType.HEADERS: self._on_headers,
+            FrameType.DATA: self._on_data,
+            FrameType.RESET: self._on_reset,
+            FrameType.WINDOW_UPDATE: self._on_window_update,
+            FrameType.PING: self._on_ping,
+            FrameType.PONG: self._on_pong,
+            FrameType.GOAWAY: self._on_goaway,
+            FrameType.EVENT: self._on_event,
+            FrameType.SUBSCRIBE: self._on_subscribe,
+            FrameType.UNSUBSCRIBE: self._on_unsubscribe,
+            FrameType.MANIFEST: self._on_manifest,
+        }
+
+    # ------------------------------------------------------------ introspection
+
+    @property
+    def open_streams(self) -> tuple[int, ...]:
+        """Ids of streams that are not yet closed in both directions."""
+        return tuple(s.id for s in self._streams.values() if not s.done)
+
+    @property
+    def subscriptions(self) -> dict[int, Subscription]:
+        """(hub) The peer's current subscriptions."""
+        return dict(self._subscriptions)
+
+    def send_window(self, stream_id: int = 0) -> int:
+        """Bytes that may be sent now: on ``stream_id``, or on the connection for 0.
+
+        For a stream this is already limited by the connection window; 0 for
+        a stream that is not open for sending.
+        """
+        if stream_id == 0:
+            return max(self._send_window, 0)
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.local is not HalfState.OPEN:
+            return 0
+        return max(min(stream.send_window, self._send_window), 0)
+
+    def receive_window(self, stream_id: int = 0) -> int:
+        """Credit the peer currently holds towards this side (connection for 0)."""
+        if stream_id == 0:
+            return self._recv_window
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.recv_window
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnState.CLOSED
+
+    @property
+    def drained(self) -> bool:
+        """GOAWAY was sent or received and no stream is left open: the carrier may close."""
+        return self.state in _DRAINING and not self.open_streams
+
+    @property
+    def max_outbound_frame_size(self) -> int:
+        return self.peer_limits.max_frame_size if self.peer_limits else MIN_FRAME_SIZE
+
+    # ------------------------------------------------------------ plumbing
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the wire since the last call (possibly ``b""``)."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _move(self, inp: ConnInput, err: type[ProtocolError]) -> None:
+        self.state = self._peek(inp, err)
+
+    def _peek(self, inp: ConnInput, err: type[ProtocolError]) -> ConnState:
+        try:
+            return CONN_TRANSITIONS[(self.state, inp)]
+        except KeyError:
+            raise err(f"{inp.value} not allowed in connection state {self.state.value}") from None
+
+    def _frame(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+        limit = self.max_outbound_frame_size
+        if len(payload) > limit:
+            raise LocalProtocolError(
+                f"{FrameType(ftype).name} of {len(payload)} bytes exceeds the peer's limit of {limit}",
+                ErrorCode.FRAME_SIZE_ERROR,
+            )
+        return fr.frame_header(ftype, flags, stream_id, len(payload)) + payload
+
+    def _is_local_id(self, stream_id: int) -> bool:
+        return (stream_id % 2 == 1) == (self.side is Side.CONNECTOR)
+
+    def _was_opened(self, stream_id: int) -> bool:
+        if self._is_local_id(stream_id):
+            return stream_id < self._next_local_id
+        return stream_id <= self._highest_remote_id
+
+    def _require_stream(self, stream_id: int) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            state = "closed" if self._was_opened(stream_id) else "never opened"
+            raise LocalProtocolError(f"stream {stream_id} is {state}", ErrorCode.STREAM_CLOSED)
+        return stream
+
+    def _uncount(self, stream: _Stream) -> None:
+        if stream.counted:
+            stream.counted = False
+            if stream.local_initiated:
+                self._open_local -= 1
+            else:
+                self._open_remote -= 1
+
+    def _retire_if_done(self, stream: _Stream) -> None:
+        """Stop counting a stream closed both ways; forget it once its data is acknowledged."""
+        if stream.done:
+            self._uncount(stream)
+            if not stream.unacked:
+                del self._streams[stream.id]
+
+    def _drop_stream(self, stream: _Stream) -> None:
+        """Remove a stream at once (reset); its unacknowledged bytes go back to the connection."""
+        del self._streams[stream.id]
+        self._uncount(stream)
+        if stream.unacked:
+            self._return_connection_credit(stream.unacked)
+
+    def _return_connection_credit(self, n: int) -> None:
+        self._conn_credit += n
+        if self._conn_credit >= _credit_threshold(self.local_limits.connection_window_size):
+            self._out.append(fr.encode_frame(FrameType.WINDOW_UPDATE, 0, 0, fr.u32(self._conn_credit)))
+            self._recv_window += self._conn_credit
+            self._conn_credit = 0
+
+    # ------------------------------------------------------------ handshake (send)
+
+    def send_hello(
+        self,
+        *,
+        role: PeerRole | str,
+        name: str,
+        credential: str = "",
+        resume_token: str | None = None,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
+        """(connector) Introduce this side; WELCOME or REJECT will follow."""
+        role = PeerRole(role)
+        body = fr.encode_json_object(
+            {
+                "role": role.value,
+                "name": name,
+                "credential": credential,
+                "resume_token": resume_token,
+                "manifest": manifest or {},
+                "limits": self.local_limits.to_json(),
+            },
+            "HELLO",
+        )
+        frame = self._frame(FrameType.HELLO, 0, 0, fr.u16(max(self.versions)) + body)
+        self._move(ConnInput.SEND_HELLO, LocalProtocolError)
+        self._out.append(frame)
+
+    def accept(self, *, heartbeat_interval: float, resume_token: str) -> None:
+        """(hub) Answer the HELLO with WELCOME: the connection is open."""
+        if not heartbeat_interval > 0:
+            raise LocalProtocolError("heartbeat_interval must be positive")
+        version = self.version if self.version is not None else max(self.versions)
+        body = fr.encode_json_object(
+            {
+                "limits": self.local_limits.to_json(),
+                "heartbeat_interval": heartbeat_interval,
+                "resume_token": resume_token,
+            },
+            "WELCOME",
+        )
+        frame = self._frame(FrameType.WELCOME, 0, 0, fr.u16(version) + body)
+        self._move(ConnInput.SEND_WELCOME, LocalProtocolError)
+        self._out.append(frame)
+        self.heartbeat_interval = heartbeat_interval
+        self._open_with_peer()
+
+    def reject(self, error_code: ErrorCode, reason: str) -> None:
+        """(hub) Refuse the HELLO; the connection is closed once the bytes are sent."""
+        frame = self._frame(FrameType.REJECT, 0, 0, fr.u16(error_code) + _clip(reason, MIN_FRAME_SIZE - 2))
+        self._move(ConnInput.SEND_REJECT, LocalProtocolError)
+        self._out.append(frame)
+
+    def _open_with_peer(self) -> None:
+        assert self.peer_limits is not None
+        self._send_window = self.peer_limits.connection_window_size
+
+    # ------------------------------------------------------------ streams (send)
+
+    def send_request(
+        self,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[bytes | str, bytes | str]] = (),
+        *,
+        end_stream: bool = False,
+    ) -> int:
+        """Open a stream with a request; returns its id."""
+        raw_method = method.encode("ascii", "replace")
+        raw_path = path.encode("ascii", "replace")
+        fr.check_method(raw_method, LocalProtocolError)
+        fr.check_path(raw_path, LocalProtocolError)
+        payload = fr.encode_request_payload(raw_method, raw_path, fr.normalize_headers(headers))
+        self._peek(ConnInput.OPEN_LOCAL_STREAM, LocalProtocolError)
+        assert self.peer_limits is not None
+        if self._open_local >= self.peer_limits.max_concurrent_streams:
+            raise LocalProtocolError(
+                f"the peer allows {self.peer_limits.max_concurrent_streams} concurrent streams",
+                ErrorCode.REFUSED_STREAM,
+            )
+        stream_id = self._next_local_id
+        if stream_id > fr.MAX_STREAM_ID:
+            raise LocalProtocolError("stream ids exhausted: open a new connection", ErrorCode.REFUSED_STREAM)
+        flags = Flags.END_STREAM if end_stream else 0
+        frame = self._frame(FrameType.HEADERS, flags, stream_id, payload)
+        stream = _Stream(
+            stream_id, True, self.peer_limits.initial_window_size, self.local_limits.initial_window_size
+        )
+        stream.local = HALF_TRANSITIONS[(HalfState.IDLE, HalfInput.HEADERS_END if end_stream else HalfInput.HEADERS)]
+        self._streams[stream_id] = stream
+        self._open_local += 1
+        self._next_local_id += 2
+        self._out.append(frame)
+        return stream_id
+
+    def send_response(
+        self,
+        stream_id: int,
+        status: int,
+        headers: Iterable[tuple[bytes | str, bytes | str]] = (),
+        *,
+        end_stream: bool = False,
+    ) -> None:
+        """Answer a stream the peer opened."""
+        fr.check_status(status, LocalProtocolError)
+        payload = fr.encode_response_payload(status, fr.normalize_headers(headers))
+        self._peek(ConnInput.SEND_FRAME, LocalProtocolError)
+        stream = self._require_stream(stream_id)
+        if stream.local_initiated:
+            raise LocalProtocolError(f"stream {stream_id} was opened by this side: it takes no response")
+        new = _half_move(
+            stream.local, HalfInput.HEADERS_END if end_stream else HalfInput.HEADERS, LocalProtocolError, stream_id
+        )
+        frame = self._frame(FrameType.HEADERS, Flags.END_STREAM if end_stream else 0, stream_id, payload)
+        stream.local = new
+        self._out.append(frame)
+        self._retire_if_done(stream)
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+        """Send body bytes; split into frames of the peer's maximum size.
+
+        Raises ``LocalProtocolError`` (FLOW_CONTROL_ERROR) if ``data`` is
+        larger than :meth:`send_window` allows.  ``data`` must not change
+        until :meth:`data_to_send` has been called.
+        """
+        self._peek(ConnInput.SEND_FRAME, LocalProtocolError)
+        stream = self._require_stream(stream_id)
+        new = _half_move(
+            stream.local, HalfInput.DATA_END if end_stream else HalfInput.DATA, LocalProtocolError, stream_id
+        )
+        size = len(data)
+        if size > stream.send_window or size > self._send_window:
+            raise LocalProtocolError(
+                f"stream {stream_id}: {size} bytes exceed the send window "
+                f"(stream {stream.send_window}, connection {self._send_window})",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        stream.local = new
+        stream.send_window -= size
+        self._send_window -= size
+        limit = self.max_outbound_frame_size
+        view = memoryview(data)
+        pos = 0
+        out = self._out
+        while True:
+            chunk = view[pos : pos + limit]
+            pos += len(chunk)
+            last = pos >= size
+            flags = _END_STREAM if (last and end_stream) else 0
+            out.append(fr.frame_header(FrameType.DATA, flags, stream_id, len(chunk)))
+            if chunk:
+                out.append(chunk)
+            if last:
+                break
+        self._retire_if_done(stream)
+
+    def end_stream(self, stream_id: int) -> None:
+        """Close this side's direction of a stream (an empty DATA with END_STREAM)."""
+        self.send_data(stream_id, b"", end_stream=True)
+
+    def reset_stream(self, stream_id: int, error_code: ErrorCode = ErrorCode.CANCEL) -> None:
+        """Abort a stream in both directions.  A stream that already ended is left alone."""
+        self._peek(ConnInput.SEND_FRAME, LocalProtocolError)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if not self._was_opened(stream_id):
+                raise LocalProtocolError(f"stream {stream_id} was never opened")
+            return
+        if not stream.done:
+            self._out.append(fr.encode_frame(FrameType.RESET, 0, stream_id, fr.u16(error_code)))
+        self._drop_stream(stream)
+
+    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
+        """Say that ``n`` received bytes of ``stream_id`` were consumed; credit goes back to the peer."""
+        if self.state not in _LIVE:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if not self._was_opened(stream_id):
+                raise LocalProtocolError(f"stream {stream_id} was never opened")
+            return  # reset: its credit went back already
+        if not 0 <= n <= stream.unacked:
+            raise LocalProtocolError(f"stream {stream_id}: acknowledging {n} of {stream.unacked} unacknowledged bytes")
+        stream.unacked -= n
+        if stream.remote is not HalfState.CLOSED:
+            stream.credit += n
+            if stream.credit >= _credit_threshold(self.local_limits.initial_window_size):
+                self._out.append(fr.encode_frame(FrameType.WINDOW_UPDATE, 0, stream_id, fr.u32(stream.credit)))
+                stream.recv_window += stream.credit
+                stream.credit = 0
+        self._return_connection_credit(n)
+        self._retire_if_done(stream)
+
+    # ------------------------------------------------------------ connection level (send)
+
+    def ping(self, payload: bytes = b"") -> None:
+        if len(payload) > fr.MAX_PING_PAYLOAD:
+            raise LocalProtocolError(f"PING payload is at most {fr.MAX_PING_PAYLOAD} bytes")
+        self._move(ConnInput.SEND_FRAME, LocalProtocolError)
+        self._out.append(fr.encode_frame(FrameType.PING, 0, 0, bytes(payload)))
+
+    def send_goaway(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Start draining: the peer may open no new stream; streams up to now finish normally."""
+        payload = fr.encode_goaway_payload(self._highest_remote_id, error_code, _clip(reason, 4096))
+        frame = self._frame(FrameType.GOAWAY, 0, 0, payload)
+        self._move(ConnInput.SEND_GOAWAY, LocalProtocolError)
+        self._goaway_last_id = self._highest_remote_id
+        self._out.append(frame)
+
+    def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> list[Event]:
+        """End the connection now (GOAWAY, or REJECT during the handshake).
+
+        Returns a :class:`StreamReset` for every stream that was still open.
+        """
+        if self.state is ConnState.CLOSED:
+            return []
+        self._queue_goodbye(error_code, reason)
+        return self._terminate(error_code, by_peer=False)
+
+    def connection_lost(self) -> list[Event]:
+        """The carrier died: every open stream is reset with ``CONNECTION_LOST``."""
+        if self.state is ConnState.CLOSED:
+            return []
+        events = self._terminate(ErrorCode.CONNECTION_LOST, by_peer=False)
+        return [ConnectionClosed(ErrorCode.CONNECTION_LOST, "connection lost", by_peer=False), *events]
+
+    def _queue_goodbye(self, error_code: ErrorCode, reason: str) -> None:
+        if self.state in (ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED):
+            self._out.append(fr.encode_frame(FrameType.REJECT, 0, 0, fr.u16(error_code) + _clip(reason, 4096)))
+        elif self.state in _LIVE:
+            self._out.append(
+                fr.encode_frame(
+                    FrameType.GOAWAY,
+                    0,
+                    0,
+                    fr.encode_goaway_payload(self._highest_remote_id, error_code, _clip(reason, 4096)),
+                )
+            )
+
+    def _terminate(self, error_code: ErrorCode | int, *, by_peer: bool) -> list[Event]:
+        self._move(ConnInput.CLOSE, LocalProtocolError)
+        events: list[Event] = [
+            StreamReset(s.id, error_code, by_peer) for s in self._streams.values() if not s.done
+        ]
+        self._streams.clear()
+        self._open_local = self._open_remote = 0
+        self._subscriptions.clear()
+        return events
+
+    def send_event(self, source: str, plugin: str, topic: str, seq: int, payload: bytes) -> bool:
+        """Send a notification.  On the hub it goes out only if one of the peer's
+        subscriptions matches; returns whether it was sent."""
+        if not 0 <= seq <= fr.MAX_SEQ:
+            raise LocalProtocolError("sequence number out of range")
+        frame = self._frame(FrameType.EVENT, 0, 0, fr.encode_event_payload(source, plugin, topic, seq, payload))
+        self._peek(ConnInput.SEND_FRAME, LocalProtocolError)
+        if self.side is Side.HUB and not any(s.matches(source, plugin, topic) for s in self._subscriptions.values()):
+            return False
+        self._out.append(frame)
+        return True
+
+    def subscribe(
+        self,
+        subscription_id: int,
+        subscription: Subscription | None = None,
+        *,
+        resume_after: int | None = None,
+    ) -> None:
+        """(connector) Ask for notifications; replay those after ``resume_after`` if the hub still has them."""
+        self._sent_by(FrameType.SUBSCRIBE)
+        sub = subscription or Subscription()
+        if not 0 <= subscription_id <= 0xFFFF_FFFF:
+            raise LocalProtocolError("subscription id out of range")
+        if resume_after is not None and not 0 <= resume_after <= fr.MAX_SEQ:
+            raise LocalProtocolError("resume_after out of range")
+        payload = fr.encode_subscribe_payload(subscription_id, resume_after or 0, sub.edge, sub.plugin, sub.topic)
+        frame = self._frame(FrameType.SUBSCRIBE, Flags.RESUME if resume_after is not None else 0, 0, payload)
+        self._move(ConnInput.SEND_FRAME, LocalProtocolError)
+        self._out.append(frame)
+
+    def unsubscribe(self, subscription_id: int) -> None:
+        self._sent_by(FrameType.UNSUBSCRIBE)
+        if not 0 <= subscription_id <= 0xFFFF_FFFF:
+            raise LocalProtocolError("subscription id out of range")
+        self._move(ConnInput.SEND_FRAME, LocalProtocolError)
+        self._out.append(fr.encode_frame(FrameType.UNSUBSCRIBE, 0, 0, fr.u32(subscription_id)))
+
+    def send_manifest(self, manifest: dict[str, Any]) -> None:
+        """(connector) Replace the plugin manifest the hub knows for this side."""
+        self._sent_by(FrameType.MANIFEST)
+        frame = self._frame(FrameType.MANIFEST, 0, 0, fr.encode_json_object(manifest, "MANIFEST"))
+        self._move(ConnInput.SEND_FRAME, LocalProtocolError)
+        self._out.append(frame)
+
+    def _sent_by(self, ftype: FrameType) -> None:
+        if _SENT_ONLY_BY.get(ftype, self.side) is not self.side:
+            raise LocalProtocolError(f"only the {_SENT_ONLY_BY[ftype].value} sends {ftype.name}")
+
+    # ------------------------------------------------------------ heartbeat
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` should next be called, on the caller's clock.
+
+        ``None`` while there is no heartbeat (before the handshake, after the
+        end); ``0.0`` means "now", to start the clock.
+        """
+        interval = self.heartbeat_interval
+        if interval is None or self.state not in _LIVE:
+            return None
+        if self._last_rx is None:
+            return 0.0
+        ping_at = (self._ping_sent_at if self._ping_sent_at is not None else self._last_rx) + interval
+        return min(ping_at, self._last_rx + HEARTBEAT_MISSES * interval)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Do what is due at ``now``: send a heartbeat PING, or give up on a silent peer.
+
+        Anything received since the previous call counts as a sign of life
+        at ``now``.  A peer silent for ``HEARTBEAT_MISSES`` intervals ends
+        the connection: a GOAWAY(TIMEOUT) is queued and a
+        :class:`ConnectionClosed` plus the resets of open streams returned.
+        """
+        interval = self.heartbeat_interval
+        if interval is None or self.state not in _LIVE:
+            return []
+        if self._rx_since_timer or self._last_rx is None:
+            self._last_rx = now
+            self._rx_since_timer = False
+            self._ping_sent_at = None
+        silent = now - self._last_rx
+        if silent >= HEARTBEAT_MISSES * interval:
+            reason = f"no traffic from the peer for {silent:.1f} s"
+            self._queue_goodbye(ErrorCode.TIMEOUT, reason)
+            resets = self._terminate(ErrorCode.TIMEOUT, by_peer=False)
+            return [ConnectionClosed(ErrorCode.TIMEOUT, reason, by_peer=False), *resets]
+        if silent >= interval and (self._ping_sent_at is None or now - self._ping_sent_at >= interval):
+            self._out.append(fr.encode_frame(FrameType.PING, 0, 0, b"heartbeat"))
+            self._ping_sent_at = now
+        return []
+
+    # ------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed bytes from the carrier, cut anywhere; returns the events they complete.
+
+        Raises :class:`RemoteProtocolError` for anything the peer may not
+        send; the connection is then closed with a GOAWAY (or REJECT) queued.
+        Bytes arriving after the connection closed are discarded.
+        """
+        if self.state is ConnState.CLOSED:
+            return []
+        if data:
+            self._rx_since_timer = True
+        events: list[Event] = []
+        try:
+            for frame in self._decoder.feed(data):
+                self._dispatch(frame, events)
+                if self.closed:
+                    break
+        except RemoteProtocolError as exc:
+            if not self.closed:
+                self._queue_goodbye(exc.error_code, str(exc))
+                self._terminate(exc.error_code, by_peer=False)
+            raise
+        return events
+
+    def _dispatch(self, frame: RawFrame, events: list[Event]) -> None:
+        only = _SENT_ONLY_BY.get(frame.type)
+        if only is self.side:
+            raise RemoteProtocolError(f"only the {only.value} may send {FrameType(frame.type).name}")
+        self._handlers[frame.type](frame, events)
+
+    def _on_hello(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_HELLO, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "HELLO")
+        version = reader.u16()
+        if version not in self.versions:
+            reason = f"protocol version {version} is not supported; this hub speaks {sorted(self.versions)}"
+            self._move(ConnInput.SEND_REJECT, RemoteProtocolError)
+            self._out.append(
+                fr.encode_frame(FrameType.REJECT, 0, 0, fr.u16(ErrorCode.UNSUPPORTED_VERSION) + reason.encode())
+            )
+            events.append(ConnectionClosed(ErrorCode.UNSUPPORTED_VERSION, reason, by_peer=False))
+            return
+        body = fr.decode_json_object(reader.rest(), "HELLO")
+        role = _field(body, "role", str)
+        if role not in ("edge", "client"):
+            raise RemoteProtocolError(f"HELLO: unknown role {role!r}")
+        resume = body.get("resume_token")
+        if resume is not None and not isinstance(resume, str):
+            raise RemoteProtocolError("HELLO: resume_token must be a string or null")
+        manifest = body.get("manifest", {})
+        if not isinstance(manifest, dict):
+            raise RemoteProtocolError("HELLO: manifest must be an object")
+        limits = _limits(body)
+        self._move(ConnInput.RECV_HELLO, RemoteProtocolError)
+        self.version = version
+        self.peer_limits = limits
+        events.append(
+            Hello(
+                version=version,
+                role=PeerRole(role),
+                name=_field(body, "name", str),
+                credential=_field(body, "credential", str),
+                resume_token=resume,
+                manifest=manifest,
+                limits=limits,
+            )
+        )
+
+    def _on_welcome(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_WELCOME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "WELCOME")
+        version = reader.u16()
+        if version not in self.versions:
+            raise RemoteProtocolError(f"WELCOME: hub chose protocol version {version}", ErrorCode.UNSUPPORTED_VERSION)
+        body = fr.decode_json_object(reader.rest(), "WELCOME")
+        interval = body.get("heartbeat_interval")
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+            raise RemoteProtocolError("WELCOME: heartbeat_interval must be a positive number")
+        token = _field(body, "resume_token", str)
+        limits = _limits(body)
+        self._move(ConnInput.RECV_WELCOME, RemoteProtocolError)
+        self.version = version
+        self.peer_limits = limits
+        self.heartbeat_interval = float(interval)
+        self._open_with_peer()
+        events.append(Welcome(version, limits, float(interval), token))
+
+    def _on_reject(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_REJECT, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "REJECT")
+        code = ErrorCode.from_wire(reader.u16())
+        reason = fr.decode_text(reader.rest(), "REJECT")
+        self._move(ConnInput.RECV_REJECT, RemoteProtocolError)
+        events.append(ConnectionClosed(code, reason, by_peer=True))
+
+    def _on_headers(self, frame: RawFrame, events: list[Event]) -> None:
+        sid = frame.stream_id
+        end = bool(frame.flags & _END_STREAM)
+        half_input = HalfInput.HEADERS_END if end else HalfInput.HEADERS
+        stream = self._streams.get(sid)
+        if stream is None:
+            self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+            if self._is_local_id(sid):
+                if sid < self._next_local_id:
+                    return  # an answer to a stream we reset: drop it
+                raise RemoteProtocolError(f"HEADERS on stream {sid}, which this side never opened")
+            if sid <= self._highest_remote_id:
+                raise RemoteProtocolError(f"HEADERS on closed stream {sid}", ErrorCode.STREAM_CLOSED)
+            self._move(ConnInput.OPEN_REMOTE_STREAM, RemoteProtocolError)
+            method, path, headers = _decode_request(frame.payload)
+            self._highest_remote_id = sid
+            if self._goaway_last_id is not None and sid > self._goaway_last_id:
+                return  # raced our GOAWAY: refused implicitly, the peer may retry
+            assert self.peer_limits is not None
+            if self._open_remote >= self.local_limits.max_concurrent_streams:
+                self._out.append(fr.encode_frame(FrameType.RESET, 0, sid, fr.u16(ErrorCode.REFUSED_STREAM)))
+                return
+            stream = _Stream(sid, False, self.peer_limits.initial_window_size, self.local_limits.initial_window_size)
+            stream.remote = HALF_TRANSITIONS[(HalfState.IDLE, half_input)]
+            self._streams[sid] = stream
+            self._open_remote += 1
+            events.append(Request(sid, method, path, headers, end))
+            return
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        # a stream the peer opened already had its HEADERS: the table refuses a second one
+        new = _half_move(stream.remote, half_input, RemoteProtocolError, sid)
+        status, headers = _decode_response(frame.payload)
+        stream.remote = new
+        events.append(Response(sid, status, headers, end))
+        self._retire_if_done(stream)
+
+    def _on_data(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        sid = frame.stream_id
+        size = len(frame.payload)
+        if size > self._recv_window:
+            raise RemoteProtocolError(
+                f"DATA of {size} bytes exceeds the connection window of {self._recv_window}",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        stream = self._streams.get(sid)
+        if stream is None:
+            if not self._was_opened(sid):
+                raise RemoteProtocolError(f"DATA on stream {sid}, which was never opened")
+            self._recv_window -= size
+            self._return_connection_credit(size)  # for a stream we reset: nobody will consume it
+            return
+        end = bool(frame.flags & _END_STREAM)
+        new = _half_move(stream.remote, HalfInput.DATA_END if end else HalfInput.DATA, RemoteProtocolError, sid)
+        if size > stream.recv_window:
+            raise RemoteProtocolError(
+                f"stream {sid}: DATA of {size} bytes exceeds the stream window of {stream.recv_window}",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        self._recv_window -= size
+        stream.recv_window -= size
+        stream.unacked += size
+        stream.remote = new
+        events.append(Data(sid, frame.payload, end))
+        self._retire_if_done(stream)
+
+    def _on_reset(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "RESET")
+        code = ErrorCode.from_wire(reader.u16())
+        reader.done()
+        stream = self._streams.get(frame.stream_id)
+        if stream is None:
+            if not self._was_opened(frame.stream_id):
+                raise RemoteProtocolError(f"RESET on stream {frame.stream_id}, which was never opened")
+            return
+        if stream.done:
+            return  # both sides had finished; the reset changes nothing
+        self._drop_stream(stream)
+        events.append(StreamReset(frame.stream_id, code, by_peer=True))
+
+    def _on_window_update(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "WINDOW_UPDATE")
+        delta = reader.u32()
+        reader.done()
+        if not 1 <= delta <= fr.MAX_WINDOW:
+            raise RemoteProtocolError(f"WINDOW_UPDATE increment {delta} out of range")
+        sid = frame.stream_id
+        if sid == 0:
+            if self._send_window + delta > fr.MAX_WINDOW:
+                raise RemoteProtocolError("connection window overflow", ErrorCode.FLOW_CONTROL_ERROR)
+            self._send_window += delta
+        else:
+            stream = self._streams.get(sid)
+            if stream is None:
+                if not self._was_opened(sid):
+                    raise RemoteProtocolError(f"WINDOW_UPDATE on stream {sid}, which was never opened")
+                return
+            if stream.send_window + delta > fr.MAX_WINDOW:
+                raise RemoteProtocolError(f"stream {sid}: window overflow", ErrorCode.FLOW_CONTROL_ERROR)
+            stream.send_window += delta
+        events.append(WindowUpdated(sid, delta))
+
+    def _on_ping(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        if len(frame.payload) > fr.MAX_PING_PAYLOAD:
+            raise RemoteProtocolError("PING payload too long", ErrorCode.FRAME_SIZE_ERROR)
+        self._out.append(fr.encode_frame(FrameType.PONG, 0, 0, frame.payload))
+        events.append(PingReceived(frame.payload))
+
+    def _on_pong(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        if len(frame.payload) > fr.MAX_PING_PAYLOAD:
+            raise RemoteProtocolError("PONG payload too long", ErrorCode.FRAME_SIZE_ERROR)
+        events.append(PongReceived(frame.payload))
+
+    def _on_goaway(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_GOAWAY, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "GOAWAY")
+        last = reader.u32()
+        code = ErrorCode.from_wire(reader.u16())
+        reason = fr.decode_text(reader.rest(), "GOAWAY")
+        if last > fr.MAX_STREAM_ID:
+            raise RemoteProtocolError("GOAWAY: last stream id out of range")
+        self._move(ConnInput.RECV_GOAWAY, RemoteProtocolError)
+        events.append(GoAway(last, code, reason))
+        if code != ErrorCode.NO_ERROR:
+            events.append(ConnectionClosed(code, reason, by_peer=True))
+            events.extend(self._terminate(code, by_peer=True))
+            return
+        for stream in [s for s in self._streams.values() if s.local_initiated and s.id > last]:
+            self._drop_stream(stream)
+            events.append(StreamReset(stream.id, ErrorCode.REFUSED_STREAM, by_peer=True))
+
+    def _on_event(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "EVENT")
+        seq = reader.u64()
+        source = reader.text16()
+        plugin = reader.text16()
+        topic = reader.text16()
+        events.append(Notification(source, plugin, topic, seq, reader.rest()))
+
+    def _on_subscribe(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "SUBSCRIBE")
+        sub_id = reader.u32()
+        after = reader.u64()
+        sub = Subscription(reader.text16(), reader.text16(), reader.text16())
+        reader.done()
+        resume = bool(frame.flags & Flags.RESUME)
+        if not resume and after:
+            raise RemoteProtocolError("SUBSCRIBE: a resume sequence number without the RESUME flag")
+        self._subscriptions[sub_id] = sub
+        events.append(Subscribed(sub_id, sub, after if resume else None))
+
+    def _on_unsubscribe(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        reader = fr.PayloadReader(frame.payload, "UNSUBSCRIBE")
+        sub_id = reader.u32()
+        reader.done()
+        self._subscriptions.pop(sub_id, None)
+        events.append(Unsubscribed(sub_id))
+
+    def _on_manifest(self, frame: RawFrame, events: list[Event]) -> None:
+        self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
+        events.append(ManifestUpdated(fr.decode_json_object(frame.payload, "MANIFEST")))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _clip(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return raw
+    return raw[: max(limit, 0)].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _field(body: dict[str, Any], key: str, kind: type[str]) -> str:
+    value = body.get(key)
+    if not isinstance(value, kind):
+        raise RemoteProtocolError(f"field {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _limits(body: dict[str, Any]) -> Limits:
+    raw = body.get("limits")
+    if not isinstance(raw, dict):
+        raise RemoteProtocolError("limits must be an object")
+    values: dict[str, int] = {}
+    for key in ("max_frame_size", "max_concurrent_streams", "initial_window_size", "connection_window_size"):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RemoteProtocolError(f"limits.{key} must be an integer")
+        values[key] = value
+    try:
+        return Limits(**values)
+    except ValueError as exc:
+        raise RemoteProtocolError(f"limits: {exc}") from None
+
+
+def _decode_request(payload: bytes) -> tuple[str, str, fr.Headers]:
+    reader = fr.PayloadReader(payload, "HEADERS")
+    if reader.u8() != fr.KIND_REQUEST:
+        raise RemoteProtocolError("HEADERS opening a stream must be a request")
+    method = reader.bytes8()
+    fr.check_method(method, RemoteProtocolError)
+    path = reader.bytes16()
+    fr.check_path(path, RemoteProtocolError)
+    return method.decode("ascii"), path.decode("ascii"), fr.decode_header_block(reader)
+
+
+def _decode_response(payload: bytes) -> tuple[int, fr.Headers]:
+    reader = fr.PayloadReader(payload, "HEADERS")
+    if reader.u8() != fr.KIND_RESPONSE:
+        raise RemoteProtocolError("HEADERS on a stream this side opened must be a response")
+    status = reader.u16()
+    fr.check_status(status, RemoteProtocolError)
+    return status, fr.decode_header_block(reader)
