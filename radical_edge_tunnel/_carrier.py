@@ -1,0 +1,130 @@
+"""Carriers: what moves tunnel bytes between two processes (or two tasks).
+
+A carrier only moves opaque byte chunks; the protocol core does the framing,
+so a chunk boundary means nothing.  ``receive()`` returns ``b""`` once the
+peer is gone (orderly close, EOF or a broken connection alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+
+#: WebSocket close codes used by radical-edge
+WS_NORMAL = 1000
+WS_GOING_AWAY = 1001
+WS_UNSUPPORTED_DATA = 1003
+WS_POLICY_VIOLATION = 1008
+
+_READ_SIZE = 256 * 1024
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class Carrier(Protocol):
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryCarrier:
+    """One end of an in-memory carrier; make both with :func:`memory_carrier_pair`."""
+
+    def __init__(self, tx: MemoryObjectSendStream[bytes], rx: MemoryObjectReceiveStream[bytes]) -> None:
+        self._tx = tx
+        self._rx = rx
+
+    async def send(self, data: bytes) -> None:
+        # a gone peer is reported by receive(); sending to it is a no-op
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._tx.send(data)
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._rx.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return b""
+
+    async def aclose(self) -> None:
+        await self._tx.aclose()
+        await self._rx.aclose()
+
+
+def memory_carrier_pair(buffer: int = 16) -> tuple[MemoryCarrier, MemoryCarrier]:
+    """Two connected in-memory carriers with a small fixed buffer (backpressure, never unbounded)."""
+    a_tx, b_rx = anyio.create_memory_object_stream[bytes](buffer)
+    b_tx, a_rx = anyio.create_memory_object_stream[bytes](buffer)
+    return MemoryCarrier(a_tx, a_rx), MemoryCarrier(b_tx, b_rx)
+
+
+class WebSocketCarrier:
+    """Tunnel bytes as binary WebSocket messages over an anyio byte stream (TCP or TLS).
+
+    ``ws`` is an already-upgraded wsproto connection; ``pending`` are bytes
+    that arrived behind the HTTP upgrade.  Text messages are refused with
+    close code 1003.  WebSocket pings are answered here.
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, pending: bytes = b"") -> None:
+        self._stream = stream
+        self._ws = ws
+        self._lock = anyio.Lock()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        if pending:
+            ws.receive_data(pending)
+
+    async def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        async with self._lock:
+            await self._stream.send(data)
+
+    async def send(self, data: bytes) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        with contextlib.suppress(*_GONE):
+            await self._write(self._ws.send(Message(data=data)))  # a loss is reported by receive()
+
+    async def receive(self) -> bytes:
+        while True:
+            for event in self._ws.events():
+                if isinstance(event, BytesMessage):
+                    if event.data:
+                        return bytes(event.data)
+                elif isinstance(event, TextMessage):
+                    await self.close(WS_UNSUPPORTED_DATA, "radical-edge tunnels carry binary messages only")
+                    return b""
+                elif isinstance(event, Ping):
+                    with contextlib.suppress(*_GONE):
+                        await self._write(self._ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.close_code, self.close_reason = event.code, event.reason
+                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                        with contextlib.suppress(*_GONE):
+                            await self._write(self._ws.send(event.response()))
+                    return b""
+            try:
+                data = await self._stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, *_GONE):
+                return b""
+            self._ws.receive_data(data)
+
+    async def close(self, code: int = WS_NORMAL, reason: str = "") -> None:
+        """Send a WebSocket close (if still open); the stream is closed by :meth:`aclose`."""
+        if self._ws.state is ConnectionState.OPEN:
+            with contextlib.suppress(*_GONE):
+                await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+
+    async def aclose(self) -> None:
+        with anyio.move_on_after(2, shield=True):
+            await self.close()
+            await self._stream.aclose()
