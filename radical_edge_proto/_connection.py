@@ -347,8 +347,11 @@ class Connection:
         end_stream: bool = False,
     ) -> int:
         """Open a stream with a request; returns its id."""
-        raw_method = method.encode("ascii", "replace")
-        raw_path = path.encode("ascii", "replace")
+        try:
+            raw_method = method.encode("ascii")
+            raw_path = path.encode("ascii")
+        except UnicodeEncodeError:
+            raise LocalProtocolError("method and path must be ASCII (percent-encode the path)") from None
         fr.check_method(raw_method, LocalProtocolError)
         fr.check_path(raw_path, LocalProtocolError)
         payload = fr.encode_request_payload(raw_method, raw_path, fr.normalize_headers(headers))
@@ -481,11 +484,18 @@ class Connection:
         self._out.append(fr.encode_frame(FrameType.PING, 0, 0, bytes(payload)))
 
     def send_goaway(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        """Start draining: the peer may open no new stream; streams up to now finish normally."""
-        payload = fr.encode_goaway_payload(self._highest_remote_id, error_code, _clip(reason, 4096))
+        """Start draining: the peer may open no new stream; streams up to now finish normally.
+
+        A GOAWAY sent again never raises the last stream id.  To end the
+        connection with an error, use :meth:`close`.
+        """
+        if error_code != ErrorCode.NO_ERROR:
+            raise LocalProtocolError("a draining GOAWAY carries NO_ERROR; close() ends with an error")
+        last = self._highest_remote_id if self._goaway_last_id is None else self._goaway_last_id
+        payload = fr.encode_goaway_payload(last, error_code, _clip(reason, 4096))
         frame = self._frame(FrameType.GOAWAY, 0, 0, payload)
         self._move(ConnInput.SEND_GOAWAY, LocalProtocolError)
-        self._goaway_last_id = self._highest_remote_id
+        self._goaway_last_id = last
         self._out.append(frame)
 
     def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> list[Event]:
@@ -674,20 +684,19 @@ class Connection:
         if not isinstance(manifest, dict):
             raise RemoteProtocolError("HELLO: manifest must be an object")
         limits = _limits(body)
+        hello = Hello(
+            version=version,
+            role=PeerRole(role),
+            name=_field(body, "name", str),
+            credential=_field(body, "credential", str),
+            resume_token=resume,
+            manifest=manifest,
+            limits=limits,
+        )
         self._move(ConnInput.RECV_HELLO, RemoteProtocolError)
         self.version = version
         self.peer_limits = limits
-        events.append(
-            Hello(
-                version=version,
-                role=PeerRole(role),
-                name=_field(body, "name", str),
-                credential=_field(body, "credential", str),
-                resume_token=resume,
-                manifest=manifest,
-                limits=limits,
-            )
-        )
+        events.append(hello)
 
     def _on_welcome(self, frame: RawFrame, events: list[Event]) -> None:
         self._peek(ConnInput.RECV_WELCOME, RemoteProtocolError)

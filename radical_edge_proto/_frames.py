@@ -89,7 +89,8 @@ FRAME_RULES: dict[int, tuple[int, StreamRule]] = {
 # The same rules as plain ints, for the per-frame fast path of the decoder:
 # type -> (flag bits that must be clear, True if the stream id must be 0, True if it must not be)
 _FAST_RULES: dict[int, tuple[int, bool, bool]] = {
-    int(t): (~flags & 0xFF, rule is StreamRule.ZERO, rule is StreamRule.NONZERO) for t, (flags, rule) in FRAME_RULES.items()
+    int(t): (~flags & 0xFF, rule is StreamRule.ZERO, rule is StreamRule.NONZERO)
+    for t, (flags, rule) in FRAME_RULES.items()
 }
 
 
@@ -256,12 +257,16 @@ def decode_text(raw: bytes, what: str) -> str:
 
 def decode_json_object(raw: bytes, what: str) -> JSONObject:
     try:
-        value = json.loads(decode_text(raw, what))
+        value = json.loads(decode_text(raw, what), parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise RemoteProtocolError(f"{what}: payload is not valid JSON") from None
     if not isinstance(value, dict):
         raise RemoteProtocolError(f"{what}: payload must be a JSON object")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN / Infinity: json.loads would accept them
 
 
 def encode_json_object(value: JSONObject, what: str) -> bytes:
@@ -298,6 +303,7 @@ def u64(value: int) -> bytes:
 # argument locally (LocalProtocolError) and a bad frame remotely.
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_LOWER_TOKEN = _TOKEN - frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def check_method(method: bytes, err: type[ProtocolError]) -> None:
@@ -316,7 +322,8 @@ def check_status(status: int, err: type[ProtocolError]) -> None:
 
 
 def check_header_name(name: bytes, err: type[ProtocolError]) -> None:
-    if not name or not set(name) <= _TOKEN:
+    """Header names travel lowercased (senders lowercase them; a receiver refuses others)."""
+    if not name or not set(name) <= _LOWER_TOKEN:
         raise err(f"invalid header name {name[:64]!r}")
 
 
@@ -328,8 +335,11 @@ def check_header_value(value: bytes, err: type[ProtocolError]) -> None:
 def normalize_headers(headers: Iterable[tuple[bytes | str, bytes | str]]) -> Headers:
     out: list[tuple[bytes, bytes]] = []
     for name, value in headers:
-        n = (name.encode("latin-1") if isinstance(name, str) else bytes(name)).lower()
-        v = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        try:
+            n = (name.encode("latin-1") if isinstance(name, str) else bytes(name)).lower()
+            v = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        except UnicodeEncodeError:
+            raise LocalProtocolError(f"header {name!r}: not encodable as latin-1") from None
         check_header_name(n, LocalProtocolError)
         check_header_value(v, LocalProtocolError)
         out.append((n, v))
