@@ -1,1 +1,7 @@
-"""radical_edge_bridge: placeholder until its issue lands."""
+"""radical_edge_bridge: the public entry point (REST API, event stream, portal) and the hub of the tunnels."""
+
+from ._config import BridgeConfig
+from ._http import HTTPLimits
+from ._server import SHUTDOWN_CODE, Bridge
+
+__all__ = ["SHUTDOWN_CODE", "Bridge", "BridgeConfig", "HTTPLimits"]

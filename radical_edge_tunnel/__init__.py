@@ -4,20 +4,38 @@ Shared by the bridge, the edge service and the SDK.
 """
 
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair
+from ._envelope import ERROR_CONTENT_TYPE, error_body, error_envelope
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
+from ._ws_client import (
+    ConnectError,
+    TLSVerificationError,
+    UpgradeRejectedError,
+    client_ssl_context,
+    connect_websocket,
+    websocket_url,
+)
 
 __all__ = [
+    "ERROR_CONTENT_TYPE",
     "Carrier",
+    "ConnectError",
     "HandshakeError",
     "MemoryCarrier",
     "StreamResetError",
+    "TLSVerificationError",
     "Tunnel",
     "TunnelClosedError",
     "TunnelError",
     "TunnelStream",
+    "UpgradeRejectedError",
     "WebSocketCarrier",
     "accept_handshake",
+    "client_ssl_context",
     "connect_handshake",
+    "connect_websocket",
+    "error_body",
+    "error_envelope",
     "memory_carrier_pair",
+    "websocket_url",
 ]

@@ -13,7 +13,8 @@ from typing import Protocol
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from wsproto.connection import Connection as WSConnection
+from wsproto import WSConnection
+from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
@@ -24,7 +25,7 @@ WS_UNSUPPORTED_DATA = 1003
 WS_POLICY_VIOLATION = 1008
 
 _READ_SIZE = 256 * 1024
-_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
 class Carrier(Protocol):
@@ -73,7 +74,9 @@ class WebSocketCarrier:
     close code 1003.  WebSocket pings are answered here.
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, pending: bytes = b"") -> None:
+    def __init__(
+        self, stream: anyio.abc.ByteStream, ws: WSConnection | WSProtoConnection, pending: bytes = b""
+    ) -> None:
         self._stream = stream
         self._ws = ws
         self._lock = anyio.Lock()
@@ -114,7 +117,7 @@ class WebSocketCarrier:
                     return b""
             try:
                 data = await self._stream.receive(_READ_SIZE)
-            except (anyio.EndOfStream, *_GONE):
+            except _GONE:
                 return b""
             self._ws.receive_data(data)
 

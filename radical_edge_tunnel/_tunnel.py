@@ -68,6 +68,7 @@ class TunnelStream:
         self._reset: ErrorCode | int | None = None
         self._reset_by_peer = False
         self._wake = anyio.Event()
+        self._reset_seen = anyio.Event()
         if head is not None and head.end_stream:
             self._ended = True
 
@@ -90,6 +91,7 @@ class TunnelStream:
         if self._reset is None:
             self._reset = code
             self._reset_by_peer = by_peer
+            self._reset_seen.set()
         self._head_ready.set()
         self._notify()
 
@@ -107,6 +109,15 @@ class TunnelStream:
 
     @property
     def reset_code(self) -> ErrorCode | int | None:
+        return self._reset
+
+    async def wait_reset(self) -> ErrorCode | int:
+        """Wait until the stream is reset (by the peer, by this side or by the tunnel's end); returns the code.
+
+        A stream that ends normally is never reset: cancel the waiter when the exchange is over.
+        """
+        await self._reset_seen.wait()
+        assert self._reset is not None
         return self._reset
 
     async def wait_response(self) -> Response:
@@ -138,6 +149,8 @@ class TunnelStream:
         """(handler) Send the response head."""
         self._raise_if_reset()
         self.tunnel.conn.send_response(self.id, status, headers, end_stream=end_stream)
+        if end_stream:
+            self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
         await self.tunnel.flush()
 
     async def send(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
@@ -155,6 +168,8 @@ class TunnelStream:
             n = min(window, len(view))
             last = n == len(view)
             conn.send_data(self.id, view[:n], end_stream=end_stream and last)
+            if end_stream and last:
+                self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
             await self.tunnel.flush()
             view = view[n:]
             if last:
@@ -301,12 +316,16 @@ class Tunnel:
                 else:
                     # nobody reads it any more: give the credit back at once
                     self.conn.acknowledge_received_data(event.stream_id, len(event.data))
+                if event.end_stream:
+                    self._wake_senders()  # a stream may have closed: drain() re-checks
             elif isinstance(event, WindowUpdated):
                 self._wake_senders()
             elif isinstance(event, Response):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream._on_response(event)
+                if event.end_stream:
+                    self._wake_senders()
             elif isinstance(event, Request):
                 self._on_request(event)
             elif isinstance(event, StreamReset):

@@ -1,0 +1,88 @@
+"""``radical-edge-bridge``: run a bridge from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from ._auth import DEFAULT_TOKEN_FILE, InsecureFileError, check_private, load_or_create_token
+from ._config import BridgeConfig
+from ._server import Bridge
+
+log = logging.getLogger("radical_edge.bridge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="radical-edge-bridge", description="Run the radical-edge bridge.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--cert", default=os.environ.get("RADICAL_BRIDGE_CERT"), help="TLS certificate (PEM)")
+    p.add_argument("--key", default=os.environ.get("RADICAL_BRIDGE_KEY"), help="TLS private key (PEM, mode 0600)")
+    p.add_argument("--token", default=os.environ.get("RADICAL_BRIDGE_TOKEN"), help="bearer token (else token file)")
+    p.add_argument("--token-file", default=str(DEFAULT_TOKEN_FILE), help="token file, made 0600 if missing")
+    p.add_argument("--no-auth", action="store_true", help="switch authentication off (anyone can run jobs!)")
+    p.add_argument("--insecure-no-tls", action="store_true", help="serve plain HTTP (loopback testing only)")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for an edge's answer")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BridgeConfig:
+    if not args.insecure_no_tls and not args.cert:
+        raise SystemExit(
+            "radical-edge-bridge: --cert/--key (or RADICAL_BRIDGE_CERT/KEY) are required, "
+            "or --insecure-no-tls for a loopback test"
+        )
+    cert = Path(args.cert).expanduser() if args.cert else None
+    key = Path(args.key).expanduser() if args.key else None
+    if key is not None:
+        try:
+            check_private(key)
+        except InsecureFileError as exc:
+            raise SystemExit(f"radical-edge-bridge: refusing the key: {exc}") from None
+    token: str | None
+    if args.no_auth:
+        token = None
+        log.warning("AUTHENTICATION IS OFF (--no-auth): anyone who reaches this port can use every edge")
+    elif args.token:
+        token = args.token
+        log.info("using the token given on the command line / environment")
+    else:
+        path = Path(args.token_file).expanduser()
+        token = load_or_create_token(path)
+        log.info("bridge token is in %s", path)
+    return BridgeConfig(
+        host=args.host,
+        port=args.port,
+        cert=cert,
+        key=key,
+        token=token,
+        insecure_no_tls=args.insecure_no_tls,
+        request_timeout=args.request_timeout,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    bridge = Bridge(config)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(bridge.serve)
+            print(f"radical-edge bridge listening on {bridge.url}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop
+        anyio.run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Splice an HTTP request into a tunnel stream to an edge, and the response back.
+
+Bodies stream both ways without being held whole: a chunk is read from one
+side only after the previous one was written to the other, and tunnel credit
+goes back only as chunks are written, so a slow reader slows the sender.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import h11
+
+from radical_edge_proto import ErrorCode
+from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
+
+from ._http import BadRequest, ClientGone, HTTPChannel
+from ._metrics import Metrics
+
+TunnelStreamOpener = Callable[[str, str, list[tuple[bytes, bytes]], bool], Awaitable[TunnelStream]]
+
+#: request headers that describe the client hop or carry the bridge credential: never forwarded
+_HOP_REQUEST = frozenset(
+    {
+        b"authorization",
+        b"cookie",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    }
+)
+_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
+
+
+def request_has_body(request: h11.Request) -> bool:
+    for name, value in request.headers:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip() != b"0":
+            return True
+    return False
+
+
+async def forward(
+    channel: HTTPChannel,
+    request: h11.Request,
+    open_stream: TunnelStreamOpener,
+    tunnel_path: str,
+    *,
+    caller: str,
+    root_path: str,
+    timeout: float,
+    metrics: Metrics,
+) -> None:
+    """Forward ``request`` (whose body is still unread) and write the answer to ``channel``."""
+    headers = [(n, v) for n, v in request.headers if n not in _HOP_REQUEST]
+    content_length = next((v for n, v in request.headers if n == b"content-length"), None)
+    if content_length is not None:
+        headers.append((b"content-length", content_length))
+    headers += [(b"x-radical-caller", caller.encode()), (b"x-radical-root-path", root_path.encode())]
+    has_body = request_has_body(request)
+    started = time.perf_counter()
+    status = 502
+    metrics.in_flight += 1
+    try:
+        try:
+            stream = await open_stream(request.method.decode(), tunnel_path, headers, not has_body)
+        except TunnelClosedError as exc:
+            status = 503
+            await channel.send_error(503, f"edge not available: {exc}")
+            return
+        try:
+            status = await _exchange(channel, stream, has_body, timeout, metrics)
+            return
+        except ClientGone:
+            await stream.reset(ErrorCode.CANCEL)
+            status = 499
+            raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream.reset(ErrorCode.CANCEL)
+            raise
+    finally:
+        metrics.in_flight -= 1
+        metrics.observe(status, time.perf_counter() - started)
+
+
+async def _exchange(
+    channel: HTTPChannel, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics
+) -> int:
+    upload_error: list[BaseException] = []
+    failure: tuple[int, str] | None = None
+
+    async def upload() -> None:
+        try:
+            while chunk := await channel.receive_body():
+                metrics.bytes_in += len(chunk)
+                await stream.send(chunk)
+            await stream.end()
+        except StreamResetError:
+            pass  # the response side reports it
+        except (ClientGone, BadRequest) as exc:
+            upload_error.append(exc)
+            await stream.reset(ErrorCode.CANCEL)
+
+    async with anyio.create_task_group() as tg:
+        if has_body:
+            tg.start_soon(upload)
+        try:
+            with anyio.fail_after(timeout):
+                response = await stream.wait_response()
+        except TimeoutError:
+            await stream.reset(ErrorCode.CANCEL)  # the edge stops the work too
+            failure = (504, f"the edge did not answer within {timeout:g} s")
+        except StreamResetError as exc:
+            failure = _reset_status(exc)
+        if failure is None:
+            headers = [(n, v) for n, v in response.headers if n not in _HOP_RESPONSE]
+            if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
+                headers.append((b"transfer-encoding", b"chunked"))
+            await channel.start_response(response.status, headers)
+            try:
+                while chunk := await stream.receive():
+                    metrics.bytes_out += len(chunk)
+                    await channel.send_body(chunk)
+            except StreamResetError:
+                # the head is out: the only honest signal left is to cut the connection
+                raise ClientGone("the edge reset the stream mid-response") from None
+            await channel.end_response()
+        # the upload has finished, or is moot once the answer is complete or failed
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        if upload_error:
+            raise ClientGone(str(upload_error[0]))
+        await channel.send_error(*failure)
+        return failure[0]
+    return response.status
+
+
+def _reset_status(exc: StreamResetError) -> tuple[int, str]:
+    if exc.code in (ErrorCode.CONNECTION_LOST, ErrorCode.REFUSED_STREAM, ErrorCode.TIMEOUT):
+        return 503, "edge disconnected before answering"
+    return 502, f"the edge failed the request ({exc})"

@@ -1,0 +1,201 @@
+"""HTTP/1.1 on one connection, with h11: requests in, responses out, limits enforced.
+
+Limits and their answers: request line over ``max_request_line`` -> 414,
+headers over ``max_header_bytes`` -> 431, malformed -> 400, a client idle
+between requests past ``idle_timeout`` or too slow sending its head past
+``head_timeout`` -> connection closed (408 when a request had started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+import h11
+
+from ._envelope import error_body, reason_phrase
+
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+@dataclass(frozen=True)
+class HTTPLimits:
+    max_request_line: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    head_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    body_read_timeout: float = 120.0
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected or stalled."""
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class HTTPChannel:
+    """One client connection; call :meth:`next_request` in a loop."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, limits: HTTPLimits) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._head_bytes = bytearray()  # the start of the current request, to tell 414 from 431
+        self.response_started = False
+
+    async def _read(self) -> bytes:
+        try:
+            data = await self.stream.receive(65536)
+        except _GONE:
+            return b""
+        return data
+
+    async def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._classify(exc) from None
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self._read()
+            if len(self._head_bytes) < self.limits.max_request_line + 2:
+                self._head_bytes += data[: self.limits.max_request_line + 2]
+            self.h11.receive_data(data)
+
+    def _classify(self, exc: h11.RemoteProtocolError) -> BadRequest:
+        if "too long" in str(exc).lower() or "buffer" in str(exc).lower():
+            first_line_end = self._head_bytes.find(b"\r\n")
+            if first_line_end == -1 or first_line_end > self.limits.max_request_line:
+                return BadRequest(414, "request line too long")
+            return BadRequest(431, "request header fields too large")
+        return BadRequest(exc.error_status_hint or 400, f"malformed request: {exc}")
+
+    async def next_request(self) -> h11.Request | None:
+        """The next request head, or None when the client is done (close, idle, EOF)."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.h11.start_next_cycle()
+        if self.h11.our_state is not h11.IDLE or self.h11.their_state is not h11.IDLE:
+            return None  # an unread body or a close: this connection is done
+        self._head_bytes.clear()
+        self.response_started = False
+        try:
+            with anyio.fail_after(self.limits.idle_timeout):
+                event = await self._first_event()
+        except TimeoutError:
+            return None
+        except BadRequest as exc:
+            await self.send_error(exc.status, exc.detail, close=True)
+            return None
+        if isinstance(event, h11.Request):
+            return event
+        return None
+
+    async def _first_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        # the head must arrive within head_timeout once its first byte is here
+        event = self.h11.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await self._read()
+        if not data:
+            return h11.ConnectionClosed()
+        self._head_bytes += data[: self.limits.max_request_line + 2]
+        self.h11.receive_data(data)
+        try:
+            with anyio.fail_after(self.limits.head_timeout):
+                return await self._next_event()
+        except TimeoutError:
+            await self.send_error(408, "request head not received in time", close=True)
+            return h11.ConnectionClosed()
+
+    async def receive_body(self) -> bytes:
+        """The next request body chunk; ``b""`` at the end of the body."""
+        while True:
+            try:
+                with anyio.fail_after(self.limits.body_read_timeout):
+                    event = await self._next_event()
+            except TimeoutError:
+                raise ClientGone("request body stalled") from None
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                return b""
+            raise ClientGone("client closed the connection during the request body")
+
+    async def drain_body(self, limit: int = 1024 * 1024) -> bytes:
+        """Read a whole (small) body; 413 via BadRequest if larger than ``limit``."""
+        body = bytearray()
+        while chunk := await self.receive_body():
+            body += chunk
+            if len(body) > limit:
+                raise BadRequest(413, f"request body larger than {limit} bytes")
+        return bytes(body)
+
+    # ---------------------------------------------------------------- writing
+
+    async def _write(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                await self.stream.send(data)
+            except _GONE:
+                raise ClientGone("client went away") from None
+
+    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        self.response_started = True
+        await self._write(h11.Response(status_code=status, headers=list(headers), reason=reason_phrase(status)))
+
+    async def send_body(self, data: bytes) -> None:
+        if data:
+            await self._write(h11.Data(data=data))
+
+    async def end_response(self) -> None:
+        await self._write(h11.EndOfMessage())
+
+    async def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"application/json",
+        extra: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        close: bool = False,
+    ) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+        if close:
+            headers.append((b"connection", b"close"))
+        try:
+            await self.start_response(status, headers)
+            await self.send_body(body)
+            await self.end_response()
+        except h11.LocalProtocolError:
+            pass  # the state does not allow a response any more: nothing to tell the client
+
+    async def send_json(self, status: int, value: object, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        await self.send_bytes(status, json.dumps(value).encode(), extra=extra)
+
+    async def send_error(self, status: int, detail: str, *, close: bool = False) -> None:
+        if self.response_started:
+            return
+        with contextlib.suppress(ClientGone):
+            await self.send_bytes(status, error_body(status, detail), close=close)
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    async def aclose(self) -> None:
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(*_GONE):
+            await self.stream.aclose()

@@ -1,0 +1,412 @@
+"""The bridge: TLS listener, HTTP routing, edge registration, event stream."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
+import anyio.abc
+import h11
+from anyio.streams.tls import TLSListener
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.utilities import generate_accept_token
+
+from radical_edge_proto import (
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    GoAway,
+    Hello,
+    ManifestUpdated,
+    Notification,
+    PeerRole,
+    Side,
+)
+from radical_edge_tunnel import HandshakeError, Tunnel, TunnelClosedError, TunnelStream, WebSocketCarrier
+from radical_edge_tunnel import accept_handshake as hub_handshake
+
+from ._auth import Authenticator, credential_from_headers, session_cookie
+from ._config import BridgeConfig
+from ._envelope import error_body
+from ._eventhub import EventHub
+from ._forward import forward
+from ._http import BadRequest, ClientGone, HTTPChannel
+from ._metrics import Metrics
+from ._registry import RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
+
+log = logging.getLogger("radical_edge.bridge")
+
+#: routes that need no credential
+_PUBLIC = frozenset({"/", "/healthz", "/auth"})
+#: GOAWAY code an edge reads as "shut down, do not reconnect"
+SHUTDOWN_CODE = ErrorCode.CANCEL
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.auth = Authenticator(config.token)
+        self.registry = EdgeRegistry()
+        self.events = EventHub(config.event_ring_size, config.subscriber_queue)
+        self.metrics = Metrics()
+        self.port: int | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stopped = anyio.Event()
+
+    # ---------------------------------------------------------------- serving
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.config.insecure_no_tls else "https"
+        return f"{scheme}://{self.config.host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        assert self.config.cert is not None
+        ctx.load_cert_chain(str(self.config.cert), str(self.config.key) if self.config.key else None)
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen until :meth:`stop` (or ``POST /bridge/terminate``)."""
+        listener: anyio.abc.Listener[Any] = await anyio.create_tcp_listener(
+            local_host=self.config.host, local_port=self.config.port, reuse_port=False
+        )
+        sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
+        self.port = int(sockname[1])
+        if not self.config.insecure_no_tls:
+            listener = TLSListener(listener, self.ssl_context(), standard_compatible=False)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._serve_listener, listener)
+            task_status.started()
+            await self._stopped.wait()
+            tg.cancel_scope.cancel()
+
+    async def _serve_listener(self, listener: anyio.abc.Listener[Any]) -> None:
+        async with listener:
+            await listener.serve(self._handle_connection)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        channel = HTTPChannel(stream, self.config.http)
+        try:
+            while True:
+                request = await channel.next_request()
+                if request is None:
+                    break
+                upgraded = await self._handle_request(channel, request)
+                if upgraded or not channel.keep_alive:
+                    break
+        except (ClientGone, h11.LocalProtocolError, h11.RemoteProtocolError) as exc:
+            log.debug("client connection ended: %s", exc)
+        except Exception:
+            # one connection's failure must never disturb the others or the listener
+            log.exception("error while serving a connection")
+        finally:
+            await channel.aclose()
+
+    # ---------------------------------------------------------------- routing
+
+    async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> bool:
+        """Answer one request; True if the connection was handed to a WebSocket."""
+        target = request.target.decode("latin-1")
+        parts = urlsplit(target)
+        path = parts.path
+        method = request.method.decode()
+        headers = list(request.headers)
+        try:
+            if _is_websocket(headers):
+                return await self._websocket(channel, request, path)
+            public = path in _PUBLIC or (path.startswith("/plugins/") and path.endswith(".js"))
+            if not public and not self.auth.check_headers(headers):
+                await _unauthorized(channel)
+                return False
+            await self._route(channel, request, method, path, parts.query)
+        except BadRequest as exc:
+            await channel.send_error(exc.status, exc.detail, close=True)
+        return False
+
+    async def _route(self, channel: HTTPChannel, request: h11.Request, method: str, path: str, query: str) -> None:
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            await channel.send_json(200, {"status": "ok", "edges": sum(e.connected for e in self.registry.entries())})
+        elif path == "/" and method == "GET":
+            await channel.send_bytes(200, _PORTAL_PLACEHOLDER, b"text/html; charset=utf-8")
+        elif path == "/auth" and method == "POST":
+            await self._auth_route(channel, request)
+        elif path == "/edge/list" and method == "POST":
+            await channel.drain_body()
+            await channel.send_json(200, {"data": self.topology()})
+        elif path == "/edges" and method == "GET":
+            edges = [
+                {
+                    "name": e.name,
+                    "plugins": sorted(e.manifest),
+                    "connected": e.connected,
+                    "plugin_count": len(e.manifest),
+                }
+                for e in self.registry.entries()
+            ]
+            await channel.send_json(200, {"edges": edges, "total": len(edges)})
+        elif path.startswith("/edge/disconnect/") and method == "POST":
+            await self._disconnect_route(channel, unquote(path[len("/edge/disconnect/") :]))
+        elif path == "/bridge/terminate" and method == "POST":
+            await channel.send_json(200, {"status": "terminating"})
+            self.stop()
+        elif path == "/metrics" and method == "GET":
+            body = self.metrics.render(
+                edges_connected=sum(e.connected for e in self.registry.entries()), subscribers=len(self.events)
+            )
+            await channel.send_bytes(200, body, b"text/plain; version=0.0.4")
+        elif path == "/events" and method == "GET":
+            await self._sse(channel, request, query)
+        elif path.startswith("/plugins/"):
+            await channel.send_error(404, f"no portal module {path!r}")
+        else:
+            await self._forward_route(channel, request, path)
+
+    async def _auth_route(self, channel: HTTPChannel, request: h11.Request) -> None:
+        body = await channel.drain_body(64 * 1024)
+        try:
+            token = json.loads(body or b"{}").get("token")
+        except (ValueError, AttributeError):
+            raise BadRequest(400, 'body must be JSON {"token": "..."}') from None
+        if not self.auth.enabled or (isinstance(token, str) and self.auth.check_secret(token)):
+            cookie = session_cookie(token or "", secure=not self.config.insecure_no_tls)
+            await channel.send_json(200, {"authenticated": True}, extra=[(b"set-cookie", cookie)])
+        else:
+            await channel.send_error(401, "wrong token")
+
+    async def _disconnect_route(self, channel: HTTPChannel, name: str) -> None:
+        await channel.drain_body()
+        if name in RESERVED_NAMES:
+            await channel.send_error(400, f"{name!r} is the bridge itself")
+            return
+        entry = self.registry.get(name)
+        if entry is None or entry.tunnel is None:
+            await channel.send_error(404, f"unknown or disconnected edge {name!r}")
+            return
+        await entry.tunnel.aclose(SHUTDOWN_CODE, "disconnected by the bridge operator")
+        await channel.send_json(200, {"status": "disconnected", "edge": name})
+
+    async def _forward_route(self, channel: HTTPChannel, request: h11.Request, path: str) -> None:
+        segments = path.split("/")
+        if len(segments) < 3 or not segments[1] or not segments[2]:
+            await channel.send_error(404, f"no route for {path!r}")
+            return
+        edge_name = unquote(segments[1])
+        entry = self.registry.get(edge_name)
+        if entry is None:
+            await channel.send_error(404, f"unknown edge {edge_name!r}")
+            return
+        tunnel = entry.tunnel
+        if tunnel is None or tunnel.conn.closed:
+            await channel.send_error(503, f"edge {edge_name!r} is not connected")
+            return
+        raw_target = request.target.decode("latin-1")
+        tunnel_path = raw_target[len(segments[1]) + 1 :]
+
+        async def open_stream(m: str, p: str, h: list[tuple[bytes, bytes]], end: bool) -> TunnelStream:
+            return await tunnel.request(m, p, h, end_stream=end)
+
+        await forward(
+            channel,
+            request,
+            open_stream,
+            tunnel_path,
+            caller="token" if self.auth.enabled else "anonymous",
+            root_path=f"/{segments[1]}",
+            timeout=self.config.request_timeout,
+            metrics=self.metrics,
+        )
+
+    # ---------------------------------------------------------------- topology and events
+
+    def topology(self) -> dict[str, Any]:
+        edges = {}
+        for e in self.registry.entries():
+            edges[e.name] = {
+                "endpoint": {"connected": e.connected, "connected_since": e.connected_since},
+                "plugins": {
+                    name: {
+                        "type": info.get("type", name),
+                        "namespace": f"/{e.name}/{name}",
+                        "version": info.get("version"),
+                        "enabled": info.get("enabled", True),
+                        "ui_config": info.get("ui_config", {}),
+                        **({"error": info["error"]} if info.get("error") else {}),
+                    }
+                    for name, info in sorted(e.manifest.items())
+                    if isinstance(info, dict)
+                },
+            }
+        return {"bridge": {"url": self.url}, "edges": edges}
+
+    def _publish_topology(self) -> None:
+        self.events.publish("topology", self.topology())
+
+    async def _sse(self, channel: HTTPChannel, request: h11.Request, query: str) -> None:
+        await channel.drain_body()
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        edge, plugin, topic = params.get("edge", "*"), params.get("plugin", "*"), params.get("topic", "*")
+        last_id = next((v for n, v in request.headers if n == b"last-event-id"), None) or params.get("last_event_id")
+        sub = self.events.subscribe(edge, plugin, topic)
+        try:
+            await channel.start_response(
+                200,
+                [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"transfer-encoding", b"chunked"),
+                ],
+            )
+            sent = self.events.last_seq
+            if last_id is not None:
+                try:
+                    after = int(last_id)
+                except ValueError:
+                    after = -1
+                replay = self.events.replay(after, edge, plugin, topic) if after >= 0 else None
+                if replay is None or replay.gap:
+                    oldest = replay.oldest if replay else 0
+                    gap = {"topic": "gap", "data": {"last_event_id": last_id, "oldest_available": oldest}}
+                    await channel.send_body(_sse_frame(None, gap))
+                for event in replay.events if replay else []:
+                    await channel.send_body(_sse_frame(event.seq, {"topic": event.topic, "data": event.data}))
+                sent = max([sent, *(e.seq for e in (replay.events if replay else []))])
+            await channel.send_body(_sse_frame(sent, {"topic": "topology", "data": self.topology()}))
+            assert sub.receive is not None
+            while True:
+                with anyio.move_on_after(self.config.sse_keepalive) as scope:
+                    try:
+                        event = await sub.receive.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        return  # dropped: too slow; the client resumes with Last-Event-ID
+                if scope.cancelled_caught:
+                    await channel.send_body(b": keep-alive\n\n")
+                    continue
+                if event.seq <= sent:
+                    continue
+                await channel.send_body(_sse_frame(event.seq, {"topic": event.topic, "data": event.data}))
+        finally:
+            self.events.unsubscribe(sub)
+            with contextlib.suppress(ClientGone, h11.LocalProtocolError):
+                await channel.end_response()
+
+    # ---------------------------------------------------------------- WebSocket endpoints
+
+    async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str) -> bool:
+        if path != "/register":
+            await channel.send_error(404, f"no WebSocket endpoint at {path!r}")
+            return False
+        headers = list(request.headers)
+        if not self.auth.check_headers(headers):
+            await _unauthorized(channel)
+            return False
+        key = next((v for n, v in headers if n == b"sec-websocket-key"), None)
+        if key is None:
+            await channel.send_error(400, "missing Sec-WebSocket-Key")
+            return False
+        await channel._write(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    (b"upgrade", b"websocket"),
+                    (b"connection", b"Upgrade"),
+                    (b"sec-websocket-accept", generate_accept_token(key)),
+                ],
+            )
+        )
+        pending, _closed = channel.h11.trailing_data
+        ws = WSConnection(ConnectionType.SERVER)
+        carrier = WebSocketCarrier(channel.stream, ws, pending)
+        await self._serve_edge(carrier, credential_from_headers(headers))
+        return True
+
+    async def _serve_edge(self, carrier: WebSocketCarrier, upgrade_credential: bytes | None) -> None:
+        conn = Connection(Side.HUB, self.config.tunnel)
+        claimed: list[tuple[EdgeEntry, Tunnel | None]] = []
+
+        async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
+            if not self.auth.check_secret(hello.credential):
+                return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
+            if hello.role is not PeerRole.EDGE:
+                return False, ErrorCode.PROTOCOL_ERROR, "/register is for edges; clients use /connect", 0.0
+            if not hello.name or hello.name in RESERVED_NAMES or "/" in hello.name:
+                return False, ErrorCode.NAME_CONFLICT, f"edge name {hello.name!r} is not allowed", 0.0
+            try:
+                entry, stale = self.registry.claim(hello.name, hello.resume_token)
+            except NameTaken as exc:
+                return False, ErrorCode.NAME_CONFLICT, str(exc), 0.0
+            claimed.append((entry, stale))
+            return True, ErrorCode.NO_ERROR, entry.resume_token, self.config.heartbeat_interval
+
+        try:
+            hello = await hub_handshake(conn, carrier, decide, timeout=self.config.handshake_timeout)
+        except HandshakeError as exc:
+            log.info("edge refused: %s", exc)
+            await carrier.aclose()
+            return
+        entry, stale = claimed[0]
+        if stale is not None:
+            log.info("edge %s reconnected; closing its stale connection", entry.name)
+            await stale.aclose(ErrorCode.NAME_CONFLICT, "replaced by a new connection of the same edge")
+
+        tunnel = Tunnel(conn, carrier, name=f"edge {entry.name}", on_event=lambda ev: self._edge_event(entry, ev))
+        self.registry.attach(entry, tunnel, hello.manifest)
+        log.info("edge %s connected with plugins %s", entry.name, sorted(hello.manifest))
+        self._publish_topology()
+        try:
+            await tunnel.run()
+        finally:
+            if self.registry.detach(entry, tunnel):
+                log.info("edge %s disconnected", entry.name)
+                self._publish_topology()
+
+    def _edge_event(self, entry: EdgeEntry, event: object) -> None:
+        if isinstance(event, Notification):
+            try:
+                data: Any = json.loads(event.payload) if event.payload else None
+            except ValueError:
+                data = event.payload.decode("utf-8", "replace")
+            # the source is the edge this tunnel belongs to, whatever the frame claims
+            self.events.publish(
+                "notification", {"edge": entry.name, "plugin": event.plugin, "topic": event.topic, "data": data}
+            )
+        elif isinstance(event, ManifestUpdated):
+            entry.manifest = event.manifest
+            self._publish_topology()
+        elif isinstance(event, GoAway | ConnectionClosed):
+            log.info("edge %s: %s", entry.name, event)
+
+
+async def _unauthorized(channel: HTTPChannel) -> None:
+    await channel.send_bytes(
+        401,
+        error_body(401, "missing or wrong bearer token"),
+        extra=[(b"www-authenticate", b'Bearer realm="radical-edge"')],
+    )
+
+
+def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n == b"upgrade" and v.lower() == b"websocket" for n, v in headers)
+
+
+def _sse_frame(event_id: int | None, payload: dict[str, Any]) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+_PORTAL_PLACEHOLDER = b"""<!doctype html><html><head><meta charset="utf-8"><title>radical-edge</title></head>
+<body><h1>radical-edge bridge</h1><p>The Explorer portal is not built yet.</p></body></html>
+"""
+
+__all__ = ["SHUTDOWN_CODE", "Bridge", "TunnelClosedError"]

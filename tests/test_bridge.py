@@ -1,0 +1,218 @@
+"""The bridge end to end over real TLS: an independent `websockets` peer plays the edge."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+import trustme
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+from radical_edge_bridge import Bridge, BridgeConfig
+from radical_edge_proto import Connection, ErrorCode, PeerRole, Side
+from radical_edge_tunnel import HandshakeError, Tunnel, TunnelStream, connect_handshake
+
+pytestmark = pytest.mark.anyio
+TOKEN = "test-token-123"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca, tmp_path):
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@pytest.fixture
+def client_ssl(ca) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+async def bridge(tls_files) -> AsyncIterator[Bridge]:
+    cert, key = tls_files
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=5, heartbeat_interval=5))
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        yield b
+        b.stop()
+
+
+class WebsocketsCarrier:
+    """Our carrier interface over the independent `websockets` library."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.ws.send(data)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def receive(self) -> bytes:
+        try:
+            return await self.ws.recv()
+        except websockets.ConnectionClosed:
+            return b""
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+
+
+def wss(bridge: Bridge) -> str:
+    return f"wss://127.0.0.1:{bridge.port}/register"
+
+
+async def start_edge(bridge, client_ssl, handler, name="e1", credential=TOKEN, manifest=None):
+    ws = await ws_connect(wss(bridge), ssl=client_ssl, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+    carrier = WebsocketsCarrier(ws)
+    conn = Connection(Side.CONNECTOR)
+    try:
+        await connect_handshake(
+            conn, carrier, role=PeerRole.EDGE, name=name, credential=credential,
+            manifest=manifest or {"echo": {"type": "echo", "version": "1.0", "enabled": True, "ui_config": {}}},
+        )
+    except BaseException:
+        await ws.close()
+        raise
+    return Tunnel(conn, carrier, handler=handler, name=name), ws
+
+
+async def echo(stream: TunnelStream) -> None:
+    req = stream.request
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+    info = {
+        "method": req.method,
+        "path": req.path,
+        "headers": {k.decode(): v.decode() for k, v in req.headers},
+        "body_len": len(body),
+    }
+    await stream.respond(200, [("content-type", "application/json")])
+    await stream.send(json.dumps(info).encode(), end_stream=True)
+
+
+def http(bridge, client_ssl, token=TOKEN):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=f"https://127.0.0.1:{bridge.port}", verify=client_ssl, headers=headers)
+
+
+async def test_public_routes_and_auth_matrix(bridge, client_ssl):
+    async with http(bridge, client_ssl, token=None) as anon:
+        assert (await anon.get("/healthz")).json()["status"] == "ok"
+        r = await anon.get("/edges")
+        assert r.status_code == 401
+        assert r.json() == {"error": True, "status_code": 401, "detail": "missing or wrong bearer token"}
+        assert (await anon.get("/edges", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        r = await anon.post("/auth", json={"token": "wrong"})
+        assert r.status_code == 401
+        r = await anon.post("/auth", json={"token": TOKEN})
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+        assert (await anon.get("/edges")).status_code == 200  # the cookie jar now carries it
+    async with http(bridge, client_ssl) as client:
+        assert (await client.get("/edges")).json() == {"edges": [], "total": 0}
+
+
+async def test_request_through_tunnel(bridge, client_ssl):
+    tunnel, ws = await start_edge(bridge, client_ssl, echo)
+    async with anyio.create_task_group() as tg, http(bridge, client_ssl) as client:
+        await tg.start(tunnel.run)
+        edges = (await client.get("/edges")).json()
+        assert edges == {"edges": [{"name": "e1", "plugins": ["echo"], "connected": True, "plugin_count": 1}],
+                         "total": 1}
+        listing = (await client.post("/edge/list")).json()["data"]
+        assert listing["edges"]["e1"]["plugins"]["echo"]["namespace"] == "/e1/echo"
+        r = await client.post("/e1/echo/run?x=1", content=b"a" * 100_000, headers={"X-Custom": "yes"})
+        assert r.status_code == 200
+        info = r.json()
+        assert info["method"] == "POST"
+        assert info["path"] == "/echo/run?x=1"
+        assert info["body_len"] == 100_000
+        assert info["headers"]["x-custom"] == "yes"
+        assert "authorization" not in info["headers"]  # the token never reaches an edge
+        assert info["headers"]["x-radical-root-path"] == "/e1"
+        r = await client.get("/nope/echo/x")
+        assert r.status_code == 404 and r.json()["error"] is True
+        await tunnel.aclose()
+        tg.cancel_scope.cancel()
+    await ws.close()
+
+
+async def test_wrong_edge_credential_is_rejected(bridge, client_ssl):
+    with pytest.raises(HandshakeError) as info:
+        await start_edge(bridge, client_ssl, echo, credential="nope")
+    assert info.value.code == ErrorCode.UNAUTHORIZED
+    # and without a token on the upgrade, the WebSocket is refused with 401
+    with pytest.raises(websockets.InvalidStatus) as status:
+        await ws_connect(wss(bridge), ssl=client_ssl)
+    assert status.value.response.status_code == 401
+
+
+async def test_edge_name_cannot_be_squatted(bridge, client_ssl):
+    tunnel, ws = await start_edge(bridge, client_ssl, echo)
+    async with anyio.create_task_group() as tg:
+        await tg.start(tunnel.run)
+        with pytest.raises(HandshakeError) as info:
+            await start_edge(bridge, client_ssl, echo)  # same name, no resume token
+        assert info.value.code == ErrorCode.NAME_CONFLICT
+        await tunnel.aclose()
+        tg.cancel_scope.cancel()
+    await ws.close()
+
+
+async def test_edge_killed_with_requests_in_flight_all_get_503_fast(bridge, client_ssl):
+    arrived = 0
+    all_in = anyio.Event()
+
+    async def stall(stream: TunnelStream) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 20:
+            all_in.set()
+        await anyio.sleep_forever()
+
+    tunnel, ws = await start_edge(bridge, client_ssl, stall)
+    results: list[tuple[int, float]] = []
+    async with anyio.create_task_group() as tg, http(bridge, client_ssl) as client:
+        await tg.start(tunnel.run)
+
+        async def call(i: int) -> None:
+            r = await client.get(f"/e1/echo/slow/{i}")
+            results.append((r.status_code, time.monotonic()))
+
+        async with anyio.create_task_group() as calls:
+            for i in range(20):
+                calls.start_soon(call, i)
+            with anyio.fail_after(5):
+                await all_in.wait()
+            killed = time.monotonic()
+            ws.transport.abort()  # the edge dies: no close handshake, no GOAWAY
+        tg.cancel_scope.cancel()
+    assert len(results) == 20
+    assert {status for status, _ in results} == {503}
+    assert max(t for _, t in results) - killed < 1.0
