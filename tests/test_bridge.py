@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
@@ -66,10 +67,8 @@ class WebsocketsCarrier:
         self.ws = ws
 
     async def send(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(websockets.ConnectionClosed):
             await self.ws.send(data)
-        except websockets.ConnectionClosed:
-            pass
 
     async def receive(self) -> bytes:
         try:
@@ -85,7 +84,7 @@ def wss(bridge: Bridge) -> str:
     return f"wss://127.0.0.1:{bridge.port}/register"
 
 
-async def start_edge(bridge, client_ssl, handler, name="e1", credential=TOKEN, manifest=None):
+async def start_edge(bridge, client_ssl, handler, *, name="e1", credential=TOKEN, manifest=None):
     ws = await ws_connect(wss(bridge), ssl=client_ssl, additional_headers={"Authorization": f"Bearer {TOKEN}"})
     carrier = WebsocketsCarrier(ws)
     conn = Connection(Side.CONNECTOR)
@@ -132,7 +131,9 @@ async def test_public_routes_and_auth_matrix(bridge, client_ssl):
         r = await anon.post("/auth", json={"token": TOKEN})
         assert r.status_code == 200
         cookie = r.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        assert "Secure" in cookie
         assert (await anon.get("/edges")).status_code == 200  # the cookie jar now carries it
     async with http(bridge, client_ssl) as client:
         assert (await client.get("/edges")).json() == {"edges": [], "total": 0}
@@ -157,7 +158,8 @@ async def test_request_through_tunnel(bridge, client_ssl):
         assert "authorization" not in info["headers"]  # the token never reaches an edge
         assert info["headers"]["x-radical-root-path"] == "/e1"
         r = await client.get("/nope/echo/x")
-        assert r.status_code == 404 and r.json()["error"] is True
+        assert r.status_code == 404
+        assert r.json()["error"] is True
         await tunnel.aclose()
         tg.cancel_scope.cancel()
     await ws.close()
