@@ -291,7 +291,10 @@ class Connection:
         manifest: dict[str, Any] | None = None,
     ) -> None:
         """(connector) Introduce this side; WELCOME or REJECT will follow."""
-        role = PeerRole(role)
+        try:
+            role = PeerRole(role)
+        except ValueError:
+            raise LocalProtocolError(f"role must be one of {[r.value for r in PeerRole]}") from None
         body = fr.encode_json_object(
             {
                 "role": role.value,
@@ -899,7 +902,8 @@ class Connection:
 
 
 def _clip(text: str, limit: int) -> bytes:
-    raw = text.encode("utf-8")
+    # a reason is for humans and often built from an OS error message: encode it lossily, never fail
+    raw = text.encode("utf-8", "backslashreplace")
     if len(raw) <= limit:
         return raw
     return raw[: max(limit, 0)].decode("utf-8", "ignore").encode("utf-8")

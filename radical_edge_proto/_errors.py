@@ -66,5 +66,7 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow.
 
     The connection that raised it is closed and has queued a GOAWAY carrying
-    ``error_code``: flush ``data_to_send()`` and close the carrier.
+    ``error_code`` (a REJECT if the hub had not answered the HELLO yet;
+    nothing if a connector had not been welcomed): flush ``data_to_send()``
+    and close the carrier.
     """

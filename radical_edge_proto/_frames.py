@@ -280,7 +280,10 @@ def encode_json_object(value: JSONObject, what: str) -> bytes:
 
 
 def text16(value: str, what: str) -> bytes:
-    raw = value.encode("utf-8")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"{what} is not encodable as UTF-8") from None
     if len(raw) > 0xFFFF:
         raise LocalProtocolError(f"{what} longer than 65535 bytes")
     return _U16.pack(len(raw)) + raw
