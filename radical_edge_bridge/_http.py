@@ -97,9 +97,16 @@ class HTTPChannel:
         except BadRequest as exc:
             await self.send_error(exc.status, exc.detail, close=True)
             return None
-        if isinstance(event, h11.Request):
-            return event
-        return None
+        if not isinstance(event, h11.Request):
+            return None
+        # h11 bounds only an *incomplete* head; a complete one that arrived in one read is checked here
+        if len(event.method) + len(event.target) + 10 > self.limits.max_request_line:
+            await self.send_error(414, "request line too long", close=True)
+            return None
+        if sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.max_header_bytes:
+            await self.send_error(431, "request header fields too large", close=True)
+            return None
+        return event
 
     async def _first_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         # the head must arrive within head_timeout once its first byte is here

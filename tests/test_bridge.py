@@ -90,7 +90,11 @@ async def start_edge(bridge, client_ssl, handler, *, name="e1", credential=TOKEN
     conn = Connection(Side.CONNECTOR)
     try:
         await connect_handshake(
-            conn, carrier, role=PeerRole.EDGE, name=name, credential=credential,
+            conn,
+            carrier,
+            role=PeerRole.EDGE,
+            name=name,
+            credential=credential,
             manifest=manifest or {"echo": {"type": "echo", "version": "1.0", "enabled": True, "ui_config": {}}},
         )
     except BaseException:
@@ -144,8 +148,10 @@ async def test_request_through_tunnel(bridge, client_ssl):
     async with anyio.create_task_group() as tg, http(bridge, client_ssl) as client:
         await tg.start(tunnel.run)
         edges = (await client.get("/edges")).json()
-        assert edges == {"edges": [{"name": "e1", "plugins": ["echo"], "connected": True, "plugin_count": 1}],
-                         "total": 1}
+        assert edges == {
+            "edges": [{"name": "e1", "plugins": ["echo"], "connected": True, "plugin_count": 1}],
+            "total": 1,
+        }
         listing = (await client.post("/edge/list")).json()["data"]
         assert listing["edges"]["e1"]["plugins"]["echo"]["namespace"] == "/e1/echo"
         r = await client.post("/e1/echo/run?x=1", content=b"a" * 100_000, headers={"X-Custom": "yes"})
@@ -218,3 +224,90 @@ async def test_edge_killed_with_requests_in_flight_all_get_503_fast(bridge, clie
     assert len(results) == 20
     assert {status for status, _ in results} == {503}
     assert max(t for _, t in results) - killed < 1.0
+
+
+async def raw_exchange(bridge, client_ssl, request: bytes) -> bytes:
+    stream = await anyio.connect_tcp(
+        "127.0.0.1", bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+    )
+    async with stream:
+        await stream.send(request)
+        data = b""
+        with anyio.fail_after(5):
+            try:
+                while True:
+                    data += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+    return data
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+    ],
+    ids=["headers-too-large", "request-line-too-long", "malformed"],
+)
+async def test_bad_http_gets_a_clear_status(bridge, client_ssl, request_bytes, status):
+    reply = await raw_exchange(bridge, client_ssl, request_bytes)
+    assert reply.startswith(b"HTTP/1.1 " + status)
+    assert b'"error": true' in reply
+    # the server is unharmed: the next client is served
+    ok = await raw_exchange(bridge, client_ssl, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200")
+
+
+async def test_failed_tls_handshake_does_not_disturb_the_server(bridge, client_ssl):
+    stream = await anyio.connect_tcp("127.0.0.1", bridge.port)
+    async with stream:
+        await stream.send(b"this is not a TLS client hello\r\n\r\n")
+    async with http(bridge, client_ssl) as client:
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def read_sse(lines, count: int) -> list[tuple[str | None, dict]]:
+    events: list[tuple[str | None, dict]] = []
+    event_id = None
+    async for line in lines:
+        if line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            events.append((event_id, json.loads(line[6:])))
+            event_id = None
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_event_stream_snapshot_notifications_and_replay(bridge, client_ssl):
+    tunnel, ws = await start_edge(bridge, client_ssl, echo)
+    async with anyio.create_task_group() as tg, http(bridge, client_ssl) as client:
+        await tg.start(tunnel.run)
+        async with client.stream("GET", "/events", params={"topic": "tick"}) as response:
+            assert response.headers["content-type"] == "text/event-stream"
+            lines = response.aiter_lines()
+            (first,) = await read_sse(lines, 1)
+            assert first[1]["topic"] == "topology"
+            assert "e1" in first[1]["data"]["edges"]
+            for n in range(3):
+                tunnel.conn.send_event("e1", "echo", "tick", n + 1, json.dumps({"n": n}).encode())
+                tunnel.conn.send_event("e1", "echo", "other", n + 1, b"{}")  # filtered out
+            await tunnel.flush()
+            ticks = await read_sse(lines, 3)
+        assert [e[1]["data"] for e in ticks] == [
+            {"edge": "e1", "plugin": "echo", "topic": "tick", "data": {"n": n}} for n in range(3)
+        ]
+        ids = [int(e[0]) for e in ticks]
+        assert ids == sorted(ids)
+        # reconnect with Last-Event-ID: the events after it are replayed, none twice
+        headers = {"Last-Event-ID": str(ids[0])}
+        async with client.stream("GET", "/events", params={"topic": "tick"}, headers=headers) as response:
+            replayed = await read_sse(response.aiter_lines(), 3)
+        assert [e[1]["data"]["data"] for e in replayed[:2]] == [{"n": 1}, {"n": 2}]
+        assert replayed[2][1]["topic"] == "topology"
+        await tunnel.aclose()
+        tg.cancel_scope.cancel()
+    await ws.close()
