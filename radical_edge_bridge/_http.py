@@ -12,14 +12,22 @@ import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import anyio
 import anyio.abc
 import h11
 
-from ._envelope import error_body, reason_phrase
+from radical_edge_tunnel import error_body
 
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,11 @@ from radical_edge_proto import (
     PeerRole,
     Side,
 )
-from radical_edge_tunnel import HandshakeError, Tunnel, TunnelClosedError, TunnelStream, WebSocketCarrier
+from radical_edge_tunnel import HandshakeError, Tunnel, TunnelClosedError, TunnelStream, WebSocketCarrier, error_body
 from radical_edge_tunnel import accept_handshake as hub_handshake
 
 from ._auth import Authenticator, credential_from_headers, session_cookie
 from ._config import BridgeConfig
-from ._envelope import error_body
 from ._eventhub import EventHub
 from ._forward import forward
 from ._http import BadRequest, ClientGone, HTTPChannel

@@ -128,6 +128,16 @@ class WebSocketCarrier:
                 await self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
 
     async def aclose(self) -> None:
+        """Send a close frame and close the stream; never raises, never takes more than ~2 s.
+
+        A TLS close can fail (the peer's close frame arrives after our
+        close_notify, or another task is reading): the stream is then closed
+        without ceremony.
+        """
         with anyio.move_on_after(2, shield=True):
             await self.close()
-            await self._stream.aclose()
+            with contextlib.suppress(*_GONE, anyio.BusyResourceError):
+                await self._stream.aclose()
+                return
+        with contextlib.suppress(*_GONE, anyio.BusyResourceError):
+            await anyio.aclose_forcefully(self._stream)

@@ -139,9 +139,14 @@ async def connect_websocket(
     except ValueError as exc:
         raise ConnectError(f"{url!r}: {exc}") from None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    if token:
-        extra.append((b"authorization", f"Bearer {token}".encode("latin-1")))
+    try:
+        extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        if token:
+            extra.append((b"authorization", f"Bearer {token}".encode("ascii")))
+        ws = WSConnection(ConnectionType.CLIENT)
+        upgrade = ws.send(Request(host=_host_header(host, port, secure), target=target, extra_headers=extra))
+    except Exception as exc:  # h11 refuses control characters; encode() non-ASCII tokens
+        raise ConnectError(f"cannot build the upgrade request for {url}: the token or a header is malformed") from exc
 
     stream: anyio.abc.ByteStream | None = None
     try:
@@ -162,9 +167,7 @@ async def connect_websocket(
             except (OSError, anyio.BrokenResourceError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 raise ConnectError(f"cannot connect to {host}:{port}: {reason}") from None
-            ws = WSConnection(ConnectionType.CLIENT)
-            request = Request(host=_host_header(host, port, secure), target=target, extra_headers=extra)
-            await stream.send(ws.send(request))
+            await stream.send(upgrade)
             await _await_accept(stream, ws, url)
             carrier = WebSocketCarrier(stream, ws)
             stream = None  # owned by the carrier now

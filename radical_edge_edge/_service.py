@@ -1,0 +1,444 @@
+"""The edge service: keep a tunnel to the bridge up and serve the plugin host over it.
+
+One connection at a time: dial, HELLO (with the manifest and the resume
+token of the previous WELCOME), serve until the tunnel ends, then wait a
+capped, jittered, exponentially growing delay and dial again.  A refusal
+that cannot get better by retrying (wrong credential, protocol version the
+bridge does not speak) is fatal; so is the bridge telling this edge to shut
+down.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import ssl
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from radical_edge_proto import (
+    MIN_FRAME_SIZE,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    GoAway,
+    Limits,
+    LocalProtocolError,
+    PeerRole,
+    Side,
+)
+from radical_edge_tunnel import (
+    Carrier,
+    ConnectError,
+    HandshakeError,
+    Tunnel,
+    UpgradeRejectedError,
+    client_ssl_context,
+    connect_handshake,
+    connect_websocket,
+    websocket_url,
+)
+
+from ._host import PluginHost
+from ._plugin import Plugin
+
+log = logging.getLogger("radical_edge.edge")
+
+Connector = Callable[[], Awaitable[Carrier]]
+
+#: handshake refusals that retrying cannot fix
+FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
+#: the GOAWAY code with which the bridge tells an edge to shut down and not come back
+SHUTDOWN_CODE = ErrorCode.CANCEL
+#: a HELLO manifest larger than this goes in a MANIFEST frame after WELCOME instead
+_HELLO_MANIFEST_LIMIT = MIN_FRAME_SIZE - 2048
+
+
+class EdgeFatalError(Exception):
+    """The bridge refused this edge in a way retrying cannot fix; the service stopped."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial * factor**attempt`` capped at ``maximum``, jittered to [50 %, 100 %]."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        cap = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return rng.uniform(cap / 2, cap)
+
+
+class EdgeService:
+    """Run an edge: the plugin host plus a self-healing tunnel to the bridge.
+
+    Give ``url`` (``http(s)://`` or ``ws(s)://``; the ``/register`` path is
+    added) with ``token`` and ``ca_file``, or a ``connector`` returning a
+    connected carrier (the bridge's in-process plugins use a memory carrier).
+    ``plugins`` selects installed plugins (``"all"``, a comma list, unique
+    prefixes; ``None`` for none); more can be added with :meth:`add_plugin`.
+
+    Use ``await service.run()`` in async code, or :meth:`start_in_thread` /
+    :meth:`stop` from sync code.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        insecure_skip_tls_verify: bool = False,
+        plugins: str | Sequence[str] | None = "all",
+        host: PluginHost | None = None,
+        connector: Connector | None = None,
+        backoff: Backoff | None = None,
+        limits: Limits | None = None,
+        connect_timeout: float = 15.0,
+        drain_timeout: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"invalid edge name {name!r}")
+        self.name = name
+        self.token = token
+        self.backoff = backoff or Backoff()
+        self.limits = limits
+        self.connect_timeout = connect_timeout
+        self.drain_timeout = drain_timeout
+        self._rng = rng or random.Random()
+        self.host = host or PluginHost(name)
+        self.host.on_manifest_change = self._manifest_changed
+        if plugins is not None:
+            self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
+        if connector is None:
+            if url is None:
+                raise ValueError("give the bridge url (or a connector)")
+            self.url: str | None = websocket_url(url, "/register")
+            ssl_context: ssl.SSLContext | None = None
+            if self.url.startswith("wss:"):
+                ssl_context = client_ssl_context(ca_file, insecure_skip_tls_verify=insecure_skip_tls_verify)
+            elif ca_file is not None or insecure_skip_tls_verify:
+                log.warning("%s is not TLS: --cert / --insecure-skip-tls-verify have no effect", self.url)
+            self._ssl_context = ssl_context
+            connector = self._dial
+        else:
+            self.url = url
+        self._connector = connector
+
+        #: the resume token of the last WELCOME (sent back in the next HELLO)
+        self.resume_token: str | None = None
+        #: handshakes completed since start
+        self.connections = 0
+        #: "idle", "starting", "connecting", "connected", "waiting" (to reconnect), "draining", "stopped"
+        self.state = "idle"
+        self.tunnel: Tunnel | None = None
+        self._seq = 0
+        self._stopping = False
+        self._stop_event: anyio.Event | None = None
+        self._attempt_scope: anyio.CancelScope | None = None
+        self._manifest_dirty: anyio.Event | None = None
+        self._loop_thread: int | None = None
+        self._portal: BlockingPortal | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._future: Future[None] | None = None
+        self._connected_event: anyio.Event | None = None
+
+    # ------------------------------------------------------------ embedding API
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` (returns) or a fatal refusal (raises :class:`EdgeFatalError`)."""
+        if self._stop_event is not None:
+            raise RuntimeError("this EdgeService is already running")
+        self.state = "starting"
+        self._stop_event = anyio.Event()
+        self._manifest_dirty = anyio.Event()
+        if self._connected_event is None:
+            self._connected_event = anyio.Event()
+        self._loop_thread = threading.get_ident()
+        if self._stopping:
+            self._stop_event.set()
+        fatal: EdgeFatalError | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.host.run)
+                try:
+                    await self._connect_loop()
+                except EdgeFatalError as exc:
+                    fatal = exc
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self.state = "stopped"
+            self._loop_thread = None
+            self._stop_event = None
+            self._stopping = False
+            if self._connected_event is not None:
+                self._connected_event.set()  # wake wait_connected(): it raises now
+                self._connected_event = None
+            log.info("edge %s stopped", self.name)
+        if fatal is not None:
+            raise fatal
+
+    def stop(self) -> None:
+        """Drain and stop (GOAWAY, let in-flight requests finish); callable from any thread.
+
+        After :meth:`start_in_thread` this also waits for the service thread to end.
+        """
+        in_loop = self._loop_thread == threading.get_ident()
+        if self._portal is not None and not in_loop:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._portal.call(self._request_stop)
+        elif in_loop or self._stop_event is None:
+            self._request_stop()
+        else:
+            raise RuntimeError("stop() from another thread needs start_in_thread()")
+        if self._portal_cm is not None and threading.get_ident() != self._loop_thread:
+            self.wait()
+
+    def start_in_thread(self) -> None:
+        """Run the service in a background thread with its own event loop (for sync programs)."""
+        if self._portal_cm is not None:
+            raise RuntimeError("already started")
+        self._portal_cm = start_blocking_portal(name=f"radical-edge-{self.name}")
+        self._portal = self._portal_cm.__enter__()
+        self._future = self._portal.start_task_soon(self.run, name=f"edge {self.name}")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """(after :meth:`start_in_thread`) Block until the service ends; re-raises its fatal error."""
+        if self._future is None or self._portal_cm is None:
+            raise RuntimeError("not started with start_in_thread()")
+        try:
+            self._future.result(timeout)
+        finally:
+            if self._future.done():
+                cm, self._portal_cm, self._portal = self._portal_cm, None, None
+                if cm is not None:
+                    cm.__exit__(None, None, None)
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """(after :meth:`start_in_thread`) Call into the service's loop: ``portal.call(service.add_plugin, p)``."""
+        if self._portal is None:
+            raise RuntimeError("not started with start_in_thread()")
+        return self._portal
+
+    async def add_plugin(self, plugin: Plugin) -> None:
+        """Mount a plugin at run time (the bridge gets the new manifest)."""
+        await self.host.add_plugin(plugin)
+
+    async def remove_plugin(self, name: str) -> None:
+        """Unmount a plugin at run time (the bridge gets the new manifest)."""
+        await self.host.remove_plugin(name)
+
+    async def wait_connected(self) -> None:
+        """Wait until a tunnel to the bridge is up (call while :meth:`run` runs, in its loop)."""
+        while self.state != "connected":
+            if self.state == "stopped":
+                raise RuntimeError("the service stopped")
+            if self._connected_event is None:
+                self._connected_event = anyio.Event()  # run() has not started yet
+            await self._connected_event.wait()
+
+    # ------------------------------------------------------------ internals
+
+    def _request_stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("edge %s: stopping", self.name)
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._attempt_scope is not None:
+            self._attempt_scope.cancel()
+
+    def _manifest_changed(self, manifest: dict[str, Any]) -> None:
+        if self._manifest_dirty is not None:
+            self._manifest_dirty.set()
+
+    async def _dial(self) -> Carrier:
+        assert self.url is not None
+        return await connect_websocket(
+            self.url, token=self.token, ssl_context=self._ssl_context, timeout=self.connect_timeout
+        )
+
+    async def _connect_loop(self) -> None:
+        assert self._stop_event is not None
+        attempt = 0
+        while not self._stopping:
+            started = anyio.current_time()
+            outcome = await self._one_connection()
+            if outcome == "shutdown" or self._stopping:
+                return
+            if outcome == "served" and anyio.current_time() - started > self.backoff.maximum:
+                attempt = 0  # it was up for a while: start over with short delays
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            self.state = "waiting"
+            log.info("edge %s: reconnecting in %.1f s", self.name, delay)
+            with anyio.move_on_after(delay):
+                await self._stop_event.wait()
+
+    async def _one_connection(self) -> str:
+        """Dial, handshake, serve; returns "failed", "served" or "shutdown"; raises EdgeFatalError."""
+        self.state = "connecting"
+        conn = Connection(Side.CONNECTOR, self.limits)
+        manifest = self.host.manifest()
+        hello_manifest = manifest
+        if len(json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode()) > _HELLO_MANIFEST_LIMIT:
+            hello_manifest = {}  # too big for HELLO: it follows in a MANIFEST frame
+        carrier: Carrier | None = None
+        with anyio.CancelScope() as scope:
+            self._attempt_scope = scope
+            try:
+                with anyio.fail_after(self.connect_timeout * 2):
+                    carrier = await self._connector()
+                    welcome = await connect_handshake(
+                        conn,
+                        carrier,
+                        role=PeerRole.EDGE,
+                        name=self.name,
+                        credential=self.token or "",
+                        resume_token=self.resume_token,
+                        manifest=hello_manifest,
+                        timeout=self.connect_timeout,
+                    )
+            except UpgradeRejectedError as exc:
+                if exc.status in (401, 403):
+                    raise EdgeFatalError(f"the bridge refused the credential: {exc}") from None
+                log.warning("edge %s: %s", self.name, exc)
+                return "failed"
+            except ConnectError as exc:
+                log.warning("edge %s: %s", self.name, exc)
+                return "failed"
+            except HandshakeError as exc:
+                await _close_quietly(carrier)
+                if exc.code in FATAL_CODES:
+                    name = exc.code.name if isinstance(exc.code, ErrorCode) else str(exc.code)
+                    raise EdgeFatalError(f"the bridge refused edge {self.name!r} ({name}): {exc}") from None
+                log.warning("edge %s: handshake failed: %s", self.name, exc)
+                return "failed"
+            except TimeoutError:
+                await _close_quietly(carrier)
+                log.warning("edge %s: connecting timed out", self.name)
+                return "failed"
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await _close_quietly(carrier)
+                raise
+            finally:
+                self._attempt_scope = None
+        if scope.cancelled_caught or carrier is None:
+            await _close_quietly(carrier)
+            return "failed"
+
+        self.resume_token = welcome.resume_token
+        self.connections += 1
+        tunnel = Tunnel(conn, carrier, handler=self.host.handle, on_event=self._on_event, name=f"edge {self.name}")
+        self.tunnel = tunnel
+        log.info("edge %s connected to %s", self.name, self.url or "the bridge")
+        assert self._manifest_dirty is not None
+        if hello_manifest is not manifest:
+            self._manifest_dirty.set()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(tunnel.run)
+                self.state = "connected"
+                assert self._connected_event is not None
+                self._connected_event.set()
+                self._connected_event = anyio.Event()
+                tg.start_soon(self._pump_events, tunnel)
+                tg.start_soon(self._pump_manifest, tunnel)
+                tg.start_soon(self._drain_on_stop, tunnel)
+                await tunnel.closed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.tunnel = None
+        closed = tunnel.close_event
+        if closed is not None and closed.by_peer:
+            if closed.error_code == SHUTDOWN_CODE:
+                log.warning("edge %s: the bridge asked this edge to shut down: %s", self.name, closed.reason)
+                return "shutdown"
+            if closed.error_code in FATAL_CODES:
+                raise EdgeFatalError(f"the bridge ended the connection ({closed.error_code!r}): {closed.reason}")
+        if not self._stopping:
+            reason = f"{closed.reason} ({closed.error_code!r})" if closed is not None else "connection lost"
+            log.warning("edge %s: disconnected from the bridge: %s", self.name, reason)
+        return "served"
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, GoAway):
+            log.info("edge %s: the bridge is going away: %s", self.name, event.reason or event.error_code)
+        elif isinstance(event, ConnectionClosed) and event.by_peer:
+            log.debug("edge %s: connection closed by the bridge: %s", self.name, event)
+
+    async def _pump_events(self, tunnel: Tunnel) -> None:
+        queue = self.host.events
+        while True:
+            batch = await queue.get_batch()
+            done = 0
+            try:
+                for notice in batch:
+                    seq = self._seq + 1
+                    try:
+                        tunnel.conn.send_event(self.name, notice.plugin, notice.topic, seq, notice.payload)
+                    except LocalProtocolError as exc:
+                        if exc.error_code is not ErrorCode.FRAME_SIZE_ERROR:
+                            raise
+                        queue.count_drop(notice, "larger than the bridge's frame size limit")
+                    else:
+                        self._seq = seq
+                    done += 1
+                await tunnel.flush()
+            except LocalProtocolError:
+                queue.requeue(batch[done:])  # the tunnel is closing: send them on the next one
+                return
+            except BaseException:
+                queue.requeue(batch[done:])
+                raise
+
+    async def _pump_manifest(self, tunnel: Tunnel) -> None:
+        assert self._manifest_dirty is not None
+        while True:
+            await self._manifest_dirty.wait()
+            self._manifest_dirty = anyio.Event()
+            manifest = self.host.manifest()
+            try:
+                tunnel.conn.send_manifest(manifest)
+            except LocalProtocolError as exc:
+                if exc.error_code is ErrorCode.FRAME_SIZE_ERROR:
+                    log.error("edge %s: the manifest is too large to send: %s", self.name, exc)
+                    continue
+                return
+            await tunnel.flush()
+
+    async def _drain_on_stop(self, tunnel: Tunnel) -> None:
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+        self.state = "draining"
+        log.info("edge %s: draining %d in-flight request(s)", self.name, len(tunnel.conn.open_streams))
+        with anyio.move_on_after(self.drain_timeout) as scope:
+            await tunnel.drain("edge stopping")
+        if scope.cancelled_caught:
+            log.warning("edge %s: in-flight requests did not finish in %.0f s", self.name, self.drain_timeout)
+            await tunnel.aclose(ErrorCode.NO_ERROR, "edge stopping")
+
+
+async def _close_quietly(carrier: Carrier | None) -> None:
+    if carrier is not None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await carrier.aclose()
