@@ -9,6 +9,7 @@ at :meth:`Connection.next_timer`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -708,17 +709,15 @@ class Connection:
         if version not in self.versions:
             raise RemoteProtocolError(f"WELCOME: hub chose protocol version {version}", ErrorCode.UNSUPPORTED_VERSION)
         body = fr.decode_json_object(reader.rest(), "WELCOME")
-        interval = body.get("heartbeat_interval")
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
-            raise RemoteProtocolError("WELCOME: heartbeat_interval must be a positive number")
+        interval = _interval(body.get("heartbeat_interval"))
         token = _field(body, "resume_token", str)
         limits = _limits(body)
         self._move(ConnInput.RECV_WELCOME, RemoteProtocolError)
         self.version = version
         self.peer_limits = limits
-        self.heartbeat_interval = float(interval)
+        self.heartbeat_interval = interval
         self._open_with_peer()
-        events.append(Welcome(version, limits, float(interval), token))
+        events.append(Welcome(version, limits, interval, token))
 
     def _on_reject(self, frame: RawFrame, events: list[Event]) -> None:
         self._peek(ConnInput.RECV_REJECT, RemoteProtocolError)
@@ -907,6 +906,19 @@ def _clip(text: str, limit: int) -> bytes:
     if len(raw) <= limit:
         return raw
     return raw[: max(limit, 0)].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _interval(raw: object) -> float:
+    """A heartbeat interval: a finite positive number of seconds."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise RemoteProtocolError("WELCOME: heartbeat_interval must be a positive number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
+    if not 0 < value < math.inf:
+        raise RemoteProtocolError("WELCOME: heartbeat_interval must be a finite positive number")
+    return value
 
 
 def _field(body: dict[str, Any], key: str, kind: type[str]) -> str:

@@ -23,10 +23,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "test-token-123"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:

@@ -25,10 +25,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "e2e-token"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Files(Plugin):
     plugin_name = "files"

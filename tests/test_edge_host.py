@@ -22,10 +22,6 @@ from .edge_helpers import call, hub_for
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Demo(Plugin):
     """A plugin exercising what the host must carry."""

@@ -30,10 +30,6 @@ pytestmark = pytest.mark.anyio
 __all__ = ["example_plugin"]  # the fixture, imported for pytest
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def test_example_plugin_is_found_by_its_entry_point(example_plugin: str) -> None:
     eps = discover()

@@ -48,10 +48,6 @@ pytestmark = pytest.mark.anyio
 FAST = Backoff(initial=0.02, maximum=0.1)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Slow(Plugin):
     plugin_name = "slow"

@@ -15,10 +15,6 @@ from .edge_helpers import call, hub_for
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def test_registered_as_an_entry_point() -> None:
     eps = discover()

@@ -29,10 +29,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:

@@ -19,10 +19,6 @@ from radical_edge_tunnel import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
 SMALL = Limits(initial_window_size=64 * 1024, connection_window_size=128 * 1024, max_frame_size=16 * 1024)
 
 
