@@ -16,7 +16,8 @@ import h11
 from radical_edge_proto import ErrorCode
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
 
-from ._http import BadRequest, ClientGone, HTTPChannel
+from ._exchange import Exchange, RequestHead
+from ._http import BadRequest, ClientGone
 from ._metrics import Metrics
 
 TunnelStreamOpener = Callable[[str, str, list[tuple[bytes, bytes]], bool], Awaitable[TunnelStream]]
@@ -50,8 +51,8 @@ def request_has_body(request: h11.Request) -> bool:
 
 
 async def forward(
-    channel: HTTPChannel,
-    request: h11.Request,
+    channel: Exchange,
+    request: RequestHead,
     open_stream: TunnelStreamOpener,
     tunnel_path: str,
     *,
@@ -66,7 +67,7 @@ async def forward(
     if content_length is not None:
         headers.append((b"content-length", content_length))
     headers += [(b"x-radical-caller", caller.encode()), (b"x-radical-root-path", root_path.encode())]
-    has_body = request_has_body(request)
+    has_body = request.has_body
     started = time.perf_counter()
     status = 502
     metrics.in_flight += 1
@@ -93,23 +94,26 @@ async def forward(
         metrics.observe(status, time.perf_counter() - started)
 
 
-async def _exchange(
-    channel: HTTPChannel, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics
-) -> int:
+async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics) -> int:
     upload_error: list[BaseException] = []
     failure: tuple[int, str] | None = None
 
     async def upload() -> None:
-        try:
-            while chunk := await channel.receive_body():
+        while True:
+            try:
+                chunk = await channel.receive_body()
+            except (ClientGone, BadRequest, StreamResetError) as exc:  # the caller went away mid-body
+                upload_error.append(exc)
+                await stream.reset(ErrorCode.CANCEL)
+                return
+            try:
+                if not chunk:
+                    await stream.end()
+                    return
                 metrics.bytes_in += len(chunk)
                 await stream.send(chunk)
-            await stream.end()
-        except StreamResetError:
-            pass  # the response side reports it
-        except (ClientGone, BadRequest) as exc:
-            upload_error.append(exc)
-            await stream.reset(ErrorCode.CANCEL)
+            except StreamResetError:
+                return  # the edge side: the response path reports it
 
     async with anyio.create_task_group() as tg:
         if has_body:

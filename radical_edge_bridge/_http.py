@@ -20,6 +20,8 @@ import h11
 
 from radical_edge_tunnel import error_body
 
+from ._exchange import BodyTooLarge
+
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
@@ -150,12 +152,12 @@ class HTTPChannel:
             raise ClientGone("client closed the connection during the request body")
 
     async def drain_body(self, limit: int = 1024 * 1024) -> bytes:
-        """Read a whole (small) body; 413 via BadRequest if larger than ``limit``."""
+        """Read a whole (small) body; BodyTooLarge (413) if larger than ``limit``."""
         body = bytearray()
         while chunk := await self.receive_body():
             body += chunk
             if len(body) > limit:
-                raise BadRequest(413, f"request body larger than {limit} bytes")
+                raise BodyTooLarge(limit)
         return bytes(body)
 
     # ---------------------------------------------------------------- writing

@@ -31,10 +31,12 @@ from radical_edge_proto import (
 from radical_edge_tunnel import HandshakeError, Tunnel, TunnelClosedError, TunnelStream, WebSocketCarrier, error_body
 from radical_edge_tunnel import accept_handshake as hub_handshake
 
-from ._auth import Authenticator, credential_from_headers, session_cookie
+from ._auth import Authenticator, session_cookie
+from ._clients import serve_client
 from ._config import BridgeConfig
 from ._eventhub import EventHub
-from ._forward import forward
+from ._exchange import BodyTooLarge, Exchange, RequestHead
+from ._forward import forward, request_has_body
 from ._http import BadRequest, ClientGone, HTTPChannel
 from ._metrics import Metrics
 from ._registry import RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
@@ -116,25 +118,31 @@ class Bridge:
     # ---------------------------------------------------------------- routing
 
     async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> bool:
-        """Answer one request; True if the connection was handed to a WebSocket."""
-        target = request.target.decode("latin-1")
-        parts = urlsplit(target)
-        path = parts.path
-        method = request.method.decode()
+        """Answer one HTTP request; True if the connection was handed to a WebSocket."""
         headers = list(request.headers)
-        try:
-            if _is_websocket(headers):
-                return await self._websocket(channel, request, path)
-            public = path in _PUBLIC or (path.startswith("/plugins/") and path.endswith(".js"))
-            if not public and not self.auth.check_headers(headers):
-                await _unauthorized(channel)
-                return False
-            await self._route(channel, request, method, path, parts.query)
-        except BadRequest as exc:
-            await channel.send_error(exc.status, exc.detail, close=True)
+        path = urlsplit(request.target.decode("latin-1")).path
+        if _is_websocket(headers):
+            return await self._websocket(channel, request, path)
+        head = RequestHead(request.method, request.target, headers, request_has_body(request))
+        await self.dispatch(channel, head, authenticated=False)
         return False
 
-    async def _route(self, channel: HTTPChannel, request: h11.Request, method: str, path: str, query: str) -> None:
+    async def dispatch(self, exchange: Exchange, head: RequestHead, *, authenticated: bool) -> None:
+        """Route one request, from HTTP or from an SDK client's tunnel stream."""
+        parts = urlsplit(head.target.decode("latin-1"))
+        path = parts.path
+        try:
+            public = path in _PUBLIC or (path.startswith("/plugins/") and path.endswith(".js"))
+            if not (authenticated or public or self.auth.check_headers(head.headers)):
+                await _unauthorized(exchange)
+                return
+            await self._route(exchange, head, head.method.decode(), path, parts.query)
+        except BodyTooLarge as exc:
+            await exchange.send_error(413, str(exc), close=True)
+        except BadRequest as exc:
+            await exchange.send_error(exc.status, exc.detail, close=True)
+
+    async def _route(self, channel: Exchange, request: RequestHead, method: str, path: str, query: str) -> None:
         if path == "/healthz" and method in ("GET", "HEAD"):
             await channel.send_json(200, {"status": "ok", "edges": sum(e.connected for e in self.registry.entries())})
         elif path == "/" and method == "GET":
@@ -172,7 +180,7 @@ class Bridge:
         else:
             await self._forward_route(channel, request, path)
 
-    async def _auth_route(self, channel: HTTPChannel, request: h11.Request) -> None:
+    async def _auth_route(self, channel: Exchange, request: RequestHead) -> None:
         body = await channel.drain_body(64 * 1024)
         try:
             token = json.loads(body or b"{}").get("token")
@@ -184,7 +192,7 @@ class Bridge:
         else:
             await channel.send_error(401, "wrong token")
 
-    async def _disconnect_route(self, channel: HTTPChannel, name: str) -> None:
+    async def _disconnect_route(self, channel: Exchange, name: str) -> None:
         await channel.drain_body()
         if name in RESERVED_NAMES:
             await channel.send_error(400, f"{name!r} is the bridge itself")
@@ -196,7 +204,7 @@ class Bridge:
         await entry.tunnel.aclose(SHUTDOWN_CODE, "disconnected by the bridge operator")
         await channel.send_json(200, {"status": "disconnected", "edge": name})
 
-    async def _forward_route(self, channel: HTTPChannel, request: h11.Request, path: str) -> None:
+    async def _forward_route(self, channel: Exchange, request: RequestHead, path: str) -> None:
         segments = path.split("/")
         if len(segments) < 3 or not segments[1] or not segments[2]:
             await channel.send_error(404, f"no route for {path!r}")
@@ -252,7 +260,7 @@ class Bridge:
     def _publish_topology(self) -> None:
         self.events.publish("topology", self.topology())
 
-    async def _sse(self, channel: HTTPChannel, request: h11.Request, query: str) -> None:
+    async def _sse(self, channel: Exchange, request: RequestHead, query: str) -> None:
         await channel.drain_body()
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         edge, plugin, topic = params.get("edge", "*"), params.get("plugin", "*"), params.get("topic", "*")
@@ -303,7 +311,7 @@ class Bridge:
     # ---------------------------------------------------------------- WebSocket endpoints
 
     async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str) -> bool:
-        if path != "/register":
+        if path not in ("/register", "/connect"):
             await channel.send_error(404, f"no WebSocket endpoint at {path!r}")
             return False
         headers = list(request.headers)
@@ -327,10 +335,19 @@ class Bridge:
         pending, _closed = channel.h11.trailing_data
         ws = WSConnection(ConnectionType.SERVER)
         carrier = WebSocketCarrier(channel.stream, ws, pending)
-        await self._serve_edge(carrier, credential_from_headers(headers))
+        if path == "/register":
+            await self._serve_edge(carrier)
+        else:
+            await serve_client(
+                carrier,
+                config=self.config,
+                auth=self.auth,
+                events=self.events,
+                dispatch=lambda exchange, head: self.dispatch(exchange, head, authenticated=True),
+            )
         return True
 
-    async def _serve_edge(self, carrier: WebSocketCarrier, upgrade_credential: bytes | None) -> None:
+    async def _serve_edge(self, carrier: WebSocketCarrier) -> None:
         conn = Connection(Side.HUB, self.config.tunnel)
         claimed: list[tuple[EdgeEntry, Tunnel | None]] = []
 
@@ -387,7 +404,7 @@ class Bridge:
             log.info("edge %s: %s", entry.name, event)
 
 
-async def _unauthorized(channel: HTTPChannel) -> None:
+async def _unauthorized(channel: Exchange) -> None:
     await channel.send_bytes(
         401,
         error_body(401, "missing or wrong bearer token"),

@@ -16,12 +16,11 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from radical_edge_bridge import Bridge, BridgeConfig
-from radical_edge_proto import Connection, ErrorCode, PeerRole, Side
+from radical_edge_proto import Connection, ErrorCode, Notification, PeerRole, Side, Subscription
 from radical_edge_tunnel import HandshakeError, Tunnel, TunnelStream, connect_handshake
 
 pytestmark = pytest.mark.anyio
 TOKEN = "test-token-123"
-
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +306,102 @@ async def test_event_stream_snapshot_notifications_and_replay(bridge, client_ssl
         await tunnel.aclose()
         tg.cancel_scope.cancel()
     await ws.close()
+
+
+async def start_client(bridge, client_ssl, *, credential=TOKEN, on_event=None):
+    ws = await ws_connect(
+        f"wss://127.0.0.1:{bridge.port}/connect",
+        ssl=client_ssl,
+        additional_headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    carrier = WebsocketsCarrier(ws)
+    conn = Connection(Side.CONNECTOR)
+    try:
+        await connect_handshake(conn, carrier, role=PeerRole.CLIENT, name="sdk", credential=credential)
+    except BaseException:
+        await ws.close()
+        raise
+    return Tunnel(conn, carrier, on_event=on_event, name="sdk"), ws
+
+
+async def call(tunnel: Tunnel, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    stream = await tunnel.request(method, path, [("content-type", "application/json")], end_stream=not body)
+    if body:
+        await stream.send(body, end_stream=True)
+    response = await stream.wait_response()
+    data = bytearray()
+    async for chunk in stream:
+        data += chunk
+    return response.status, bytes(data)
+
+
+async def test_sdk_client_endpoint_routes_streams_and_pushes_events(bridge, client_ssl):
+    edge, edge_ws = await start_edge(bridge, client_ssl, echo)
+    received: list[Notification] = []
+    got = anyio.Event()
+
+    def on_event(event):
+        if isinstance(event, Notification):
+            received.append(event)
+            if sum(1 for e in received if e.topic == "tick") == 2:
+                got.set()
+
+    client, client_ws = await start_client(bridge, client_ssl, on_event=on_event)
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+        await tg.start(client.run)
+        # management routes and forwarding over the same multiplexed connection
+        status, body = await call(client, "GET", "/edges")
+        assert status == 200
+        assert json.loads(body)["edges"][0]["name"] == "e1"
+        status, body = await call(client, "POST", "/e1/echo/upload", b"x" * 300_000)
+        assert status == 200
+        info = json.loads(body)
+        assert info["body_len"] == 300_000
+        assert info["path"] == "/echo/upload"
+        status, body = await call(client, "GET", "/ghost/echo/x")
+        assert status == 404
+        assert json.loads(body)["error"] is True
+        # events: only what the subscription asks for
+        client.conn.subscribe(1, Subscription(edge="e1", plugin="echo", topic="tick"))
+        await client.flush()
+        await anyio.sleep(0.05)
+        edge.conn.send_event("e1", "echo", "other", 1, b"{}")
+        edge.conn.send_event("e1", "echo", "tick", 2, b'{"n": 1}')
+        edge.conn.send_event("e1", "echo", "tick", 3, b'{"n": 2}')
+        await edge.flush()
+        with anyio.fail_after(5):
+            await got.wait()
+        assert [(e.source, e.topic, json.loads(e.payload)) for e in received] == [
+            ("e1", "tick", {"n": 1}),
+            ("e1", "tick", {"n": 2}),
+        ]
+        first_seq = received[0].seq
+        # a second client resumes after the first event: it gets the second one replayed
+        replayed: list[Notification] = []
+        done = anyio.Event()
+
+        def on_replay(event):
+            if isinstance(event, Notification) and event.topic == "tick":
+                replayed.append(event)
+                done.set()
+
+        late, late_ws = await start_client(bridge, client_ssl, on_event=on_replay)
+        await tg.start(late.run)
+        late.conn.subscribe(7, Subscription(topic="tick"), resume_after=first_seq)
+        await late.flush()
+        with anyio.fail_after(5):
+            await done.wait()
+        assert [json.loads(e.payload) for e in replayed] == [{"n": 2}]
+        assert replayed[0].seq == received[1].seq
+        for t in (late, client, edge):
+            await t.aclose()
+        tg.cancel_scope.cancel()
+    for w in (late_ws, client_ws, edge_ws):
+        await w.close()
+
+
+async def test_client_endpoint_refuses_edges_and_bad_credentials(bridge, client_ssl):
+    with pytest.raises(HandshakeError) as info:
+        await start_client(bridge, client_ssl, credential="wrong")
+    assert info.value.code == ErrorCode.UNAUTHORIZED
