@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auth", action="store_true", help="switch authentication off (anyone can run jobs!)")
     p.add_argument("--insecure-no-tls", action="store_true", help="serve plain HTTP (loopback testing only)")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for an edge's answer")
+    p.add_argument("--plugins", default="", help="plugins to host in the bridge itself, as the edge 'bridge'")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return p
 
@@ -65,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         token=token,
         insecure_no_tls=args.insecure_no_tls,
         request_timeout=args.request_timeout,
+        plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
     )
 
 

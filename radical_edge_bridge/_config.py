@@ -26,5 +26,7 @@ class BridgeConfig:
     sse_keepalive: float = 15.0
     event_ring_size: int = 4096
     subscriber_queue: int = 1024
+    #: plugins the bridge hosts itself, as the edge ``bridge`` (needs the edge extra)
+    plugins: tuple[str, ...] = ()
     http: HTTPLimits = field(default_factory=HTTPLimits)
     tunnel: Limits = field(default_factory=Limits)

@@ -10,7 +10,9 @@ from typing import Any
 
 from radical_edge_tunnel import Tunnel
 
-RESERVED_NAMES = frozenset({"bridge"})
+#: the edge name of the plugins hosted inside the bridge
+BRIDGE_EDGE = "bridge"
+RESERVED_NAMES = frozenset({BRIDGE_EDGE})
 
 
 @dataclass(eq=False)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import re
 import ssl
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -28,7 +31,16 @@ from radical_edge_proto import (
     PeerRole,
     Side,
 )
-from radical_edge_tunnel import HandshakeError, Tunnel, TunnelClosedError, TunnelStream, WebSocketCarrier, error_body
+from radical_edge_tunnel import (
+    Carrier,
+    HandshakeError,
+    Tunnel,
+    TunnelClosedError,
+    TunnelStream,
+    WebSocketCarrier,
+    error_body,
+    memory_carrier_pair,
+)
 from radical_edge_tunnel import accept_handshake as hub_handshake
 
 from ._auth import Authenticator, session_cookie
@@ -39,12 +51,14 @@ from ._exchange import BodyTooLarge, Exchange, RequestHead
 from ._forward import forward, request_has_body
 from ._http import BadRequest, ClientGone, HTTPChannel
 from ._metrics import Metrics
-from ._registry import RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
+from ._registry import BRIDGE_EDGE, RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
 
 log = logging.getLogger("radical_edge.bridge")
 
 #: routes that need no credential
 _PUBLIC = frozenset({"/", "/healthz", "/auth"})
+#: plugin names as they may appear in a portal module's file name (no dots, no slashes)
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 #: GOAWAY code an edge reads as "shut down, do not reconnect"
 SHUTDOWN_CODE = ErrorCode.CANCEL
 
@@ -86,9 +100,29 @@ class Bridge:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._serve_listener, listener)
+            if self.config.plugins:
+                tg.start_soon(self._host_own_plugins)
             task_status.started()
             await self._stopped.wait()
             tg.cancel_scope.cancel()
+
+    async def _host_own_plugins(self) -> None:
+        """Run the bridge's own plugins as the edge ``bridge``: the same plugin host an edge
+        uses, over an in-memory carrier instead of a WebSocket."""
+        try:
+            from radical_edge_edge import EdgeService  # noqa: PLC0415  (optional: needs the edge extra)
+        except ImportError as exc:
+            log.error("cannot host plugins in the bridge: %s (install radical-edge[edge])", exc)
+            return
+
+        async def connector() -> Carrier:
+            mine, theirs = memory_carrier_pair()
+            assert self._tg is not None
+            self._tg.start_soon(functools.partial(self._serve_edge, theirs, internal=True))
+            return mine
+
+        service = EdgeService(BRIDGE_EDGE, plugins=list(self.config.plugins), connector=connector)
+        await service.run()
 
     async def _serve_listener(self, listener: anyio.abc.Listener[Any]) -> None:
         async with listener:
@@ -175,10 +209,22 @@ class Bridge:
             await channel.send_bytes(200, body, b"text/plain; version=0.0.4")
         elif path == "/events" and method == "GET":
             await self._sse(channel, request, query)
-        elif path.startswith("/plugins/"):
-            await channel.send_error(404, f"no portal module {path!r}")
+        elif path.startswith("/plugins/") and method == "GET":
+            await self._portal_module(channel, path[len("/plugins/") :])
         else:
             await self._forward_route(channel, request, path)
+
+    async def _portal_module(self, channel: Exchange, filename: str) -> None:
+        name = filename.removesuffix(".js")
+        if not filename.endswith(".js") or not _PLUGIN_NAME.fullmatch(name):
+            await channel.send_error(404, "portal modules are /plugins/NAME.js")
+            return
+        try:
+            body = (resources.files("radical_edge_portal") / "plugins" / f"{name}.js").read_bytes()
+        except (FileNotFoundError, ModuleNotFoundError):
+            await channel.send_error(404, f"no portal module for plugin {name!r}")
+            return
+        await channel.send_bytes(200, body, b"text/javascript; charset=utf-8")
 
     async def _auth_route(self, channel: Exchange, request: RequestHead) -> None:
         body = await channel.drain_body(64 * 1024)
@@ -347,16 +393,18 @@ class Bridge:
             )
         return True
 
-    async def _serve_edge(self, carrier: WebSocketCarrier) -> None:
+    async def _serve_edge(self, carrier: Carrier, *, internal: bool = False) -> None:
+        """Serve one edge connection; ``internal`` is the bridge's own plugin host (edge ``bridge``)."""
         conn = Connection(Side.HUB, self.config.tunnel)
         claimed: list[tuple[EdgeEntry, Tunnel | None]] = []
 
         async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
-            if not self.auth.check_secret(hello.credential):
+            if not internal and not self.auth.check_secret(hello.credential):
                 return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
             if hello.role is not PeerRole.EDGE:
                 return False, ErrorCode.PROTOCOL_ERROR, "/register is for edges; clients use /connect", 0.0
-            if not hello.name or hello.name in RESERVED_NAMES or "/" in hello.name:
+            allowed = hello.name == BRIDGE_EDGE if internal else hello.name not in RESERVED_NAMES
+            if not hello.name or not allowed or "/" in hello.name:
                 return False, ErrorCode.NAME_CONFLICT, f"edge name {hello.name!r} is not allowed", 0.0
             try:
                 entry, stale = self.registry.claim(hello.name, hello.resume_token)

@@ -405,3 +405,46 @@ async def test_client_endpoint_refuses_edges_and_bad_credentials(bridge, client_
     with pytest.raises(HandshakeError) as info:
         await start_client(bridge, client_ssl, credential="wrong")
     assert info.value.code == ErrorCode.UNAUTHORIZED
+
+
+async def test_bridge_hosts_its_own_plugins_as_the_edge_bridge(tls_files, client_ssl):
+    cert, key = tls_files
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, plugins=("sysinfo",)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        async with http(b, client_ssl) as client:
+            with anyio.fail_after(10):
+                while not (await client.get("/edges")).json()["edges"]:
+                    await anyio.sleep(0.05)
+            (edge,) = (await client.get("/edges")).json()["edges"]
+            assert edge["name"] == "bridge"
+            assert "sysinfo" in edge["plugins"]
+            r = await client.get("/bridge/sysinfo/homedir")
+            assert r.status_code == 200
+            assert "homedir" in r.json()
+            assert (await client.post("/edge/disconnect/bridge")).status_code == 400
+        # an outside edge cannot take the reserved name
+        with pytest.raises(HandshakeError) as info:
+            await start_edge(b, client_ssl, echo, name="bridge")
+        assert info.value.code == ErrorCode.NAME_CONFLICT
+        b.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/plugins/sysinfo.js", 200),
+        ("/plugins/nosuch.js", 404),
+        ("/plugins/..%2F..%2Fetc%2Fpasswd.js", 404),
+        ("/plugins/../radical_edge_portal/__init__.js", 404),
+        ("/plugins/sysinfo", 401),  # not a module path, so not public
+    ],
+)
+async def test_portal_modules_are_public_and_cannot_escape(bridge, client_ssl, path, status):
+    reply = await raw_exchange(
+        bridge, client_ssl, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert reply.startswith(f"HTTP/1.1 {status}".encode())
+    if status == 200:
+        assert b"text/javascript" in reply
+        assert b"export async function render" in reply

@@ -1,0 +1,1 @@
+"""The browser Explorer: static files the bridge serves (``GET /``, ``GET /plugins/{name}.js``)."""
