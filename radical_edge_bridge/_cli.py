@@ -42,11 +42,15 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         )
     cert = Path(args.cert).expanduser() if args.cert else None
     key = Path(args.key).expanduser() if args.key else None
-    if key is not None:
+    # the private key is in --key, or (without --key) inside the --cert file: either way it must be private
+    secret = key if key is not None else (cert if cert is not None and _holds_private_key(cert) else None)
+    if secret is not None:
         try:
-            check_private(key)
+            check_private(secret)
         except InsecureFileError as exc:
             raise SystemExit(f"radical-edge-bridge: refusing the key: {exc}") from None
+        except OSError as exc:
+            raise SystemExit(f"radical-edge-bridge: cannot read the key: {exc}") from None
     token: str | None
     if args.no_auth:
         token = None
@@ -68,6 +72,14 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         request_timeout=args.request_timeout,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
     )
+
+
+def _holds_private_key(path: Path) -> bool:
+    """Whether a PEM file contains a private key (a combined cert+key file given as --cert alone)."""
+    try:
+        return b"PRIVATE KEY-----" in path.read_bytes()
+    except OSError:
+        return False  # loading the certificate reports it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,9 @@ class Exchange(Protocol):
 
     async def send_error(self, status: int, detail: str, *, close: bool = ...) -> None: ...
 
+    async def wait_disconnect(self) -> None:
+        """Return once the caller has gone away (after its request body, if any, was read)."""
+
 
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
@@ -116,6 +119,9 @@ class TunnelExchange:
 
     async def send_json(self, status: int, value: object, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
         await self.send_bytes(status, json.dumps(value).encode(), extra=extra)
+
+    async def wait_disconnect(self) -> None:
+        await self.stream.wait_reset()
 
     async def send_error(self, status: int, detail: str, *, close: bool = False) -> None:
         if self.response_started:

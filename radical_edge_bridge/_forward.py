@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-import h11
 
 from radical_edge_proto import ErrorCode
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
@@ -39,15 +38,6 @@ _HOP_REQUEST = frozenset(
     }
 )
 _HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
-
-
-def request_has_body(request: h11.Request) -> bool:
-    for name, value in request.headers:
-        if name == b"transfer-encoding":
-            return True
-        if name == b"content-length" and value.strip() != b"0":
-            return True
-    return False
 
 
 async def forward(
@@ -98,8 +88,9 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
     upload_error: list[BaseException] = []
     failure: tuple[int, str] | None = None
 
-    async def upload() -> None:
-        while True:
+    async def upload_then_watch() -> None:
+        """Send the request body, then watch the caller: if it goes away, the edge stops too."""
+        while has_body:
             try:
                 chunk = await channel.receive_body()
             except (ClientGone, BadRequest, StreamResetError) as exc:  # the caller went away mid-body
@@ -109,15 +100,17 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
             try:
                 if not chunk:
                     await stream.end()
-                    return
+                    break
                 metrics.bytes_in += len(chunk)
                 await stream.send(chunk)
             except StreamResetError:
                 return  # the edge side: the response path reports it
+        await channel.wait_disconnect()
+        upload_error.append(ClientGone("the caller went away before the answer was complete"))
+        await stream.reset(ErrorCode.CANCEL)
 
     async with anyio.create_task_group() as tg:
-        if has_body:
-            tg.start_soon(upload)
+        tg.start_soon(upload_then_watch)
         try:
             with anyio.fail_after(timeout):
                 response = await stream.wait_response()

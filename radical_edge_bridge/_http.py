@@ -41,6 +41,15 @@ class HTTPLimits:
     body_read_timeout: float = 120.0
 
 
+def request_has_body(request: h11.Request) -> bool:
+    for name, value in request.headers:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip() != b"0":
+            return True
+    return False
+
+
 class ClientGone(Exception):
     """The HTTP client disconnected or stalled."""
 
@@ -116,6 +125,11 @@ class HTTPChannel:
         if sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.max_header_bytes:
             await self.send_error(431, "request header fields too large", close=True)
             return None
+        if not request_has_body(event):
+            # no body: take the end of the message now, so the connection stays reusable
+            # whether or not the route reads a body
+            with contextlib.suppress(h11.RemoteProtocolError):
+                self.h11.next_event()
         return event
 
     async def _first_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
@@ -137,6 +151,8 @@ class HTTPChannel:
 
     async def receive_body(self) -> bytes:
         """The next request body chunk; ``b""`` at the end of the body."""
+        if self.h11.their_state is not h11.SEND_BODY:
+            return b""  # no body, or all of it was read
         while True:
             try:
                 with anyio.fail_after(self.limits.body_read_timeout):
@@ -159,6 +175,12 @@ class HTTPChannel:
             if len(body) > limit:
                 raise BodyTooLarge(limit)
         return bytes(body)
+
+    async def wait_disconnect(self) -> None:
+        """Return when the client closes its side; bytes it sends meanwhile (a pipelined
+        next request) are kept for the next cycle."""
+        while data := await self._read():
+            self.h11.receive_data(data)
 
     # ---------------------------------------------------------------- writing
 

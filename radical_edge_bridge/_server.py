@@ -48,8 +48,8 @@ from ._clients import serve_client
 from ._config import BridgeConfig
 from ._eventhub import EventHub
 from ._exchange import BodyTooLarge, Exchange, RequestHead
-from ._forward import forward, request_has_body
-from ._http import BadRequest, ClientGone, HTTPChannel
+from ._forward import forward
+from ._http import BadRequest, ClientGone, HTTPChannel, request_has_body
 from ._metrics import Metrics
 from ._registry import BRIDGE_EDGE, RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
 
@@ -310,7 +310,8 @@ class Bridge:
         await channel.drain_body()
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         edge, plugin, topic = params.get("edge", "*"), params.get("plugin", "*"), params.get("topic", "*")
-        last_id = next((v for n, v in request.headers if n == b"last-event-id"), None) or params.get("last_event_id")
+        header_id = next((v for n, v in request.headers if n == b"last-event-id"), None)
+        last_id = header_id.decode("latin-1") if header_id is not None else params.get("last_event_id")
         sub = self.events.subscribe(edge, plugin, topic)
         try:
             await channel.start_response(

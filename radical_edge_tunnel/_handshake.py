@@ -70,9 +70,6 @@ async def connect_handshake(
     return welcome
 
 
-
-
-
 async def accept_handshake(
     conn: Connection,
     carrier: Carrier,

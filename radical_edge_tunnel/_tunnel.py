@@ -69,6 +69,8 @@ class TunnelStream:
         self._reset_by_peer = False
         self._wake = anyio.Event()
         self._reset_seen = anyio.Event()
+        #: the handler's scope (streams the peer opened): cancelled when the stream dies under it
+        self._scope: anyio.CancelScope | None = None
         if head is not None and head.end_stream:
             self._ended = True
 
@@ -92,6 +94,8 @@ class TunnelStream:
             self._reset = code
             self._reset_by_peer = by_peer
             self._reset_seen.set()
+        if self._scope is not None and (by_peer or code == ErrorCode.CONNECTION_LOST):
+            self._scope.cancel()  # nobody waits for this work any more: stop it
         self._head_ready.set()
         self._notify()
 
@@ -219,6 +223,8 @@ class Tunnel:
         self._tg: anyio.abc.TaskGroup | None = None
         self.closed = anyio.Event()
         self.close_event: ConnectionClosed | None = None
+        #: seconds a write may take before the carrier is given up
+        self.write_timeout = 30.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -263,10 +269,23 @@ class Tunnel:
     # ---------------------------------------------------------------- I/O
 
     async def flush(self) -> None:
+        """Write what the connection has queued.
+
+        Bytes taken from the connection are written even if the caller is
+        cancelled meanwhile (a RESET sent by a task that is being cancelled
+        must still go out); a carrier that takes longer than
+        ``write_timeout`` for it is closed, since the frame stream is then cut.
+        """
         async with self._write_lock:
             data = self.conn.data_to_send()
-            if data:
-                await self.carrier.send(data)
+            if not data:
+                return
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.write_timeout) as scope:
+                    await self.carrier.send(data)
+                if scope.cancelled_caught:
+                    log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self.write_timeout)
+                    await self.carrier.aclose()
 
     async def window_changed(self) -> None:
         """Wait until some credit arrives or some stream changes state."""
@@ -350,7 +369,9 @@ class Tunnel:
     async def _serve(self, stream: TunnelStream) -> None:
         assert self._handler is not None
         try:
-            await self._handler(stream)
+            with anyio.CancelScope() as scope:
+                stream._scope = scope
+                await self._handler(stream)
         except StreamResetError:
             pass
         except Exception:

@@ -15,7 +15,7 @@ import trustme
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
-from radical_edge_bridge import Bridge, BridgeConfig
+from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
 from radical_edge_proto import Connection, ErrorCode, Notification, PeerRole, Side, Subscription
 from radical_edge_tunnel import HandshakeError, Tunnel, TunnelStream, connect_handshake
 
@@ -448,3 +448,153 @@ async def test_portal_modules_are_public_and_cannot_escape(bridge, client_ssl, p
     if status == 200:
         assert b"text/javascript" in reply
         assert b"export async function render" in reply
+
+
+async def test_timeout_is_504_and_cancels_the_work_on_the_edge(tls_files, client_ssl):
+    cert, key = tls_files
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=0.3))
+    cancelled = anyio.Event()
+
+    async def slow(stream: TunnelStream) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        tunnel, ws = await start_edge(b, client_ssl, slow)
+        await tg.start(tunnel.run)
+        async with http(b, client_ssl) as client:
+            r = await client.get("/e1/echo/slow")
+        assert r.status_code == 504
+        assert r.json()["status_code"] == 504
+        with anyio.fail_after(2):
+            await cancelled.wait()  # unlike upstream, the work does not go on running
+        await tunnel.aclose()
+        await ws.close()
+        b.stop()
+
+
+async def test_client_disconnect_resets_the_edge_stream(bridge, client_ssl):
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    async def slow(stream: TunnelStream) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    tunnel, ws = await start_edge(bridge, client_ssl, slow)
+    async with anyio.create_task_group() as tg:
+        await tg.start(tunnel.run)
+        stream = await anyio.connect_tcp(
+            "127.0.0.1", bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+        )
+        await stream.send(f"GET /e1/echo/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        with anyio.fail_after(2):
+            await started.wait()
+        await stream.aclose()  # the HTTP client goes away mid-request
+        with anyio.fail_after(2):
+            await cancelled.wait()
+        await tunnel.aclose()
+        tg.cancel_scope.cancel()
+    await ws.close()
+
+
+async def test_same_edge_with_its_resume_token_replaces_its_stale_connection(bridge, client_ssl):
+    first, ws1 = await start_edge(bridge, client_ssl, echo)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        # the same edge process reconnects (e.g. after a network blip) with the token WELCOME gave it
+        ws2 = await ws_connect(wss(bridge), ssl=client_ssl, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+        conn = Connection(Side.CONNECTOR)
+        carrier = WebsocketsCarrier(ws2)
+        welcome_token = bridge.registry.get("e1").resume_token
+        await connect_handshake(
+            conn, carrier, role=PeerRole.EDGE, name="e1", credential=TOKEN, resume_token=welcome_token
+        )
+        second = Tunnel(conn, carrier, handler=echo, name="e1-new")
+        await tg.start(second.run)
+        with anyio.fail_after(2):
+            await first.closed.wait()  # the stale one was replaced, not the new one refused
+        async with http(bridge, client_ssl) as client:
+            r = await client.get("/e1/echo/again")
+        assert r.status_code == 200
+        await second.aclose()
+        tg.cancel_scope.cancel()
+    await ws1.close()
+    await ws2.close()
+
+
+async def test_small_body_routes_refuse_large_bodies_with_413(bridge, client_ssl):
+    async with http(bridge, client_ssl, token=None) as anon:
+        r = await anon.post("/auth", content=b"x" * 200_000)
+    assert r.status_code == 413
+    assert r.json()["status_code"] == 413
+
+
+async def test_slow_head_gets_408_and_idle_connection_is_closed(tls_files, client_ssl):
+    cert, key = tls_files
+    limits = HTTPLimits(head_timeout=0.3, idle_timeout=0.5)
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits))
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        with anyio.fail_after(5):
+            reply = await raw_exchange(b, client_ssl, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+        assert reply.startswith(b"HTTP/1.1 408")
+        with anyio.fail_after(5):
+            idle = await raw_exchange(b, client_ssl, b"")  # says nothing at all
+        assert idle == b""
+        b.stop()
+
+
+async def test_sse_gap_keepalive_and_slow_subscriber(tls_files, client_ssl):
+    cert, key = tls_files
+    b = Bridge(
+        BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, event_ring_size=4, subscriber_queue=2, sse_keepalive=0.2)
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        for n in range(10):
+            b.events.publish("notification", {"edge": "e", "plugin": "p", "topic": "t", "data": n})
+        async with http(b, client_ssl) as client:
+            async with client.stream("GET", "/events", headers={"Last-Event-ID": "1"}) as response:
+                lines = response.aiter_lines()
+                gap, *rest = await read_sse(lines, 6)
+                assert gap[1]["topic"] == "gap"
+                assert gap[1]["data"]["oldest_available"] == 7
+                assert [e[1]["data"]["data"] for e in rest[:4]] == [6, 7, 8, 9]
+                # with nothing to send, comments keep the connection alive
+                with anyio.fail_after(3):
+                    async for line in lines:
+                        if line.startswith(": keep-alive"):
+                            break
+            # a subscriber that does not read is dropped, not buffered without bound
+            sub = b.events.subscribe()
+            for n in range(5):
+                b.events.publish("notification", {"edge": "e", "plugin": "p", "topic": "t", "data": n})
+            assert sub.dropped
+            assert b.events.dropped_subscribers >= 1  # (the SSE one above may be dropped too)
+            b.events.unsubscribe(sub)
+        b.stop()
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(bridge, client_ssl):
+    tunnel, ws = await start_edge(bridge, client_ssl, echo)
+    async with anyio.create_task_group() as tg:
+        await tg.start(tunnel.run)
+        auth = f"Authorization: Bearer {TOKEN}\r\n"
+        requests = (
+            f"GET /e1/echo/one HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+            f"POST /e1/echo/two HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+            f"GET /edges HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        ).encode()
+        reply = await raw_exchange(bridge, client_ssl, requests)
+        await tunnel.aclose()
+        tg.cancel_scope.cancel()
+    await ws.close()
+    assert reply.count(b"HTTP/1.1 200 OK") == 3
+    assert b'"path": "/echo/one"' in reply
+    assert b'"path": "/echo/two"' in reply
