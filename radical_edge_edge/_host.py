@@ -184,7 +184,8 @@ class PluginHost:
                 self.add_failed(name, f"not available on this host: {exc}")
                 continue
             except Exception as exc:
-                log.error("plugin %s failed to load", name, exc_info=True)
+                # one line for the operator; the traceback only when asked for (--log-level DEBUG)
+                log.debug("plugin %s failed to load", name, exc_info=True)
                 self.add_failed(name, f"{type(exc).__name__}: {exc}")
                 continue
             self._pending.append(plugin)

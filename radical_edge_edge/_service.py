@@ -121,10 +121,6 @@ class EdgeService:
         self.connect_timeout = connect_timeout
         self.drain_timeout = drain_timeout
         self._rng = rng or random.Random()
-        self.host = host or PluginHost(name)
-        self.host.on_manifest_change = self._manifest_changed
-        if plugins is not None:
-            self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
         if connector is None:
             if url is None:
                 raise ValueError("give the bridge url (or a connector)")
@@ -157,6 +153,11 @@ class EdgeService:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._future: Future[None] | None = None
         self._connected_event: anyio.Event | None = None
+        # the host last: loading plugins reports manifest changes, which need the state above
+        self.host = host or PluginHost(name)
+        self.host.on_manifest_change = self._manifest_changed
+        if plugins is not None:
+            self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
 
     # ------------------------------------------------------------ embedding API
 

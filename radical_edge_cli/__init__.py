@@ -1,0 +1,1 @@
+"""radical_edge_cli: the ``radical-edge`` command."""

@@ -1,0 +1,78 @@
+"""``radical-edge demo``: a bridge, a local edge with every plugin that runs here, and the portal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import anyio
+
+from radical_edge_bridge import Bridge, BridgeConfig
+from radical_edge_bridge._auth import load_or_create_token
+from radical_edge_edge import EdgeService
+
+from ._devcerts import ensure_dev_tls
+
+log = logging.getLogger("radical_edge.demo")
+
+HOME = Path("~/.radical/edge")
+
+
+def snippet(url: str, ca: Path, token_file: Path, edge: str) -> str:
+    return f"""\
+export RADICAL_BRIDGE_URL={url}
+export RADICAL_BRIDGE_CERT={ca}
+export RADICAL_BRIDGE_TOKEN=$(cat {token_file})
+python - <<'PY'
+from radical_edge_client import BridgeClient
+with BridgeClient() as bc:
+    print(bc.list_edges())
+    print(bc.get_edge_client("{edge}").get_plugin("sysinfo").get_metrics()["cpu"])
+PY"""
+
+
+async def run_demo(host: str, port: int, plugins: str, edge_name: str | None, home: Path) -> None:
+    home = home.expanduser()
+    tls = ensure_dev_tls(home)
+    token_file = home / "bridge.token"
+    token = load_or_create_token(token_file)
+    bridge = Bridge(BridgeConfig(host=host, port=port, cert=tls.cert, key=tls.key, token=token))
+    name = edge_name or socket.gethostname().split(".")[0] or "local"
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(bridge.serve)
+        except OSError as exc:
+            raise SystemExit(f"radical-edge demo: cannot listen on {host}:{port}: {exc} (try --port)") from None
+        url = f"https://{'localhost' if host in ('127.0.0.1', '::1', 'localhost') else host}:{bridge.port}"
+        edge = EdgeService(name, url=url, token=token, ca_file=str(tls.ca), plugins=plugins)
+        edge_done = anyio.Event()
+
+        async def run_edge() -> None:
+            try:
+                await edge.run()
+            finally:
+                edge_done.set()
+
+        tg.start_soon(run_edge)
+        with anyio.fail_after(30):
+            await edge.wait_connected()
+        print(
+            f"radical-edge is up: a bridge and the edge {name!r}\n"
+            f"  portal:  {url}/   (sign in with the token)\n"
+            f"  token:   {token_file}\n"
+            f"  CA:      {tls.ca}\n"
+            f"  stop:    Ctrl-C\n\n"
+            f"Try it from another shell:\n{snippet(url, tls.ca, token_file, name)}\n",
+            flush=True,
+        )
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                break
+        edge.stop()  # drains: in-flight requests finish first
+        with anyio.move_on_after(10):
+            await edge_done.wait()
+        bridge.stop()
+    print("radical-edge demo stopped", flush=True)

@@ -1,0 +1,63 @@
+"""`radical-edge demo`: the one-command local system, as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radical_edge_cli", "demo", "--port", "0", "--name", "local"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Try it"):
+                break
+        out = "".join(lines)
+        url = re.search(r"portal:\s+(https://\S+?)/\s", out)
+        assert url, out
+        home = tmp_path / ".radical" / "edge"
+        token_file, ca = home / "bridge.token", home / "dev-ca.pem"
+        assert f"token:   {token_file}" in out
+        token = token_file.read_text().strip()
+        assert token not in out  # the token is never printed
+        assert token_file.stat().st_mode & 0o077 == 0
+        assert (home / "dev-key.pem").stat().st_mode & 0o077 == 0
+        ctx = ssl.create_default_context(cafile=str(ca))  # verified TLS with the dev CA
+        with httpx.Client(base_url=url.group(1), verify=ctx, headers={"Authorization": f"Bearer {token}"}) as c:
+            assert c.get("/healthz").json()["status"] == "ok"
+            edges = c.get("/edges").json()["edges"]
+            assert [e["name"] for e in edges] == ["local"]
+            assert "sysinfo" in edges[0]["plugins"]
+            assert "homedir" in c.get("/local/sysinfo/homedir").json()
+            assert c.get("/").status_code == 200  # the portal page
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out + rest
+        assert "radical-edge demo stopped" in rest
+        assert "Traceback" not in out + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
