@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
+import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
             raise SystemExit(f"radical-edge-bridge: refusing the key: {exc}") from None
         except OSError as exc:
             raise SystemExit(f"radical-edge-bridge: cannot read the key: {exc}") from None
+    if cert is not None and not args.insecure_no_tls:
+        try:  # a missing or broken certificate is a clear message now, not a traceback later
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            where = f"{cert}" + (f" / {key}" if key else "")
+            raise SystemExit(f"radical-edge-bridge: cannot load the certificate and key ({where}): {exc}") from None
     token: str | None
     if args.no_auth:
         token = None
@@ -82,19 +89,47 @@ def _holds_private_key(path: Path) -> bool:
         return False  # loading the certificate reports it
 
 
+def token_origin(args: argparse.Namespace) -> str:
+    """Where the token comes from, for the operator; never the token itself."""
+    if args.no_auth:
+        return "none (authentication is off)"
+    if args.token:
+        return "given by --token / RADICAL_BRIDGE_TOKEN"
+    return f"in {Path(args.token_file).expanduser()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
     bridge = Bridge(config)
 
+    failed: list[str] = []
+
     async def run() -> None:
         async with anyio.create_task_group() as tg:
-            await tg.start(bridge.serve)
+            try:
+                await tg.start(bridge.serve)
+            except OSError as exc:  # the port is taken, the address is not ours, ...
+                failed.append(f"cannot listen on {config.host}:{config.port}: {exc}")
+                return
             print(f"radical-edge bridge listening on {bridge.url}", flush=True)
+            print(f"bridge token: {token_origin(args)}", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop
-        anyio.run(run)
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("%s: stopping (edges keep running and reconnect later)", signal.Signals(signum).name)
+                        bridge.stop()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await bridge.wait_stopped()  # a signal, or POST /bridge/terminate
+            tg.cancel_scope.cancel()
+
+    anyio.run(run)
+    if failed:
+        raise SystemExit(f"radical-edge-bridge: {failed[0]}")
     return 0
 
 

@@ -129,7 +129,11 @@ class Bridge:
             await listener.serve(self._handle_connection)
 
     def stop(self) -> None:
+        """Stop serving; :meth:`serve` returns.  Edges keep running and reconnect to the next bridge."""
         self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
 
     async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
         channel = HTTPChannel(stream, self.config.http)
