@@ -25,7 +25,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "e2e-token"
 
 
-
 class Files(Plugin):
     plugin_name = "files"
     version = "0.3"
@@ -190,3 +189,34 @@ async def test_reconnects_when_the_bridge_drops_it(bridge: Bridge, ca_file: Path
                 await anyio.sleep(0.05)
         service.stop()
         tg.cancel_scope.cancel()
+
+
+async def test_plugins_added_removed_or_broken_at_run_time_reach_the_topology(bridge: Bridge, ca_file: Path) -> None:
+    service = await edge(bridge, ca_file)
+    async with anyio.create_task_group() as tg, client(bridge, ca_file) as http:
+        tg.start_soon(service.run)
+        with anyio.fail_after(10):
+            await service.wait_connected()
+        async with http.stream("GET", "/events") as events:
+            lines = events.aiter_lines()
+
+            async def next_topology() -> dict[str, Any]:
+                with anyio.fail_after(5):
+                    async for line in lines:
+                        if line.startswith("data: "):
+                            payload = json.loads(line[6:])
+                            if payload["topic"] == "topology":
+                                return payload["data"]["edges"]["e1"]["plugins"]
+                raise AssertionError("event stream ended")
+
+            assert set(await next_topology()) == {"sysinfo", "files"}  # the snapshot
+            service.host.add_failed("gpu_probe", "nvidia-smi not found")
+            plugins = await next_topology()
+            assert plugins["gpu_probe"]["enabled"] is False
+            assert plugins["gpu_probe"]["error"] == "nvidia-smi not found"
+            await service.host.remove_plugin("files")
+            assert "files" not in await next_topology()
+        listing = (await http.post("/edge/list")).json()["data"]["edges"]["e1"]["plugins"]
+        assert set(listing) == {"sysinfo", "gpu_probe"}
+        assert (await http.get("/e1/files/count")).status_code == 404  # gone from the edge too
+        service.stop()
