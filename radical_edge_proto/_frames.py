@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import struct
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -257,7 +258,7 @@ def decode_text(raw: bytes, what: str) -> str:
 
 def decode_json_object(raw: bytes, what: str) -> JSONObject:
     try:
-        value = json.loads(decode_text(raw, what), parse_constant=_refuse_constant)
+        value = json.loads(decode_text(raw, what), parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise RemoteProtocolError(f"{what}: payload is not valid JSON") from None
     if not isinstance(value, dict):
@@ -267,6 +268,13 @@ def decode_json_object(raw: bytes, what: str) -> JSONObject:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN / Infinity: json.loads would accept them
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")  # 1e999 would become inf, which JSON cannot say
+    return value
 
 
 def encode_json_object(value: JSONObject, what: str) -> bytes:

@@ -744,3 +744,12 @@ def test_close_with_an_unencodable_reason_still_closes():
     ]
     assert pair.connector.closed
     assert goodbye(pair.connector) == (FrameType.GOAWAY, ErrorCode.INTERNAL_ERROR)
+
+
+def test_manifest_with_a_number_too_large_for_a_float_is_refused():
+    pair = ConnectionPair()
+    frame = encode_frame(FrameType.MANIFEST, 0, 0, b'{"x": 1e999}')
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.hub.receive_data(frame)
+    assert info.value.error_code is ErrorCode.PROTOCOL_ERROR
+    assert pair.hub.closed
