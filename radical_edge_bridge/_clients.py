@@ -106,5 +106,6 @@ async def serve_client(
         try:
             await tunnel.run()
         finally:
-            events.unsubscribe(sub)
+            # stop the pump before closing its queue: a pump woken by the close would fail the task group
             tg.cancel_scope.cancel()
+            events.unsubscribe(sub)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,9 @@ class EventHub:
         self._subscribers: set[Subscriber] = set()
         self._queue_size = queue_size
         self.last_seq = 0
+        #: names this numbering: a new hub (a restarted bridge) numbers from 1 again under a new epoch,
+        #: so a client resuming after a sequence number of another epoch must start over instead
+        self.epoch = secrets.token_hex(8)
         self.dropped_subscribers = 0
 
     def __len__(self) -> int:

@@ -182,7 +182,16 @@ class Bridge:
 
     async def _route(self, channel: Exchange, request: RequestHead, method: str, path: str, query: str) -> None:
         if path == "/healthz" and method in ("GET", "HEAD"):
-            await channel.send_json(200, {"status": "ok", "edges": sum(e.connected for e in self.registry.entries())})
+            await channel.send_json(
+                200,
+                {
+                    "status": "ok",
+                    "edges": sum(e.connected for e in self.registry.entries()),
+                    # for SDK clients resuming events: the numbering's epoch and where it is now
+                    "event_epoch": self.events.epoch,
+                    "last_event_seq": self.events.last_seq,
+                },
+            )
         elif path == "/" and method == "GET":
             await channel.send_bytes(200, _PORTAL_PLACEHOLDER, b"text/html; charset=utf-8")
         elif path == "/auth" and method == "POST":

@@ -27,6 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plugins", default="all", help="plugins of the local edge (default: all)")
     demo.add_argument("--name", default=None, help="name of the local edge (default: the host name)")
     demo.add_argument("--home", default="~/.radical/edge", help="where the dev CA, certificate and token live")
+
+    def connection_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", default=None, help="the bridge (default: RADICAL_BRIDGE_URL)")
+        parser.add_argument(
+            "--token", default=None, help="bearer token (default: RADICAL_BRIDGE_TOKEN, else the token file)"
+        )
+        parser.add_argument("--cert", default=None, help="CA file to trust (default: RADICAL_BRIDGE_CERT)")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ls = sub.add_parser("ls", help="list edges and their plugins", description="List edges and their plugins.")
+    connection_options(ls)
+    call = sub.add_parser(
+        "call",
+        help="call a plugin route: EDGE PLUGIN PATH",
+        description="Call /EDGE/PLUGIN/PATH through the bridge and print the answer (pretty JSON when it is JSON).",
+    )
+    call.add_argument("edge")
+    call.add_argument("plugin")
+    call.add_argument("path", help="the route under the plugin, with ?query if any")
+    call.add_argument("--data", default=None, help="request body: JSON text, or @FILE (implies POST)")
+    call.add_argument("--method", default=None, help="HTTP method (default GET, or POST with --data)")
+    connection_options(call)
+    events = sub.add_parser(
+        "events", help="tail notifications", description="Print notifications as they arrive (Ctrl-C to stop)."
+    )
+    events.add_argument("--edge", default=None, help="only this edge")
+    events.add_argument("--plugin", default=None, help="only this plugin")
+    events.add_argument("--topic", default=None, help="only this topic")
+    events.add_argument("--count", type=int, default=0, help="stop after this many")
+    connection_options(events)
     return p
 
 
@@ -38,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
         anyio.run(run_demo, args.host, args.port, args.plugins, args.name, Path(args.home))
         return 0
+    if args.command in ("ls", "call", "events"):
+        from ._verbs import run  # noqa: PLC0415  (needs the client extra only)
+
+        return run(args.command, args)
     return 2  # pragma: no cover - argparse requires a command
 
 

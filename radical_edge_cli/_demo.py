@@ -26,7 +26,7 @@ export RADICAL_BRIDGE_URL={url}
 export RADICAL_BRIDGE_CERT={ca}
 export RADICAL_BRIDGE_TOKEN=$(cat {token_file})
 python - <<'PY'
-from radical_edge_client import BridgeClient
+from radical_edge_client.sync import BridgeClient
 with BridgeClient() as bc:
     print(bc.list_edges())
     print(bc.get_edge_client("{edge}").get_plugin("sysinfo").get_metrics()["cpu"])

@@ -188,7 +188,10 @@ class TunnelStream:
             self.tunnel.conn.reset_stream(self.id, code)
             self._on_reset(code, by_peer=False)
             self.tunnel._streams.pop(self.id, None)
-            await self.tunnel.flush()
+            # a task being cancelled resets its streams: the RESET must still go out now, not with
+            # whatever frame is flushed next (flush() would stop at its lock, leaving it queued)
+            with anyio.CancelScope(shield=True):
+                await self.tunnel.flush()
 
 
 Handler = Callable[[TunnelStream], Awaitable[None]]

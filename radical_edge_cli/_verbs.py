@@ -1,0 +1,114 @@
+"""The user verbs of ``radical-edge``: ls, call, events (through the SDK)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from radical_edge_client import BridgeClient, RadicalEdgeError
+
+
+def _client(args: Any) -> BridgeClient:
+    return BridgeClient(url=args.url, token=args.token, cert=args.cert)
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+async def ls(args: Any, out: TextIO = sys.stdout) -> int:
+    """Edges and their plugins."""
+    async with _client(args) as client:
+        topology = await client.topology()
+    edges = topology.get("edges", {})
+    if args.json:
+        out.write(json.dumps(edges, indent=2, sort_keys=True) + "\n")
+        return 0
+    if not edges:
+        out.write("no edges\n")
+        return 0
+    rows = [["EDGE", "CONNECTED", "PLUGINS"]]
+    for name, edge in sorted(edges.items()):
+        plugins = edge.get("plugins", {})
+        shown = [p if info.get("enabled", True) else f"{p}(not loaded)" for p, info in sorted(plugins.items())]
+        connected = "yes" if (edge.get("endpoint") or {}).get("connected", True) else "no"
+        rows.append([name, connected, ", ".join(shown) or "-"])
+    _table(rows, out)
+    return 0
+
+
+def _body(data: str | None) -> tuple[Any, bytes | None]:
+    """``--data``: JSON text, or ``@FILE`` for a file's bytes."""
+    if data is None:
+        return None, None
+    if data.startswith("@"):
+        return None, Path(data[1:]).expanduser().read_bytes()
+    try:
+        return json.loads(data), None
+    except ValueError:
+        raise SystemExit(f"radical-edge call: --data is neither JSON nor @FILE: {data[:60]!r}") from None
+
+
+async def call(args: Any, out: TextIO = sys.stdout) -> int:
+    """One request to ``/{edge}/{plugin}/{path}``; prints the answer's body."""
+    json_body, raw = _body(args.data)
+    method = args.method or ("POST" if args.data is not None else "GET")
+    path = f"/{args.edge}/{args.plugin}/{args.path.lstrip('/')}"
+    async with _client(args) as client:
+        answer = await client.request(method, path, json=json_body, data=raw)
+    if args.json:
+        try:
+            body: Any = answer.json()
+        except RadicalEdgeError:
+            body = answer.text
+        out.write(json.dumps({"status": answer.status, "body": body}, indent=2) + "\n")
+        return 0
+    try:
+        out.write(json.dumps(answer.json(), indent=2) + "\n")
+    except RadicalEdgeError:
+        out.write(answer.text + ("" if answer.text.endswith("\n") else "\n"))
+    return 0
+
+
+async def events(args: Any, out: TextIO = sys.stdout) -> int:
+    """Print notifications as they come (``--count`` to stop after N)."""
+    done = anyio.Event()
+    seen = 0
+
+    def show(edge: str, plugin: str, topic: str, data: Any) -> None:
+        nonlocal seen
+        if dataclasses.is_dataclass(data) and not isinstance(data, type):
+            data = dataclasses.asdict(data)  # an EventGap: say so, never hide it
+        if args.json:
+            out.write(json.dumps({"edge": edge, "plugin": plugin, "topic": topic, "data": data}) + "\n")
+        else:
+            out.write(f"{edge}/{plugin}/{topic}: {json.dumps(data)}\n")
+        out.flush()
+        seen += 1
+        if args.count and seen >= args.count:
+            done.set()
+
+    async with _client(args) as client:
+        await client.register_callback(args.edge, args.plugin, args.topic, show)
+        if not args.json:
+            sys.stderr.write("waiting for events (Ctrl-C to stop)\n")
+        await done.wait()
+    return 0
+
+
+def run(verb: str, args: Any) -> int:
+    fn = {"ls": ls, "call": call, "events": events}[verb]
+    try:
+        return anyio.run(fn, args)
+    except RadicalEdgeError as exc:
+        sys.stderr.write(f"radical-edge {verb}: {type(exc).__name__}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,443 @@
+"""Requests as tunnel streams: streamed upload bodies, whole or streamed answers.
+
+Request bodies (``data=``) may be bytes, text, a binary file object (read in
+chunks in a worker thread), an object with an ``async read(n)``, an async
+iterator of bytes or a plain iterator of bytes (advanced in a worker thread):
+nothing is read ahead of what the tunnel's flow control lets through, so a
+large upload never sits in memory.  Answers are read whole
+(:class:`Response`) or chunk by chunk (:class:`StreamResponse`, which can
+also :meth:`~StreamResponse.download` into a file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json as jsonlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol, TypeAlias, runtime_checkable
+from urllib.parse import quote, urlencode
+
+import anyio
+import anyio.to_thread
+
+from radical_edge_proto import ErrorCode, LocalProtocolError
+from radical_edge_proto import Response as ProtoResponse
+from radical_edge_tunnel import StreamResetError, TunnelStream
+
+from ._errors import ProtocolError, RequestTimeout, error_for_status
+from ._link import Link
+
+#: how much is read from a file object at a time
+CHUNK_SIZE = 256 * 1024
+#: how much of an error answer's body is read to make the exception
+ERROR_BODY_LIMIT = 256 * 1024
+
+
+@runtime_checkable
+class SupportsRead(Protocol):
+    """A binary file object: ``read(n) -> bytes`` (``b""`` at the end)."""
+
+    def read(self, n: int = ..., /) -> bytes: ...
+
+
+@runtime_checkable
+class SupportsAsyncRead(Protocol):
+    """An async binary file object: ``await read(n) -> bytes`` (``b""`` at the end)."""
+
+    async def read(self, n: int = ..., /) -> bytes: ...
+
+
+@runtime_checkable
+class SupportsWrite(Protocol):
+    """A binary sink: ``write(chunk)``."""
+
+    def write(self, data: bytes, /) -> Any: ...
+
+
+@runtime_checkable
+class SupportsAsyncWrite(Protocol):
+    """An async binary sink: ``await write(chunk)``."""
+
+    async def write(self, data: bytes, /) -> Any: ...
+
+
+#: what ``data=`` accepts
+BodySource: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | IO[bytes]
+    | SupportsRead
+    | SupportsAsyncRead
+    | AsyncIterable[bytes]
+    | Iterable[bytes]
+)
+#: what ``params=`` accepts
+Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]]
+#: what ``headers=`` accepts
+Headers: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]]
+
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+
+
+def quote_segment(value: str) -> str:
+    """One path segment, percent-encoded (``/`` included)."""
+    return quote(value, safe="")
+
+
+def build_target(path: str, params: Params | None = None) -> str:
+    """An ASCII request target: ``path`` (non-ASCII and spaces percent-encoded) plus the query."""
+    if "?" in path:
+        path, _, query = path.partition("?")
+        target = quote(path, safe=_SAFE_PATH) + "?" + quote(query, safe=_SAFE_PATH + "?")
+    else:
+        target = quote(path, safe=_SAFE_PATH)
+    if params:
+        items = list(params.items()) if isinstance(params, Mapping) else list(params)
+        pairs = [(k, _param(v)) for k, v in items if v is not None]
+        if pairs:
+            target += ("&" if "?" in target else "?") + urlencode(pairs, doseq=True)
+    return target
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+# ---------------------------------------------------------------- answers
+
+
+@dataclass
+class ResponseHead:
+    """Status and headers of an answer (header names lower case)."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``default``."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n == name), default)
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+
+@dataclass
+class Response(ResponseHead):
+    """A whole answer: ``status``, ``headers``, ``content`` (bytes), ``text`` and :meth:`json`."""
+
+    content: bytes = b""
+    where: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; :class:`ProtocolError` if it is not JSON."""
+        try:
+            return jsonlib.loads(self.content)
+        except (ValueError, UnicodeDecodeError):
+            snippet = self.content[:200].decode("utf-8", "replace")
+            raise ProtocolError(f"{self.where}: the answer is not JSON: {snippet!r}", self.status) from None
+
+
+class StreamResponse(ResponseHead):
+    """An answer whose body is read as it arrives (credit goes back to the sender as chunks are consumed)."""
+
+    def __init__(self, head: ResponseHead, stream: TunnelStream, link: Link, where: str) -> None:
+        super().__init__(head.status, list(head.headers))
+        self._stream = stream
+        self._link = link
+        self.where = where
+        #: the whole body was read
+        self.complete = False
+        #: bytes read so far
+        self.received = 0
+
+    async def receive(self) -> bytes:
+        """The next chunk of the body, ``b""`` at the end."""
+        if self.complete:
+            return b""
+        try:
+            chunk = await self._stream.receive()
+        except StreamResetError as exc:
+            raise self._link.error_for_reset(exc, self._stream.tunnel, self.where) from None
+        if not chunk:
+            self.complete = True
+        self.received += len(chunk)
+        return chunk
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk."""
+        while chunk := await self.receive():
+            yield chunk
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The rest of the body, whole (at most ``limit`` bytes are kept when given)."""
+        body = bytearray()
+        while chunk := await self.receive():
+            if limit is None or len(body) < limit:
+                body += chunk if limit is None else chunk[: limit - len(body)]
+        return bytes(body)
+
+    async def download(self, dest: str | os.PathLike[str] | IO[bytes] | SupportsWrite | SupportsAsyncWrite) -> int:
+        """Write the body to ``dest`` (a path, a binary file object, or an object with ``async write``).
+
+        Chunks are written as they arrive (file writes in a worker thread); the
+        body is never held whole.  Returns the number of bytes written.
+        """
+        if isinstance(dest, str | os.PathLike):
+            fh = await anyio.to_thread.run_sync(open, os.fspath(dest), "wb")
+            try:
+                return await self.download(fh)
+            finally:
+                await anyio.to_thread.run_sync(fh.close)
+        write = getattr(dest, "write", None)
+        if write is None:
+            raise TypeError("dest must be a path or have a write() method")
+        is_async = inspect.iscoroutinefunction(write)
+        total = 0
+        while chunk := await self.receive():
+            if is_async:
+                await write(chunk)
+            else:
+                await anyio.to_thread.run_sync(write, chunk)
+            total += len(chunk)
+        return total
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+def encode_body(json: Any = None, data: BodySource | None = None) -> tuple[BodySource | None, list[tuple[str, str]]]:
+    """``json=`` / ``data=`` as a body source plus the headers it implies (content type, length)."""
+    if json is not None and data is not None:
+        raise TypeError("give json= or data=, not both")
+    if json is not None:
+        raw = jsonlib.dumps(json, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return raw, [("content-type", "application/json"), ("content-length", str(len(raw)))]
+    if data is None:
+        return None, []
+    if isinstance(data, str):
+        raw = data.encode()
+        return raw, [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(raw)))]
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        return raw, [("content-type", "application/octet-stream"), ("content-length", str(len(raw)))]
+    if isinstance(data, Mapping):
+        raise TypeError("data= takes bytes, a file object or an iterator of bytes: send a dict with json=")
+    if isinstance(data, Iterable | AsyncIterable) or hasattr(data, "read"):
+        return data, [("content-type", "application/octet-stream")]
+    raise TypeError(f"cannot send a {type(data).__name__} as a body (bytes, a file object or an iterator of bytes)")
+
+
+async def iter_body(source: BodySource) -> AsyncIterator[bytes]:
+    """The chunks of a body source; blocking reads happen in worker threads."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield bytes(source)
+        return
+    if isinstance(source, str):
+        yield source.encode()
+        return
+    read = getattr(source, "read", None)
+    if read is not None and callable(read):
+        is_async = inspect.iscoroutinefunction(read)
+        while True:
+            chunk = await read(CHUNK_SIZE) if is_async else await anyio.to_thread.run_sync(read, CHUNK_SIZE)
+            if not chunk:
+                return
+            if isinstance(chunk, str):
+                raise TypeError("the file object gives text: open it in binary mode ('rb')")
+            yield bytes(chunk)
+    elif isinstance(source, AsyncIterable):
+        async for chunk in source:
+            yield _as_bytes(chunk)
+    elif isinstance(source, Iterable):
+        iterator = iter(source)
+        while True:
+            chunk = await anyio.to_thread.run_sync(_next_or_none, iterator)
+            if chunk is None:
+                return
+            yield _as_bytes(chunk)
+    else:
+        raise TypeError(f"cannot send a {type(source).__name__} as a body")
+
+
+def _next_or_none(iterator: Iterator[bytes]) -> bytes | None:
+    return next(iterator, None)
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    if isinstance(chunk, str):
+        return chunk.encode()
+    raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
+
+
+class _Upload:
+    """Sends a body on a stream in the background (while the answer may already be arriving)."""
+
+    def __init__(self, stream: TunnelStream, source: BodySource) -> None:
+        self.stream = stream
+        self.source = source
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                async for chunk in iter_body(self.source):
+                    if chunk:
+                        await self.stream.send(chunk)
+                await self.stream.end()
+        except StreamResetError:
+            pass  # the answer path reports why
+        except Exception as exc:  # the caller's body source failed: abort the request, report it
+            self.error = exc
+            await _reset(self.stream)
+        finally:
+            self.done.set()
+
+
+async def _reset(stream: TunnelStream, code: ErrorCode = ErrorCode.CANCEL) -> None:
+    with anyio.CancelScope(shield=True), contextlib.suppress(StreamResetError, LocalProtocolError):
+        await stream.reset(code)
+
+
+def _head_of(response: ProtoResponse) -> ResponseHead:
+    return ResponseHead(
+        response.status, [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in response.headers]
+    )
+
+
+# ---------------------------------------------------------------- one exchange
+
+
+@asynccontextmanager
+async def exchange(
+    link: Link,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]],
+    body: BodySource | None,
+    timeout: float | None,
+) -> AsyncIterator[StreamResponse]:
+    """Send a request and yield the answer once its head arrived (any status).
+
+    ``timeout`` bounds the wait for the answer's head (not the body); when it
+    passes, the request is cancelled on the edge as well and
+    :class:`RequestTimeout` raised.  Leaving the context before the body was
+    read, or while the upload still runs, resets the stream.
+    """
+    where = f"{method} {target}"
+    stream = await link.open_stream(method, target, headers, end_stream=body is None, timeout=None)
+    upload: _Upload | None = None
+    answer: StreamResponse | None = None
+    try:
+        if body is not None:
+            inline = isinstance(body, bytes) and len(body) <= stream.tunnel.conn.send_window(stream.id)
+            if inline:
+                assert isinstance(body, bytes)
+                with contextlib.suppress(StreamResetError):  # the answer path reports why
+                    await stream.send(body, end_stream=True)
+            else:
+                upload = _Upload(stream, body)
+                link.spawn(upload.run, name=f"upload {where}")
+        try:
+            with anyio.fail_after(timeout):
+                head = await stream.wait_response()
+        except TimeoutError:
+            raise RequestTimeout(f"{where}: no answer within {timeout:g} s (the request was cancelled)") from None
+        except StreamResetError as exc:
+            if upload is not None:
+                await upload.done.wait()
+                if upload.error is not None:
+                    raise upload.error from None
+            raise link.error_for_reset(exc, stream.tunnel, where) from None
+        answer = StreamResponse(_head_of(head), stream, link, where)
+        if head.end_stream:
+            answer.complete = True
+        yield answer
+        if upload is not None and upload.error is not None:
+            raise upload.error
+    finally:
+        finished = answer is not None and answer.complete and (upload is None or upload.done.is_set())
+        if upload is not None:
+            upload.scope.cancel()
+        if not finished:
+            await _reset(stream)
+
+
+async def fetch(
+    link: Link,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]],
+    body: BodySource | None,
+    timeout: float | None,
+) -> Response:
+    """One request, the whole answer read; error statuses raise the matching :class:`RadicalEdgeError`."""
+    where = f"{method} {target}"
+    async with exchange(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
+        content = await answer.read(None if answer.ok else ERROR_BODY_LIMIT)
+    if not answer.ok:
+        raise error_for_status(answer.status, content, where=where)
+    return Response(answer.status, answer.headers, content=content, where=where)
+
+
+@asynccontextmanager
+async def open_stream(
+    link: Link,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]],
+    body: BodySource | None,
+    timeout: float | None,
+) -> AsyncIterator[StreamResponse]:
+    """One request whose answer body is read by the caller; error statuses raise before yielding."""
+    where = f"{method} {target}"
+    async with exchange(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
+        if not answer.ok:
+            content = await answer.read(ERROR_BODY_LIMIT)
+            raise error_for_status(answer.status, content, where=where)
+        yield answer
+
+
+def header_list(headers: Headers | None) -> list[tuple[str, str]]:
+    """Headers as a list of (lower-case name, value)."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(n).lower(), str(v)) for n, v in items]
+
+
+__all__ = [
+    "BodySource",
+    "Headers",
+    "Params",
+    "Response",
+    "ResponseHead",
+    "StreamResponse",
+    "build_target",
+    "encode_body",
+    "exchange",
+    "fetch",
+    "header_list",
+    "open_stream",
+    "quote_segment",
+]

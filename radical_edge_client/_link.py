@@ -1,0 +1,472 @@
+"""The SDK's one connection to the bridge: dial, keep it up, resubscribe, and number events.
+
+A :class:`Link` owns the WebSocket to the bridge's ``/connect`` endpoint and
+the protocol :class:`~radical_edge_proto.Connection` on it.  Every request
+is a stream on that one connection.  When the connection breaks (network
+drop, bridge restart), the link dials again after a capped, jittered,
+exponentially growing delay; requests that arrive meanwhile wait for it (up
+to ``connect_timeout``).
+
+Events: the link subscribes to everything (``*/*/*``) once a callback wants
+events, and tracks the bridge's sequence numbers.  After a reconnect it
+subscribes again with ``resume_after`` = the last number it saw, so the
+bridge replays what the client missed (within its replay ring) and the link
+drops whatever it already delivered (dedupe by sequence number).  What the
+bridge no longer has is reported as an :class:`~._events.EventGap`, never
+hidden.  A bridge restart (its ``event_epoch`` in ``GET /healthz`` changed)
+restarts the numbering: the link resumes from 0 on the new bridge and reports
+a gap of kind ``restart``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from radical_edge_proto import Connection as ProtoConnection
+from radical_edge_proto import (
+    ConnectionClosed,
+    ErrorCode,
+    GoAway,
+    Limits,
+    LocalProtocolError,
+    Notification,
+    PeerRole,
+    Side,
+    Subscription,
+)
+from radical_edge_proto import Event as ProtoEvent
+from radical_edge_tunnel import (
+    StreamResetError,
+    Tunnel,
+    TunnelClosedError,
+    TunnelError,
+    TunnelStream,
+    connect_handshake,
+    connect_websocket,
+)
+
+from . import _events
+from ._errors import (
+    AuthError,
+    BridgeUnavailable,
+    ProtocolError,
+    RadicalEdgeError,
+    error_for_status,
+    error_from_tunnel,
+)
+
+log = logging.getLogger("radical_edge.client")
+
+#: the subscription id the link uses (it has exactly one)
+SUBSCRIPTION_ID = 1
+#: handshake refusals that retrying cannot fix: the link gives up and every call raises them
+_FATAL = (AuthError,)
+_INFO_TIMEOUT = 10.0
+
+#: ``spawner(fn, name)`` runs ``fn()`` in the background
+Spawner = Callable[[Callable[[], Awaitable[None]], str], None]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial * factor**attempt`` capped at ``maximum``, jittered to [50 %, 100 %]."""
+
+    initial: float = 0.25
+    maximum: float = 15.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        cap = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return rng.uniform(cap / 2, cap)
+
+
+class Link:
+    """One multiplexed, self-healing connection to the bridge (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        ssl_context: ssl.SSLContext | None,
+        dispatcher: _events.Dispatcher,
+        name: str = "radical-edge-client",
+        connect_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        limits: Limits | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.ssl_context = ssl_context
+        self.dispatcher = dispatcher
+        self.name = name
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self.limits = limits
+        self._rng = rng or random.Random()
+        #: "connecting", "connected", "waiting" (to reconnect), "failed", "closed"
+        self.state = "connecting"
+        #: handshakes completed since start (1 + reconnections)
+        self.connections = 0
+        #: the error of the last failed attempt (shown when a request gives up waiting)
+        self.last_error: RadicalEdgeError | None = None
+        #: events dropped because they were seen before (replay overlap)
+        self.duplicates = 0
+        self.tunnel_: Tunnel | None = None
+        self._fatal: RadicalEdgeError | None = None
+        self._closing = False
+        self._changed = anyio.Event()
+        self._spawner: Spawner | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._resume_token: str | None = None
+        # events
+        self._want_events = False
+        self._subscribed: Tunnel | None = None
+        self._sub_lock = anyio.Lock()
+        self.epoch: str | None = None
+        #: the last sequence number handled (None: not tracking yet)
+        self.position: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect (the first failure is raised), then keep connected until :meth:`close`."""
+        started = False
+        attempt = 0
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            while not self._closing:
+                self.state = "connecting"
+                try:
+                    tunnel = await self._dial()
+                except RadicalEdgeError as exc:
+                    if not started:
+                        raise
+                    self.last_error = exc
+                    if isinstance(exc, _FATAL):
+                        self._fail(exc)
+                        return
+                    log.warning("reconnecting to the bridge failed: %s", exc)
+                else:
+                    up_since = anyio.current_time()
+                    await self._serve(tunnel, None if started else task_status)
+                    started = True
+                    if self._closing or self._fatal is not None:
+                        return
+                    if anyio.current_time() - up_since > self.backoff.maximum:
+                        attempt = 0  # it was up for a while: start over with short delays
+                self.state = "waiting"
+                self._notify()
+                delay = self.backoff.delay(attempt, self._rng)
+                attempt += 1
+                log.info("reconnecting to the bridge in %.2f s", delay)
+                await anyio.sleep(delay)
+        self.state = "closed"
+        self._notify()
+
+    def attach(self, spawner: Spawner) -> None:
+        """How background work of this link is started (in the client's task group)."""
+        self._spawner = spawner
+
+    def spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``fn()`` in the background (it must not raise)."""
+        if self._spawner is None:
+            raise RuntimeError("the client is not running")
+        self._spawner(fn, name)
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection (GOAWAY, then the WebSocket close)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.state = "closed"
+        tunnel = self.tunnel_
+        if tunnel is not None:
+            with anyio.CancelScope(shield=True):
+                await tunnel.aclose(ErrorCode.NO_ERROR, "client closed")
+        if self._scope is not None:
+            self._scope.cancel()
+        self._notify()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def connected(self) -> bool:
+        """A connection is up and usable right now."""
+        return self.state == "connected" and self._usable(self.tunnel_)
+
+    def _fail(self, exc: RadicalEdgeError) -> None:
+        log.error("giving up on the bridge: %s", exc)
+        self._fatal = exc
+        self.state = "failed"
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # ------------------------------------------------------------ one connection
+
+    async def _dial(self) -> Tunnel:
+        conn = ProtoConnection(Side.CONNECTOR, self.limits)
+        try:
+            with anyio.fail_after(self.connect_timeout * 2):
+                carrier = await connect_websocket(
+                    self.url, token=self.token, ssl_context=self.ssl_context, timeout=self.connect_timeout
+                )
+                try:
+                    welcome = await connect_handshake(
+                        conn,
+                        carrier,
+                        role=PeerRole.CLIENT,
+                        name=self.name,
+                        credential=self.token or "",
+                        resume_token=self._resume_token,
+                        timeout=self.connect_timeout,
+                    )
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await carrier.aclose()
+                    raise
+        except TimeoutError:
+            raise BridgeUnavailable(f"connecting to {self.url} timed out", code=ErrorCode.TIMEOUT) from None
+        except TunnelError as exc:
+            raise error_from_tunnel(exc, where=self.url) from None
+        self._resume_token = welcome.resume_token
+        return Tunnel(conn, carrier, on_event=self._on_event, name="bridge")
+
+    async def _serve(self, tunnel: Tunnel, task_status: anyio.abc.TaskStatus[None] | None) -> None:
+        """Run one connection until it ends (or the link closes)."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(tunnel.run)
+            self.tunnel_ = tunnel
+            self.connections += 1
+            failure: RadicalEdgeError | None = None
+            if self._want_events:
+                try:
+                    await self._subscribe(tunnel)
+                except RadicalEdgeError as exc:
+                    failure = exc
+            if failure is None:
+                self.state = "connected"
+                self.last_error = None
+                log.info("connected to the bridge at %s", self.url)
+                self._notify()
+                if task_status is not None:
+                    task_status.started()
+                await tunnel.closed.wait()
+            else:
+                self.last_error = failure
+                log.warning("resubscribing to events failed: %s", failure)
+                await tunnel.aclose(ErrorCode.INTERNAL_ERROR, "resubscribe failed")
+            tg.cancel_scope.cancel()
+        if self.tunnel_ is tunnel:
+            self.tunnel_ = None
+        self._subscribed = None
+        closed = tunnel.close_event
+        if not self._closing:
+            why = f"{closed.reason} ({_code_name(closed.error_code)})" if closed is not None else "connection lost"
+            log.warning("disconnected from the bridge: %s", why)
+            if closed is not None and closed.by_peer and closed.error_code == ErrorCode.UNAUTHORIZED:
+                self._fail(AuthError(f"the bridge ended the connection: {closed.reason}", code=closed.error_code))
+        if failure is not None and task_status is not None:
+            raise failure  # the very first connection: report it to the caller
+        self._notify()
+
+    # ------------------------------------------------------------ streams
+
+    def _usable(self, tunnel: Tunnel | None) -> bool:
+        return tunnel is not None and not tunnel.conn.closed and tunnel.conn.state.name == "OPEN"
+
+    async def tunnel(self, timeout: float | None = None) -> Tunnel:
+        """The live tunnel; waits (up to ``timeout``, default ``connect_timeout``) while reconnecting."""
+        wait = self.connect_timeout if timeout is None else timeout
+        with anyio.move_on_after(wait):
+            while True:
+                changed = self._changed
+                self._raise_if_dead()
+                tunnel = self.tunnel_
+                if tunnel is not None and self._usable(tunnel) and self.state == "connected":
+                    return tunnel
+                await changed.wait()
+        why = f": {self.last_error}" if self.last_error is not None else ""
+        raise BridgeUnavailable(f"not connected to the bridge (waited {wait:g} s){why}")
+
+    def _raise_if_dead(self) -> None:
+        if self._fatal is not None:
+            raise copy.copy(self._fatal)
+        if self._closing:
+            raise BridgeUnavailable("the client is closed")
+
+    async def open_stream(
+        self, method: str, target: str, headers: list[tuple[str, str]], *, end_stream: bool, timeout: float | None
+    ) -> TunnelStream:
+        """Open a request stream; a tunnel that is closing is waited out and the next one used."""
+        for _ in range(3):
+            tunnel = await self.tunnel(timeout)
+            try:
+                return await tunnel.request(method, target, headers, end_stream=end_stream)
+            except TunnelClosedError:
+                continue  # it began to close under us: the next connection takes it
+            except LocalProtocolError as exc:
+                raise ValueError(f"cannot send {method} {target!r}: {exc}") from None
+        raise BridgeUnavailable(f"{method} {target}: the connection to the bridge keeps closing")
+
+    def error_for_reset(self, exc: StreamResetError, tunnel: Tunnel, where: str) -> RadicalEdgeError:
+        """The SDK error for a stream that died: the link closed, the tunnel broke, or the peer reset it."""
+        if self._closing:
+            return BridgeUnavailable(f"{where}: the client was closed", code=exc.code)
+        closed = tunnel.close_event
+        broken = (ErrorCode.PROTOCOL_ERROR, ErrorCode.FRAME_SIZE_ERROR, ErrorCode.FLOW_CONTROL_ERROR)
+        if closed is not None and exc.code == ErrorCode.CONNECTION_LOST and closed.error_code in broken:
+            return ProtocolError(f"{where}: the connection failed: {closed.reason}", code=closed.error_code)
+        return error_from_tunnel(exc, where=where)
+
+    async def simple_get(self, tunnel: Tunnel, target: str) -> Any:
+        """GET ``target`` on ``tunnel`` and return the JSON answer (small answers only)."""
+        where = f"GET {target}"
+        stream: TunnelStream | None = None
+        try:
+            with anyio.fail_after(_INFO_TIMEOUT):
+                stream = await tunnel.request("GET", target, [("accept", "application/json")], end_stream=True)
+                head = await stream.wait_response()
+                body = bytearray()
+                while chunk := await stream.receive():
+                    body += chunk
+        except TimeoutError:
+            if stream is not None:
+                with contextlib.suppress(StreamResetError, LocalProtocolError):
+                    await stream.reset()
+            raise BridgeUnavailable(f"{where}: the bridge did not answer in {_INFO_TIMEOUT:g} s") from None
+        except StreamResetError as exc:
+            raise self.error_for_reset(exc, tunnel, where) from None
+        except TunnelClosedError as exc:
+            raise error_from_tunnel(exc, where=where) from None
+        if head.status >= 400:
+            raise error_for_status(head.status, bytes(body), where=where)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ProtocolError(f"{where}: the answer is not JSON", head.status) from None
+
+    # ------------------------------------------------------------ events
+
+    async def want_events(self) -> None:
+        """Subscribe (once) so that callbacks get events from now on; returns when the bridge has it.
+
+        If the connection breaks meanwhile, the next one subscribes (that is
+        waited for, up to ``connect_timeout``).
+        """
+        self._want_events = True
+        with anyio.move_on_after(self.connect_timeout):
+            while True:
+                tunnel = await self.tunnel()
+                try:
+                    await self._subscribe(tunnel)
+                    return
+                except BridgeUnavailable:
+                    if self._usable(tunnel):
+                        raise
+                    changed = self._changed
+                    if self.tunnel_ is tunnel:
+                        await changed.wait()  # the next connection subscribes by itself
+        raise BridgeUnavailable(f"could not subscribe to events within {self.connect_timeout:g} s")
+
+    async def _subscribe(self, tunnel: Tunnel) -> None:
+        async with self._sub_lock:
+            if self._subscribed is tunnel:
+                return
+            info = await self.simple_get(tunnel, "/healthz")
+            epoch = info.get("event_epoch") if isinstance(info, dict) else None
+            last = info.get("last_event_seq") if isinstance(info, dict) else None
+            epoch = epoch if isinstance(epoch, str) else None
+            last = last if isinstance(last, int) and not isinstance(last, bool) and last >= 0 else None
+            resume: int | None
+            if self.position is None:
+                # the first subscription: events from now on (the numbering point is "now")
+                self.epoch = epoch
+                resume = last
+            elif epoch is not None and self.epoch is not None and epoch != self.epoch:
+                before = self.position
+                log.warning("the bridge restarted: resuming its events from the start of its numbering")
+                self.dispatcher.put(
+                    _events.EventGap(
+                        "restart",
+                        after=before,
+                        detail="the bridge restarted: events it had not delivered before it stopped are lost",
+                    )
+                )
+                self.epoch = epoch
+                resume = 0
+            else:
+                resume = self.position
+            self.position = resume
+            try:
+                tunnel.conn.subscribe(SUBSCRIPTION_ID, Subscription(), resume_after=resume)
+            except LocalProtocolError as exc:
+                raise BridgeUnavailable(f"cannot subscribe: {exc}") from None
+            await tunnel.flush()
+            self._subscribed = tunnel
+
+    def _on_event(self, event: ProtoEvent) -> None:
+        """(the tunnel's reader, synchronously) Number, dedupe and queue an event."""
+        if isinstance(event, Notification):
+            self._on_notification(event)
+        elif isinstance(event, GoAway):
+            log.info("the bridge is going away: %s", event.reason or _code_name(event.error_code))
+        elif isinstance(event, ConnectionClosed):
+            log.debug("connection closed: %s", event)
+
+    def _on_notification(self, event: Notification) -> None:
+        if event.source == "bridge" and event.plugin == "bridge" and event.topic == "gap" and event.seq == 0:
+            info = _json(event.payload)
+            after = info.get("after") if isinstance(info, dict) else None
+            oldest = info.get("oldest") if isinstance(info, dict) else None
+            self.dispatcher.put(
+                _events.EventGap(
+                    "ring",
+                    after=after if isinstance(after, int) else None,
+                    oldest=oldest if isinstance(oldest, int) else None,
+                    detail=f"the bridge no longer holds events {after} < n < {oldest}: they are lost",
+                )
+            )
+            return
+        if self.position is not None and event.seq <= self.position:
+            self.duplicates += 1
+            return
+        self.position = event.seq
+        data = _json(event.payload)
+        if event.source == "bridge" and event.plugin == "bridge" and event.topic == "topology":
+            self.dispatcher.put(_events.TopologyChange(data if isinstance(data, dict) else {}, event.seq))
+        else:
+            self.dispatcher.put(_events.Notification(event.source, event.plugin, event.topic, data, event.seq))
+
+
+def _json(payload: bytes) -> Any:
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return payload.decode("utf-8", "replace")
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else str(code)
+
+
+__all__ = ["Backoff", "Link"]
