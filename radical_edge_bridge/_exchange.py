@@ -32,9 +32,12 @@ class Exchange(Protocol):
 
     async def drain_body(self, limit: int = ...) -> bytes: ...
 
-    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None: ...
+    async def start_response(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], *, flush: bool = True
+    ) -> None: ...
 
-    async def send_body(self, data: bytes) -> None: ...
+    async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        """Send body bytes; ``end=True``: they are the last, the response ends with them."""
 
     async def end_response(self) -> None: ...
 
@@ -62,6 +65,9 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+_HOP = frozenset({b"transfer-encoding", b"connection", b"keep-alive"})
+
+
 class TunnelExchange:
     """An exchange on a stream an SDK client opened to the bridge."""
 
@@ -84,13 +90,15 @@ class TunnelExchange:
                 raise BodyTooLarge(limit)
         return bytes(body)
 
-    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], *, flush: bool = True) -> None:
         self.response_started = True
-        hop = {b"transfer-encoding", b"connection", b"keep-alive"}
-        await self.stream.respond(status, [(n, v) for n, v in headers if n not in hop])
+        await self.stream.respond(status, [(n, v) for n, v in headers if n not in _HOP], flush=flush)
 
-    async def send_body(self, data: bytes) -> None:
-        if data:
+    async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        if end:
+            self._ended = True
+            await self.stream.send(data, end_stream=True)
+        elif data:
             await self.stream.send(data)
 
     async def end_response(self) -> None:
@@ -111,7 +119,7 @@ class TunnelExchange:
         self.response_started = True
         self._ended = True
         try:
-            await self.stream.respond(status, headers, end_stream=not body)
+            await self.stream.respond(status, headers, end_stream=not body, flush=not body)
             if body:
                 await self.stream.send(body, end_stream=True)
         except StreamResetError:

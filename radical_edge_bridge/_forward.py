@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from radical_edge_proto import ErrorCode
+from radical_edge_proto import ErrorCode, Response
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
 
 from ._exchange import Exchange, RequestHead
@@ -85,12 +85,74 @@ async def forward(
 
 
 async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics) -> int:
+    if has_body:
+        return await _exchange_with_body(channel, stream, timeout, metrics)
+    # No body to upload: this one task watches the caller while the answer is awaited (the
+    # arrival of the head cancels the watch), with no helper task, so a small request costs
+    # no task group; a helper watches only while a streamed body is relayed.
+    failure: tuple[int, str] | None = None
+    with anyio.move_on_after(timeout) as timer:
+        with anyio.CancelScope() as answered:
+            stream.on_response(answered.cancel)
+            await channel.wait_disconnect()
+        if not answered.cancel_called:
+            raise ClientGone("the caller went away before the answer")
+    if timer.cancelled_caught:
+        await stream.reset(ErrorCode.CANCEL)  # the edge stops the work too
+        failure = (504, f"the edge did not answer within {timeout:g} s")
+    else:
+        try:
+            response = await stream.wait_response()  # here already (or the stream was reset)
+        except StreamResetError as exc:
+            failure = _reset_status(exc)
+    if failure is not None:
+        await channel.send_error(*failure)
+        return failure[0]
+    await _start(channel, stream, response)
+    if stream.body_complete:
+        await _relay(channel, stream, metrics)  # all of it is here: nothing to wait for
+        return response.status
+
+    async def watch() -> None:
+        await channel.wait_disconnect()
+        await stream.reset(ErrorCode.CANCEL)  # the relay sees the reset and gives up
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await _relay(channel, stream, metrics)
+        tg.cancel_scope.cancel()
+    return response.status
+
+
+async def _start(channel: Exchange, stream: TunnelStream, response: Response) -> None:
+    headers = [(n, v) for n, v in response.headers if n not in _HOP_RESPONSE]
+    if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
+        headers.append((b"transfer-encoding", b"chunked"))
+    # a body that is already here leaves together with the head
+    await channel.start_response(response.status, headers, flush=not stream.body_ready)
+
+
+async def _relay(channel: Exchange, stream: TunnelStream, metrics: Metrics) -> None:
+    try:
+        while chunk := await stream.receive():
+            metrics.bytes_out += len(chunk)
+            if stream.at_end:  # the last chunk: it leaves with the end of the response
+                await channel.send_body(chunk, end=True)
+                return
+            await channel.send_body(chunk)
+    except StreamResetError:
+        # the head is out: the only honest signal left is to cut the connection
+        raise ClientGone("the edge reset the stream mid-response") from None
+    await channel.end_response()
+
+
+async def _exchange_with_body(channel: Exchange, stream: TunnelStream, timeout: float, metrics: Metrics) -> int:
     upload_error: list[BaseException] = []
     failure: tuple[int, str] | None = None
 
     async def upload_then_watch() -> None:
         """Send the request body, then watch the caller: if it goes away, the edge stops too."""
-        while has_body:
+        while True:
             try:
                 chunk = await channel.receive_body()
             except (ClientGone, BadRequest, StreamResetError) as exc:  # the caller went away mid-body
@@ -120,18 +182,8 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
         except StreamResetError as exc:
             failure = _reset_status(exc)
         if failure is None:
-            headers = [(n, v) for n, v in response.headers if n not in _HOP_RESPONSE]
-            if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
-                headers.append((b"transfer-encoding", b"chunked"))
-            await channel.start_response(response.status, headers)
-            try:
-                while chunk := await stream.receive():
-                    metrics.bytes_out += len(chunk)
-                    await channel.send_body(chunk)
-            except StreamResetError:
-                # the head is out: the only honest signal left is to cut the connection
-                raise ClientGone("the edge reset the stream mid-response") from None
-            await channel.end_response()
+            await _start(channel, stream, response)
+            await _relay(channel, stream, metrics)
         # the upload has finished, or is moot once the answer is complete or failed
         tg.cancel_scope.cancel()
     if failure is not None:

@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 import h11
 
-from radical_edge_tunnel import error_body
+from radical_edge_tunnel import error_body, tls_object, with_buffered_tls
 
 from ._exchange import BodyTooLarge
 
@@ -66,17 +66,19 @@ class HTTPChannel:
 
     def __init__(self, stream: anyio.abc.ByteStream, limits: HTTPLimits) -> None:
         self.stream = stream
+        self._ssl = tls_object(stream)
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self._head_bytes = bytearray()  # the start of the current request, to tell 414 from 431
         self.response_started = False
+        self._unsent = b""  # a response head held back to leave with the first body bytes
 
     async def _read(self) -> bytes:
         try:
             data = await self.stream.receive(65536)
         except _GONE:
             return b""
-        return data
+        return with_buffered_tls(self._ssl, data, 256 * 1024)
 
     async def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         while True:
@@ -109,8 +111,7 @@ class HTTPChannel:
         self._head_bytes.clear()
         self.response_started = False
         try:
-            with anyio.fail_after(self.limits.idle_timeout):
-                event = await self._first_event()
+            event = await self._first_event()
         except TimeoutError:
             return None
         except BadRequest as exc:
@@ -133,15 +134,24 @@ class HTTPChannel:
         return event
 
     async def _first_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        # the head must arrive within head_timeout once its first byte is here
+        """The next request's first event: TimeoutError after ``idle_timeout`` without a byte; once
+        the first byte is here, the rest of the head must follow within ``head_timeout``.
+        Timers are armed only when there is something to wait for (pipelined heads need none)."""
         event = self.h11.next_event()
         if event is not h11.NEED_DATA:
             return event
-        data = await self._read()
+        with anyio.fail_after(self.limits.idle_timeout):
+            data = await self._read()
         if not data:
             return h11.ConnectionClosed()
         self._head_bytes += data[: self.limits.max_request_line + 2]
         self.h11.receive_data(data)
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise self._classify(exc) from None
+        if event is not h11.NEED_DATA:
+            return event
         try:
             with anyio.fail_after(self.limits.head_timeout):
                 return await self._next_event()
@@ -155,10 +165,15 @@ class HTTPChannel:
             return b""  # no body, or all of it was read
         while True:
             try:
-                with anyio.fail_after(self.limits.body_read_timeout):
-                    event = await self._next_event()
-            except TimeoutError:
-                raise ClientGone("request body stalled") from None
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._classify(exc) from None
+            if event is h11.NEED_DATA:
+                try:
+                    with anyio.fail_after(self.limits.body_read_timeout):
+                        event = await self._next_event()
+                except TimeoutError:
+                    raise ClientGone("request body stalled") from None
             if isinstance(event, h11.Data):
                 if event.data:
                     return bytes(event.data)
@@ -186,18 +201,30 @@ class HTTPChannel:
 
     async def _write(self, event: h11.Event) -> None:
         data = self.h11.send(event)
+        if self._unsent:
+            data, self._unsent = self._unsent + (data or b""), b""
         if data:
             try:
                 await self.stream.send(data)
             except _GONE:
                 raise ClientGone("client went away") from None
 
-    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], *, flush: bool = True) -> None:
+        """Send the response head; with ``flush=False`` it leaves with the first body bytes
+        (one TLS record and one write instead of two, for a body that is ready now)."""
         self.response_started = True
-        await self._write(h11.Response(status_code=status, headers=list(headers), reason=reason_phrase(status)))
+        event = h11.Response(status_code=status, headers=list(headers), reason=reason_phrase(status))
+        if flush:
+            await self._write(event)
+        else:
+            self._unsent += self.h11.send(event) or b""
 
-    async def send_body(self, data: bytes) -> None:
-        if data:
+    async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        if end:  # the body and the end of the message in one write
+            if data:
+                self._unsent += self.h11.send(h11.Data(data=data)) or b""
+            await self._write(h11.EndOfMessage())
+        elif data:
             await self._write(h11.Data(data=data))
 
     async def end_response(self) -> None:
@@ -216,7 +243,7 @@ class HTTPChannel:
         if close:
             headers.append((b"connection", b"close"))
         try:
-            await self.start_response(status, headers)
+            await self.start_response(status, headers, flush=False)
             await self.send_body(body)
             await self.end_response()
         except h11.LocalProtocolError:

@@ -57,6 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--topic", default=None, help="only this topic")
     events.add_argument("--count", type=int, default=0, help="stop after this many")
     connection_options(events)
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure the tunnel against the same app served directly (loopback, TLS)",
+        description="Start a bridge, an edge and a direct HTTPS server on loopback and measure latency, "
+        "throughput, CPU per request, bulk transfer rates, memory and latency under load; print a table "
+        "with the targets.",
+    )
+    bench.add_argument("--quick", action="store_true", help="small sizes and 1 s runs: a smoke test (~15 s)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    bench.add_argument("--duration", type=float, default=None, help="seconds per latency/throughput run (default 5)")
+    bench.add_argument("--size-mib", type=int, default=None, help="bulk download/upload size in MiB (default 256)")
+    bench.add_argument(
+        "--big-mib", type=int, default=None, help="size of the RSS and loaded-latency transfers in MiB (default 1024)"
+    )
+    bench.add_argument("--connections", type=int, default=64, help="concurrent connections/streams (default 64)")
+    bench.add_argument(
+        "--driver",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="HTTP load driver: wrk if installed (auto), else the Python raw-socket client",
+    )
+    bench.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="requests in flight per connection for the Python driver's concurrent run (default 1, like wrk)",
+    )
     return p
 
 
@@ -72,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._verbs import run  # noqa: PLC0415  (needs the client extra only)
 
         return run(args.command, args)
+    if args.command == "bench":
+        from ._bench import run_bench  # noqa: PLC0415  (needs the bench extra)
+
+        return run_bench(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -97,7 +97,7 @@ class _Exchange:
         self.finished = False
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self.response_done = anyio.Event()
+        self._response_done: anyio.Event | None = None  # made only if the app waits for a disconnect
 
     async def receive(self) -> Message:
         if not self.body_done:
@@ -112,9 +112,12 @@ class _Exchange:
         # after the body: block until the client goes away or the response is complete
         if not self.disconnected and not self.finished:
             async with anyio.create_task_group() as tg:
+                if self._response_done is None:
+                    self._response_done = anyio.Event()
+                done = self._response_done
 
                 async def on_done() -> None:
-                    await self.response_done.wait()
+                    await done.wait()
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(on_done)
@@ -148,7 +151,8 @@ class _Exchange:
         try:
             if self._status:
                 # the head goes out with the first body message, so an empty response is one frame
-                await self.stream.respond(self._status, self._headers, end_stream=not body and not more)
+                # queued without a flush when body bytes follow: head and body leave in one message
+                await self.stream.respond(self._status, self._headers, end_stream=not body and not more, flush=not body)
                 self._status = 0
                 if not body and not more:
                     self._finish()
@@ -163,7 +167,8 @@ class _Exchange:
 
     def _finish(self) -> None:
         self.finished = True
-        self.response_done.set()
+        if self._response_done is not None:
+            self._response_done.set()
 
 
 async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope) -> None:
@@ -177,21 +182,22 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope) -> None
     ex = _Exchange(stream)
     error: BaseException | None = None
 
-    async with anyio.create_task_group() as tg:
+    running = True
 
-        async def watch_reset() -> None:
-            await stream.wait_reset()
-            if not ex.finished:
+    with anyio.CancelScope() as cancel_scope:
+
+        def on_reset() -> None:  # called by the tunnel when the stream dies (no watcher task per request)
+            if running and not ex.finished:
                 ex.disconnected = True
-                tg.cancel_scope.cancel()
+                cancel_scope.cancel()
 
-        tg.start_soon(watch_reset)
+        stream.on_reset(on_reset)
         try:
             await app(scope, ex.receive, ex.send)
         except Exception as exc:
             error = exc
         finally:
-            tg.cancel_scope.cancel()
+            running = False
 
     if ex.disconnected and not ex.finished:
         log.debug("stream %d: the caller went away; the handler was cancelled", stream.id)

@@ -315,15 +315,20 @@ def u64(value: int) -> bytes:
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _LOWER_TOKEN = _TOKEN - frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# the same sets as bytes, for bytes.translate(None, allowed): what is left over is not allowed
+# (one C call per check instead of a Python loop over the bytes)
+_TOKEN_BYTES = bytes(sorted(_TOKEN))
+_LOWER_TOKEN_BYTES = bytes(sorted(_LOWER_TOKEN))
+_PATH_BYTES = bytes(range(0x21, 0x7F))
 
 
 def check_method(method: bytes, err: type[ProtocolError]) -> None:
-    if not 0 < len(method) <= 32 or not set(method) <= _TOKEN:
+    if not 0 < len(method) <= 32 or method.translate(None, _TOKEN_BYTES):
         raise err(f"invalid method {method!r}")
 
 
 def check_path(path: bytes, err: type[ProtocolError]) -> None:
-    if not path.startswith(b"/") or any(c <= 0x20 or c >= 0x7F for c in path):
+    if not path.startswith(b"/") or path.translate(None, _PATH_BYTES):
         raise err(f"invalid request path {path[:64]!r}")
 
 
@@ -334,7 +339,7 @@ def check_status(status: int, err: type[ProtocolError]) -> None:
 
 def check_header_name(name: bytes, err: type[ProtocolError]) -> None:
     """Header names travel lowercased (senders lowercase them; a receiver refuses others)."""
-    if not name or not set(name) <= _LOWER_TOKEN:
+    if not name or name.translate(None, _LOWER_TOKEN_BYTES):
         raise err(f"invalid header name {name[:64]!r}")
 
 

@@ -3,7 +3,7 @@
 Shared by the bridge, the edge service and the SDK.
 """
 
-from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair
+from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._envelope import ERROR_CONTENT_TYPE, error_body, error_envelope
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
@@ -37,5 +37,7 @@ __all__ = [
     "error_body",
     "error_envelope",
     "memory_carrier_pair",
+    "tls_object",
     "websocket_url",
+    "with_buffered_tls",
 ]

@@ -8,11 +8,13 @@ peer is gone (orderly close, EOF or a broken connection alike).
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Protocol
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.tls import TLSAttribute
 from wsproto import WSConnection
 from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
@@ -26,6 +28,37 @@ WS_POLICY_VIOLATION = 1008
 
 _READ_SIZE = 256 * 1024
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+def tls_object(stream: anyio.abc.ByteStream) -> ssl.SSLObject | None:
+    """The SSL object of an anyio TLS stream (None for a plain one)."""
+    ssl_object = stream.extra(TLSAttribute.ssl_object, None)
+    return ssl_object if isinstance(ssl_object, ssl.SSLObject) else None
+
+
+def with_buffered_tls(ssl_object: ssl.SSLObject | None, first: bytes, limit: int = _READ_SIZE) -> bytes:
+    """``first`` (just received) plus the TLS records already buffered behind it, up to ``limit``; never waits.
+
+    A TLS read returns one record (at most 16 KiB) at a time, while the socket
+    delivers many at once: taking the rest now means one pass through the
+    WebSocket, protocol and HTTP layers per socket read instead of per record.
+    Anything but complete records (a partial record, an alert, the peer's
+    close) is left for the next regular ``receive()``, which reports it.
+    """
+    if ssl_object is None or not first:
+        return first
+    parts = [first]
+    size = len(first)
+    while size < limit:
+        try:
+            more = ssl_object.read(limit - size)
+        except ssl.SSLError:  # SSLWantReadError: no complete record left; or an error receive() reports
+            break
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return first if len(parts) == 1 else b"".join(parts)
 
 
 class Carrier(Protocol):
@@ -78,8 +111,12 @@ class WebSocketCarrier:
         self, stream: anyio.abc.ByteStream, ws: WSConnection | WSProtoConnection, pending: bytes = b""
     ) -> None:
         self._stream = stream
+        self._ssl = tls_object(stream)
         self._ws = ws
-        self._lock = anyio.Lock()
+        # one write at a time (tunnel frames, pong and close replies); no lock object, so an
+        # uncontended write does not yield to the event loop just to take it
+        self._writing = False
+        self._write_done: anyio.Event | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
         if pending:
@@ -88,8 +125,18 @@ class WebSocketCarrier:
     async def _write(self, data: bytes) -> None:
         if not data:
             return
-        async with self._lock:
+        while self._writing:
+            if self._write_done is None:
+                self._write_done = anyio.Event()
+            await self._write_done.wait()
+        self._writing = True
+        try:
             await self._stream.send(data)
+        finally:
+            self._writing = False
+            done, self._write_done = self._write_done, None
+            if done is not None:
+                done.set()
 
     async def send(self, data: bytes) -> None:
         if self._ws.state is not ConnectionState.OPEN:
@@ -119,7 +166,7 @@ class WebSocketCarrier:
                 data = await self._stream.receive(_READ_SIZE)
             except _GONE:
                 return b""
-            self._ws.receive_data(data)
+            self._ws.receive_data(with_buffered_tls(self._ssl, data))
 
     async def close(self, code: int = WS_NORMAL, reason: str = "") -> None:
         """Send a WebSocket close (if still open); the stream is closed by :meth:`aclose`."""

@@ -62,13 +62,17 @@ class TunnelStream:
         self.id = stream_id
         self.request = head
         self.response: Response | None = None
-        self._head_ready = anyio.Event()
         self._chunks: deque[bytes] = deque()
-        self._ended = False
+        self._ended = False  # the peer's side ended (all its body is in _chunks)
+        self._sent_end = False  # this side ended its half
         self._reset: ErrorCode | int | None = None
         self._reset_by_peer = False
-        self._wake = anyio.Event()
-        self._reset_seen = anyio.Event()
+        # events are made only when a task has to wait (most exchanges never do): an anyio
+        # Event costs a backend lookup, and a stream is made per request
+        self._wake: anyio.Event | None = None  # head, data, end or reset arrived
+        self._reset_seen: anyio.Event | None = None
+        self._reset_callbacks: list[Callable[[], None]] = []
+        self._head_callbacks: list[Callable[[], None]] = []
         #: the handler's scope (streams the peer opened): cancelled when the stream dies under it
         self._scope: anyio.CancelScope | None = None
         if head is not None and head.end_stream:
@@ -79,29 +83,60 @@ class TunnelStream:
     def _on_response(self, event: Response) -> None:
         self.response = event
         self._ended = event.end_stream
-        self._head_ready.set()
+        self._run_head_callbacks()
         self._notify()
+        self._forget_if_done()
+
+    def _forget_if_done(self) -> None:
+        """Drop the tunnel's reference once the exchange is over both ways and every byte was taken:
+        a finished stream must not stay in the tunnel's table (one per request, for ever)."""
+        if self._sent_end and self._ended and not self._chunks:
+            self.tunnel._streams.pop(self.id, None)
+
+    def _run_head_callbacks(self) -> None:
+        callbacks, self._head_callbacks = self._head_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("stream %d: response callback failed", self.id)
 
     def _on_data(self, event: Data) -> None:
         if event.data:
             self._chunks.append(event.data)
         if event.end_stream:
             self._ended = True
+            self._forget_if_done()
         self._notify()
 
     def _on_reset(self, code: ErrorCode | int, by_peer: bool) -> None:
         if self._reset is None:
             self._reset = code
             self._reset_by_peer = by_peer
-            self._reset_seen.set()
+            if self._reset_seen is not None:
+                self._reset_seen.set()
+            callbacks, self._reset_callbacks = self._reset_callbacks, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("stream %d: reset callback failed", self.id)
+            self._run_head_callbacks()
         if self._scope is not None and (by_peer or code == ErrorCode.CONNECTION_LOST):
             self._scope.cancel()  # nobody waits for this work any more: stop it
-        self._head_ready.set()
         self._notify()
 
     def _notify(self) -> None:
-        self._wake.set()
-        self._wake = anyio.Event()
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
+    async def _wait(self) -> None:
+        """Wait for the next :meth:`_notify` (callers re-check their condition after it)."""
+        if self._wake is None:
+            self._wake = anyio.Event()
+        await self._wake.wait()
 
     def _raise_if_reset(self) -> None:
         if self._reset is not None:
@@ -115,18 +150,50 @@ class TunnelStream:
     def reset_code(self) -> ErrorCode | int | None:
         return self._reset
 
+    def on_reset(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, once) when the stream is reset; at once if it already was.
+
+        The cheap way to react to a caller that went away: no task waits for it.
+        """
+        if self._reset is not None:
+            callback()
+        else:
+            self._reset_callbacks.append(callback)
+
+    def on_response(self, callback: Callable[[], None]) -> None:
+        """(opener) Call ``callback()`` (synchronously, once) when :meth:`wait_response` would no longer
+        wait: the response head arrived or the stream was reset; at once if that happened already."""
+        if self.response is not None or self._reset is not None:
+            callback()
+        else:
+            self._head_callbacks.append(callback)
+
+    @property
+    def at_end(self) -> bool:
+        """Whether :meth:`receive` would return ``b""`` now: the peer's body ended and all of it was taken."""
+        return self._ended and not self._chunks and self._reset is None
+
+    @property
+    def body_complete(self) -> bool:
+        """Whether the peer's whole body is here (its end arrived; :meth:`receive` never waits again)."""
+        return self._ended or self._reset is not None
+
     async def wait_reset(self) -> ErrorCode | int:
         """Wait until the stream is reset (by the peer, by this side or by the tunnel's end); returns the code.
 
         A stream that ends normally is never reset: cancel the waiter when the exchange is over.
         """
-        await self._reset_seen.wait()
+        if self._reset is None:
+            if self._reset_seen is None:
+                self._reset_seen = anyio.Event()
+            await self._reset_seen.wait()
         assert self._reset is not None
         return self._reset
 
     async def wait_response(self) -> Response:
         """(opener) Wait for the peer's response head."""
-        await self._head_ready.wait()
+        while self.response is None and self._reset is None:
+            await self._wait()
         self._raise_if_reset()
         assert self.response is not None
         return self.response
@@ -137,8 +204,10 @@ class TunnelStream:
             self._raise_if_reset()
             if self._ended:
                 return b""
-            await self._wake.wait()
+            await self._wait()
         chunk = self._chunks.popleft()
+        if not self._chunks and self._ended:
+            self._forget_if_done()
         conn = self.tunnel.conn
         if not conn.closed:
             conn.acknowledge_received_data(self.id, len(chunk))
@@ -149,13 +218,27 @@ class TunnelStream:
         while chunk := await self.receive():
             yield chunk
 
-    async def respond(self, status: int, headers: HeaderList = (), *, end_stream: bool = False) -> None:
-        """(handler) Send the response head."""
+    @property
+    def body_ready(self) -> bool:
+        """Whether :meth:`receive` would return now, without waiting (a chunk or the end is here)."""
+        return bool(self._chunks) or self._ended or self._reset is not None
+
+    async def respond(
+        self, status: int, headers: HeaderList = (), *, end_stream: bool = False, flush: bool = True
+    ) -> None:
+        """(handler) Send the response head.
+
+        ``flush=False`` only queues it, to leave with the body that the caller sends next
+        (one carrier message instead of two).
+        """
         self._raise_if_reset()
         self.tunnel.conn.send_response(self.id, status, headers, end_stream=end_stream)
         if end_stream:
+            self._sent_end = True
+            self._forget_if_done()
             self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
-        await self.tunnel.flush()
+        if flush:
+            await self.tunnel.flush()
 
     async def send(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes, waiting for credit as needed."""
@@ -167,12 +250,16 @@ class TunnelStream:
                 raise StreamResetError(f"stream {self.id}: the tunnel closed", ErrorCode.CONNECTION_LOST)
             window = conn.send_window(self.id)
             if view and not window:
-                await self.tunnel.window_changed()
+                await self.tunnel.flush()  # what is queued (a head sent with flush=False) must not wait with us
+                if not conn.closed and self._reset is None and not conn.send_window(self.id):
+                    await self.tunnel.window_changed()
                 continue
             n = min(window, len(view))
             last = n == len(view)
             conn.send_data(self.id, view[:n], end_stream=end_stream and last)
             if end_stream and last:
+                self._sent_end = True
+                self._forget_if_done()
                 self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
             await self.tunnel.flush()
             view = view[n:]
@@ -221,8 +308,10 @@ class Tunnel:
         self._handler = handler
         self._on_event = on_event
         self._streams: dict[int, TunnelStream] = {}
-        self._write_lock = anyio.Lock()
-        self._window = anyio.Event()
+        # one writer at a time (see flush); waiters are woken through _write_done
+        self._writing = False
+        self._write_done: anyio.Event | None = None
+        self._window: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.closed = anyio.Event()
         self.close_event: ConnectionClosed | None = None
@@ -272,31 +361,51 @@ class Tunnel:
     # ---------------------------------------------------------------- I/O
 
     async def flush(self) -> None:
-        """Write what the connection has queued.
+        """Write what the connection has queued; return once it is written.
+
+        One task writes at a time, and it keeps writing until nothing is
+        queued, so frames queued meanwhile by other tasks leave in the same
+        round (their ``flush`` then only waits for it).  Nothing queued and
+        nobody writing: returns at once, without yielding.
 
         Bytes taken from the connection are written even if the caller is
         cancelled meanwhile (a RESET sent by a task that is being cancelled
         must still go out); a carrier that takes longer than
-        ``write_timeout`` for it is closed, since the frame stream is then cut.
+        ``write_timeout`` for one write is closed, since the frame stream is then cut.
         """
-        async with self._write_lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.write_timeout) as scope:
+        while self._writing:
+            if self._write_done is None:
+                self._write_done = anyio.Event()
+            await self._write_done.wait()
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        self._writing = True
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                while data:
+                    scope.deadline = anyio.current_time() + self.write_timeout
                     await self.carrier.send(data)
-                if scope.cancelled_caught:
-                    log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self.write_timeout)
-                    await self.carrier.aclose()
+                    data = self.conn.data_to_send()
+            if scope.cancelled_caught:
+                log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self.write_timeout)
+                await self.carrier.aclose()
+        finally:
+            self._writing = False
+            done, self._write_done = self._write_done, None
+            if done is not None:
+                done.set()
 
     async def window_changed(self) -> None:
         """Wait until some credit arrives or some stream changes state."""
+        if self._window is None:
+            self._window = anyio.Event()
         await self._window.wait()
 
     def _wake_senders(self) -> None:
-        self._window.set()
-        self._window = anyio.Event()
+        window, self._window = self._window, None
+        if window is not None:
+            window.set()
 
     async def _reader(self) -> None:
         while True:
@@ -403,6 +512,7 @@ class Tunnel:
                 raise
             break
         stream = TunnelStream(self, stream_id)
+        stream._sent_end = end_stream
         self._streams[stream_id] = stream
         await self.flush()
         return stream

@@ -114,3 +114,27 @@ async def test_peer_loss_resets_in_flight_streams():
                     await stream.wait_response()
                 assert info.value.code is ErrorCode.CONNECTION_LOST
         tg.cancel_scope.cancel()
+
+
+async def test_finished_streams_are_forgotten_on_both_sides():
+    """A long-lived tunnel (the bridge's to an edge) must not keep one stream object per request for ever."""
+    client, hub = await open_pair()
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        for i in range(50):
+            bodiless = i % 2 == 0
+            stream = await client.request("POST", f"/echo/{i}", end_stream=bodiless)
+            if not bodiless:
+                await stream.send(b"x" * (i * 997), end_stream=True)
+            assert (await stream.wait_response()).status == 200
+            body = b"".join([chunk async for chunk in stream])
+            assert body == (b"" if bodiless else b"x" * (i * 997))
+        with anyio.fail_after(2):
+            while hub._streams:  # the hub's handler tasks finish just after their last frame
+                await anyio.sleep(0.01)
+        assert client._streams == {}
+        assert client.conn.open_streams == ()
+        assert hub.conn.open_streams == ()
+        await client.aclose()
+        tg.cancel_scope.cancel()

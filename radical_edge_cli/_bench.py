@@ -1,0 +1,706 @@
+"""``radical-edge bench``: how fast is the tunnel, next to the same app served directly?
+
+One run starts, on loopback with TLS (a dev CA and certificate in a temporary
+directory), three processes: a bridge, an edge whose only plugin is the
+benchmark app (:mod:`._bench_app`), and the same app served directly over
+HTTPS by uvicorn.  Then it measures:
+
+1. small GETs through the tunnel: p50/p99 latency with one client, req/s with
+   64 concurrent connections, over HTTP/1.1 keep-alive and over the SDK's
+   WebSocket (``/connect``, concurrent streams); CPU per request of the bridge
+   and edge processes (utime + stime from ``/proc/PID/stat``);
+2. the same against the direct server (the floor), and the ratios;
+3. bulk download and upload (256 MiB) through the tunnel and directly;
+4. peak RSS (VmHWM, and VmRSS sampled) of bridge and edge during a 1 GiB
+   download and a 1 GiB upload, over their idle baseline;
+5. small-request latency while a 1 GiB download runs through the same edge.
+
+Every subprocess is killed in a ``finally``; every measurement has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import select
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import _bench_load as load
+from ._bench_app import SMALL_BODY
+
+EDGE = "bench-edge"
+HOST = "127.0.0.1"
+MIB = 1 << 20
+
+TARGETS = {
+    "p50_ratio": 1.5,  # tunnel p50 / direct p50 <=
+    "cpu_ms": 0.3,  # bridge + edge CPU per small request <=
+    "bulk_ratio": 0.5,  # tunnel MiB/s / direct MiB/s >=
+    "rss_growth_mib": 64.0,  # <=
+    "loaded_ratio": 3.0,  # loaded latency / idle latency <=
+}
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    json: bool = False
+    duration: float = 5.0
+    size_mib: int = 256
+    big_mib: int = 1024
+    connections: int = 64
+    driver: str = "auto"
+    pipeline: int = 1
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        quick = bool(args.quick)
+        return cls(
+            quick=quick,
+            json=bool(args.json),
+            duration=args.duration if args.duration is not None else (1.0 if quick else 5.0),
+            size_mib=args.size_mib if args.size_mib is not None else (8 if quick else 256),
+            big_mib=args.big_mib if args.big_mib is not None else (32 if quick else 1024),
+            connections=args.connections,
+            driver=args.driver,
+            pipeline=max(1, getattr(args, "pipeline", 1)),
+        )
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A server subprocess: started, read until ready, sampled from /proc, always killed."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._log_fh = log.open("w")
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, env=env
+        )
+        self.pid = self.popen.pid
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Read the process's stdout until a line matches ``pattern`` (within ``timeout`` seconds)."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+            for line in seen.decode("utf-8", "replace").splitlines():
+                match = re.search(pattern, line)
+                if match:
+                    return match
+        text = seen.decode("utf-8", "replace")
+        raise RuntimeError(f"{self.name} did not start: {text}\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log.read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def cpu(self) -> float:
+        """utime + stime in seconds."""
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> dict[str, float]:
+        """VmRSS and VmHWM in MiB."""
+        out: dict[str, float] = {}
+        with open(f"/proc/{self.pid}/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current RSS (``clear_refs`` 5); False where the kernel refuses."""
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as fh:
+                fh.write("5")
+            return True
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._log_fh.close()
+
+
+def _cpu_deltas(procs: dict[str, Proc], before: dict[str, float]) -> dict[str, float]:
+    return {name: proc.cpu() - before[name] for name, proc in procs.items()}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+class Bench:
+    def __init__(self, options: Options, workdir: Path) -> None:
+        self.o = options
+        self.dir = workdir
+        self.token = secrets.token_urlsafe(24)
+        self.procs: dict[str, Proc] = {}
+        self.bridge_port = 0
+        self.direct_port = 0
+        self.ctx: ssl.SSLContext | None = None
+        self.ca = ""
+        self.results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        from ._devcerts import ensure_dev_tls  # noqa: PLC0415
+
+        tls = ensure_dev_tls(self.dir / "tls")
+        self.ca = str(tls.ca)
+        self.ctx = ssl.create_default_context(cafile=self.ca)
+        env = {**os.environ, "RADICAL_BRIDGE_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        env.pop("RADICAL_BRIDGE_CERT", None)
+        env.pop("RADICAL_BRIDGE_KEY", None)
+        run = [sys.executable, "-m", "radical_edge_cli._bench_procs"]
+        limit = ["--max-seconds", str(self._max_seconds())]
+        # the bridge: the real CLI, in its own process
+        bridge = self.procs["bridge"] = Proc(
+            "bridge",
+            [
+                *run,
+                "bridge",
+                *limit,
+                "--cert",
+                str(tls.cert),
+                "--key",
+                str(tls.key),
+                "--host",
+                HOST,
+                "--port",
+                "0",
+                "--log-level",
+                "WARNING",
+                "--request-timeout",
+                "600",
+                "--token-file",
+                str(self.dir / "unused.token"),
+            ],
+            env,
+            self.dir / "bridge.log",
+        )
+        self.bridge_port = int(bridge.wait_for(r"listening on https://[^:]+:(\d+)", 30).group(1))
+        edge = self.procs["edge"] = Proc(
+            "edge",
+            [*run, "edge", *limit, "--url", f"https://{HOST}:{self.bridge_port}", "--ca", self.ca, "--name", EDGE],
+            env,
+            self.dir / "edge.log",
+        )
+        edge.wait_for(r"BENCH-READY", 40)
+        direct = self.procs["direct"] = Proc(
+            "direct",
+            [*run, "direct", *limit, "--cert", str(tls.cert), "--key", str(tls.key)],
+            env,
+            self.dir / "direct.log",
+        )
+        self.direct_port = int(direct.wait_for(r"BENCH-READY (\d+)", 30).group(1))
+
+    def _max_seconds(self) -> float:
+        return 600 + 40 * self.o.duration + 4 * (self.o.size_mib + 2 * self.o.big_mib) / 10
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            try:
+                proc.stop()
+            except Exception:
+                proc.popen.kill()
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def driver(self) -> str:
+        if self.o.driver == "auto":
+            return "wrk" if load.wrk_path() else "python"
+        if self.o.driver == "wrk" and not load.wrk_path():
+            raise SystemExit("radical-edge bench: --driver wrk, but wrk is not installed (apt-get install wrk)")
+        return self.o.driver
+
+    def _small_path(self, via: str) -> tuple[int, str]:
+        if via == "direct":
+            return self.direct_port, "/small"
+        return self.bridge_port, f"/{EDGE}/bench/small"
+
+    async def http_run(self, via: str, connections: int, duration: float) -> load.LoadResult:
+        port, path = self._small_path(via)
+        if self.driver == "wrk":
+            url = f"https://{HOST}:{port}{path}"
+            return await anyio.to_thread.run_sync(load.run_wrk, url, self.token, connections, duration)
+        assert self.ctx is not None
+        depth = self.o.pipeline if connections > 1 else 1
+        return await load.run_http_load(self._target(port), path, connections, duration, depth=depth, expect=SMALL_BODY)
+
+    def _target(self, port: int) -> load.Target:
+        assert self.ctx is not None
+        return load.Target(HOST, port, self.ctx, self.token)
+
+    def _servers(self, via: str) -> dict[str, Proc]:
+        if via == "direct":
+            return {"server": self.procs["direct"]}
+        return {"bridge": self.procs["bridge"], "edge": self.procs["edge"]}
+
+    def _record(self, result: load.LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
+        out = result.summary()
+        n = max(result.requests, 1)
+        out["cpu_ms_per_request"] = {k: round(v * 1000 / n, 4) for k, v in cpu.items()}
+        if "bridge" in cpu:
+            out["cpu_ms_per_request"]["bridge+edge"] = round((cpu["bridge"] + cpu["edge"]) * 1000 / n, 4)
+        if result.client_cpu is not None:
+            out["cpu_ms_per_request"]["client"] = round(result.client_cpu * 1000 / n, 4)
+        return out
+
+    async def _check(self) -> None:
+        """Every path answers what it should before anything is timed."""
+        assert self.ctx is not None
+        for via in ("tunnel", "direct"):
+            port, path = self._small_path(via)
+            result = await load.run_http_load(self._target(port), path, 1, 0.2, expect=SMALL_BODY)
+            if result.errors or not result.requests:
+                raise RuntimeError(f"{via}: GET {path} failed ({result.errors} errors)\n{self._logs()}")
+            prefix = "" if via == "direct" else f"/{EDGE}/bench"
+            got = await load.download(self._target(port), f"{prefix}/download?size=1000003", 30)
+            if got.status != 200 or got.nbytes != 1000003:
+                raise RuntimeError(f"{via}: download gave {got}\n{self._logs()}")
+            sent = await load.upload(self._target(port), f"{prefix}/upload", 1000003, 30)
+            if sent.status != 200 or sent.nbytes != 1000003:
+                raise RuntimeError(f"{via}: upload gave {sent}\n{self._logs()}")
+
+    def _logs(self) -> str:
+        return "\n".join(f"--- {p.name} log:\n{p.log_tail()}" for p in self.procs.values())
+
+    # ------------------------------------------------------------ the measurements
+
+    async def run(self) -> dict[str, Any]:
+        o = self.o
+        res = self.results
+        res["machine"] = _machine()
+        res["options"] = {
+            "quick": o.quick,
+            "duration_s": o.duration,
+            "size_mib": o.size_mib,
+            "big_mib": o.big_mib,
+            "connections": o.connections,
+            "pipeline": o.pipeline,
+        }
+        driver = self.driver
+        res["driver"] = {
+            "name": driver,
+            "detail": (
+                f"{load.wrk_version()} (C, 1 thread, keep-alive; does not verify TLS certificates, "
+                "acceptable on loopback)"
+                if driver == "wrk"
+                else "Python raw-socket keep-alive client (asyncio protocol, no HTTP library; verifies TLS; "
+                f"{o.pipeline} request(s) in flight per connection)"
+            ),
+            "websocket": "the SDK's protocol on WS /connect, driven with radical_edge_tunnel in the bench process",
+            "direct_server": "uvicorn (h11, asyncio) with ssl_certfile/ssl_keyfile, the same FastAPI app",
+        }
+        await self._check()
+        await self.small(res)
+        await self.bulk(res)
+        await self.memory(res)
+        await self.loaded(res)
+        res["targets"] = self.targets(res)
+        return res
+
+    async def small(self, res: dict[str, Any]) -> None:
+        o = self.o
+        small: dict[str, Any] = {}
+        tunnel_procs = self._servers("tunnel")
+        rss_before = {n: p.memory()["VmRSS"] for n, p in tunnel_procs.items()}
+        for via in ("tunnel_http", "direct"):
+            key = "direct" if via == "direct" else "tunnel"
+            _log(f"bench: small GET, {via}: 1 client, {o.duration:g} s")
+            servers = self._servers(key)
+            before = {n: p.cpu() for n, p in servers.items()}
+            one = await self.http_run(key, 1, o.duration)
+            one_cpu = _cpu_deltas(servers, before)
+            _log(f"bench: small GET, {via}: {o.connections} connections, {o.duration:g} s")
+            before = {n: p.cpu() for n, p in servers.items()}
+            many = await self.http_run(key, o.connections, o.duration)
+            many_cpu = _cpu_deltas(servers, before)
+            small[via] = {"one_client": self._record(one, one_cpu), "concurrent": self._record(many, many_cpu)}
+
+        _log(f"bench: small GET over WS /connect: 1 stream, then {o.connections} concurrent streams")
+        client = load.TunnelClient(f"https://{HOST}:{self.bridge_port}", self.token, self.ca)
+        path = f"/{EDGE}/bench/small"
+        async with anyio.create_task_group() as tg:
+            with anyio.fail_after(30):
+                await tg.start(client.run)
+            servers = self._servers("tunnel")
+            before = {n: p.cpu() for n, p in servers.items()}
+            one = await load.run_tunnel_load(client, path, 1, o.duration, expect=SMALL_BODY)
+            one_cpu = _cpu_deltas(servers, before)
+            before = {n: p.cpu() for n, p in servers.items()}
+            many = await load.run_tunnel_load(client, path, o.connections, o.duration, expect=SMALL_BODY)
+            many_cpu = _cpu_deltas(servers, before)
+            await client.aclose()
+            tg.cancel_scope.cancel()
+        small["tunnel_ws"] = {"one_client": self._record(one, one_cpu), "concurrent": self._record(many, many_cpu)}
+
+        direct = small["direct"]
+        ratios: dict[str, float | None] = {}
+        for via in ("tunnel_http", "tunnel_ws"):
+            for q in ("p50_ms", "p99_ms"):
+                ratios[f"{via}_{q[:3]}_over_direct"] = _ratio(small[via]["one_client"][q], direct["one_client"][q])
+            ratios[f"{via}_rps_over_direct"] = _ratio(small[via]["concurrent"]["rps"], direct["concurrent"]["rps"])
+        small["ratios"] = ratios
+        # memory must not grow with the number of requests served (nothing kept per request)
+        small["rss_mib"] = {
+            n: {"before": round(rss_before[n], 1), "after": round(p.memory()["VmRSS"], 1)}
+            for n, p in tunnel_procs.items()
+        }
+        small["requests_total"] = sum(
+            small[v][r]["requests"] for v in ("tunnel_http", "tunnel_ws") for r in ("one_client", "concurrent")
+        )
+        res["small"] = small
+
+    async def bulk(self, res: dict[str, Any]) -> None:
+        assert self.ctx is not None
+        size = self.o.size_mib * MIB
+        timeout = 60 + size / MIB  # >= 1 MiB/s
+        out: dict[str, Any] = {"size_mib": self.o.size_mib}
+        for via in ("tunnel", "direct"):
+            port, _ = self._small_path(via)
+            prefix = "" if via == "direct" else f"/{EDGE}/bench"
+            servers = self._servers(via)
+            _log(f"bench: {self.o.size_mib} MiB download and upload, {via}")
+            before = {n: p.cpu() for n, p in servers.items()}
+            down = await load.download(self._target(port), f"{prefix}/download?size={size}", timeout)
+            down_cpu = _cpu_deltas(servers, before)
+            before = {n: p.cpu() for n, p in servers.items()}
+            up = await load.upload(self._target(port), f"{prefix}/upload", size, timeout)
+            up_cpu = _cpu_deltas(servers, before)
+            for name, t in (("download", down), ("upload", up)):
+                if t.status != 200 or t.nbytes != size:
+                    raise RuntimeError(f"{via} {name}: status {t.status}, {t.nbytes} of {size} bytes\n{self._logs()}")
+            out[via] = {
+                "download_mib_s": round(down.mib_s, 1),
+                "upload_mib_s": round(up.mib_s, 1),
+                "download_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in down_cpu.items()},
+                "upload_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in up_cpu.items()},
+            }
+        out["ratios"] = {
+            "download": _ratio(out["tunnel"]["download_mib_s"], out["direct"]["download_mib_s"]),
+            "upload": _ratio(out["tunnel"]["upload_mib_s"], out["direct"]["upload_mib_s"]),
+        }
+        res["bulk"] = out
+
+    async def memory(self, res: dict[str, Any]) -> None:
+        assert self.ctx is not None
+        big = self.o.big_mib * MIB
+        timeout = 60 + big / MIB
+        servers = self._servers("tunnel")
+        prefix = f"/{EDGE}/bench"
+        out: dict[str, Any] = {"size_mib": self.o.big_mib}
+        for kind in ("download", "upload"):
+            _log(f"bench: peak RSS during a {self.o.big_mib} MiB {kind} through the tunnel")
+            reset = all(p.reset_peak() for p in servers.values())
+            idle = {n: p.memory() for n, p in servers.items()}
+            peak = {n: m["VmRSS"] for n, m in idle.items()}
+            done = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_sample_rss, servers, peak, done)
+                try:
+                    target = self._target(self.bridge_port)
+                    if kind == "download":
+                        t = await load.download(target, f"{prefix}/download?size={big}", timeout)
+                    else:
+                        t = await load.upload(target, f"{prefix}/upload", big, timeout)
+                finally:
+                    done.set()
+            if t.status != 200 or t.nbytes != big:
+                raise RuntimeError(f"{kind} of {big} bytes: status {t.status}, {t.nbytes} bytes\n{self._logs()}")
+            after = {n: p.memory() for n, p in servers.items()}
+            entry: dict[str, Any] = {"mib_s": round(t.mib_s, 1), "hwm_reset": reset}
+            for n in servers:
+                base = idle[n]["VmRSS"]
+                hwm_growth = after[n]["VmHWM"] - (base if reset else idle[n]["VmHWM"])
+                entry[n] = {
+                    "idle_rss_mib": round(base, 1),
+                    "peak_rss_sampled_mib": round(peak[n], 1),
+                    "vmhwm_mib": round(after[n]["VmHWM"], 1),
+                    "growth_mib": round(max(peak[n] - base, hwm_growth, 0.0), 1),
+                }
+            out[kind] = entry
+        res["rss"] = out
+
+    async def loaded(self, res: dict[str, Any]) -> None:
+        assert self.ctx is not None
+        big = self.o.big_mib * MIB
+        prefix = f"/{EDGE}/bench"
+        _log(f"bench: small-GET latency (1 client, {self.o.duration:g} s) while {self.o.big_mib} MiB downloads run")
+        progress = load.Progress()
+        transfers = 0
+        stop = anyio.Event()
+
+        async def background() -> None:
+            nonlocal transfers
+            target = self._target(self.bridge_port)
+            while not stop.is_set():
+                await load.download(target, f"{prefix}/download?size={big}", 60 + big / MIB, progress)
+                transfers += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(background)
+            with anyio.fail_after(30):
+                while progress.nbytes < min(big, 8 * MIB):  # the transfer is under way
+                    await anyio.sleep(0.02)
+            moved0, t0 = progress.nbytes, time.perf_counter()
+            probe = await self.http_run("tunnel", 1, self.o.duration)
+            moved, seconds = progress.nbytes - moved0, time.perf_counter() - t0
+            stop.set()
+            tg.cancel_scope.cancel()
+        idle = res["small"]["tunnel_http"]["one_client"]
+        loaded = probe.summary()
+        loaded["background_mib_s"] = round(moved / MIB / seconds, 1)
+        loaded["background_transfers_completed"] = transfers
+        res["loaded"] = {
+            "size_mib": self.o.big_mib,
+            "idle": {"p50_ms": idle["p50_ms"], "p99_ms": idle["p99_ms"]},
+            "loaded": loaded,
+            "ratios": {
+                "p50": _ratio(loaded["p50_ms"], idle["p50_ms"]),
+                "p99": _ratio(loaded["p99_ms"], idle["p99_ms"]),
+            },
+        }
+
+    # ------------------------------------------------------------ verdicts
+
+    def targets(self, res: dict[str, Any]) -> list[dict[str, Any]]:
+        small, bulk, rss, loaded = res["small"], res["bulk"], res["rss"], res["loaded"]
+        rows: list[dict[str, Any]] = []
+
+        def add(name: str, value: float | None, op: str, limit: float) -> None:
+            met = None if value is None else (value <= limit if op == "<=" else value >= limit)
+            rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met})
+
+        for via in ("tunnel_http", "tunnel_ws"):
+            add(f"p50 {via}/direct", small["ratios"][f"{via}_p50_over_direct"], "<=", TARGETS["p50_ratio"])
+        for via in ("tunnel_http", "tunnel_ws"):
+            add(
+                f"bridge+edge CPU ms/request ({via}, {self.o.connections} conc.)",
+                small[via]["concurrent"]["cpu_ms_per_request"]["bridge+edge"],
+                "<=",
+                TARGETS["cpu_ms"],
+            )
+        for kind in ("download", "upload"):
+            add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"])
+        for kind in ("download", "upload"):
+            for proc in ("bridge", "edge"):
+                add(f"RSS growth MiB, {proc}, {kind}", rss[kind][proc]["growth_mib"], "<=", TARGETS["rss_growth_mib"])
+        add("p50 loaded/idle", loaded["ratios"]["p50"], "<=", TARGETS["loaded_ratio"])
+        add("p99 loaded/idle", loaded["ratios"]["p99"], "<=", TARGETS["loaded_ratio"])
+        return rows
+
+
+async def _sample_rss(servers: dict[str, Proc], peak: dict[str, float], done: anyio.Event) -> None:
+    """Keep the highest VmRSS of each process in ``peak`` (every 20 ms) until ``done``."""
+    while not done.is_set():
+        for name, proc in servers.items():
+            peak[name] = max(peak[name], proc.memory()["VmRSS"])
+        with anyio.move_on_after(0.02):
+            await done.wait()
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def render(res: dict[str, Any]) -> str:
+    m, d, o = res["machine"], res["driver"], res["options"]
+    small, bulk, rss, loaded = res["small"], res["bulk"], res["rss"], res["loaded"]
+    lines = [
+        "radical-edge bench: loopback, TLS on every hop",
+        f"  machine  {m['cpus']} CPUs, {m['cpu_model']}, Python {m['python']}, Linux {m['kernel']}",
+        f"  driver   HTTP load: {d['detail']}",
+        f"           WebSocket: {d['websocket']}",
+        f"  floor    {d['direct_server']}",
+        f"  runs     {o['duration_s']:g} s each, {o['connections']} concurrent; bulk {o['size_mib']} MiB; "
+        f"big transfer {o['big_mib']} MiB",
+        "",
+        "1-2. small GET (50-byte JSON)         tunnel HTTP   tunnel WS      direct   HTTP/direct  WS/direct",
+    ]
+    th, tw, dr = small["tunnel_http"], small["tunnel_ws"], small["direct"]
+
+    def row(label: str, values: list[Any], ratios: tuple[Any, Any] = (None, None), digits: int = 3) -> str:
+        a, b, c = values
+        return (
+            f"  {label:<36}{_fmt(a, digits):>11}{_fmt(b, digits):>11}{_fmt(c, digits):>12}"
+            f"{_fmt(ratios[0], 2):>13}{_fmt(ratios[1], 2):>11}"
+        )
+
+    def col(run: str, key: str, cpu: str | None = None) -> list[Any]:
+        """One value per column (tunnel HTTP, tunnel WS, direct) of run ``run``."""
+        if cpu is None:
+            return [th[run][key], tw[run][key], dr[run][key]]
+        direct = "server" if cpu == "bridge+edge" else cpu
+        return [
+            th[run]["cpu_ms_per_request"].get(cpu),
+            tw[run]["cpu_ms_per_request"].get(cpu),
+            dr[run]["cpu_ms_per_request"].get(direct),
+        ]
+
+    def ratios(what: str) -> tuple[Any, Any]:
+        return small["ratios"][f"tunnel_http_{what}_over_direct"], small["ratios"][f"tunnel_ws_{what}_over_direct"]
+
+    one, conc, n = "one_client", "concurrent", o["connections"]
+    lines += [
+        row("p50 latency, 1 client (ms)", col(one, "p50_ms"), ratios("p50")),
+        row("p99 latency, 1 client (ms)", col(one, "p99_ms"), ratios("p99")),
+        row(f"req/s, {n} concurrent", col(conc, "rps"), ratios("rps"), digits=0),
+        row(f"p50 latency, {n} concurrent (ms)", col(conc, "p50_ms")),
+        row(f"p99 latency, {n} concurrent (ms)", col(conc, "p99_ms")),
+        row("CPU ms/request, bridge", col(conc, "", "bridge")),
+        row("CPU ms/request, edge", col(conc, "", "edge")),
+        row("CPU ms/request, bridge+edge | server", col(conc, "", "bridge+edge")),
+        row("CPU ms/request, load driver (Python)", col(conc, "", "client")),
+        row("CPU ms/request bridge+edge, 1 client", col(one, "", "bridge+edge")),
+        row(
+            "requests / errors (concurrent run)",
+            [f"{x[conc]['requests']}/{x[conc]['errors']}" for x in (th, tw, dr)],
+        ),
+        "  RSS of bridge / edge before and after these "
+        + f"{small['requests_total']} tunnel requests (MiB): "
+        + ", ".join(f"{n} {m['before']:.1f} -> {m['after']:.1f}" for n, m in small["rss_mib"].items()),
+        "",
+        f"3. bulk, {bulk['size_mib']} MiB (MiB/s)                tunnel      direct   tunnel/direct",
+    ]
+    for kind in ("download", "upload"):
+        lines.append(
+            f"  {kind:<36}{_fmt(bulk['tunnel'][f'{kind}_mib_s'], 1):>11}{_fmt(bulk['direct'][f'{kind}_mib_s'], 1):>12}"
+            f"{_fmt(bulk['ratios'][kind], 2):>16}"
+        )
+    for kind in ("download", "upload"):
+        cpu = bulk["tunnel"][f"{kind}_cpu_s_per_gib"]
+        lines.append(
+            f"  CPU s/GiB {kind}: bridge {_fmt(cpu['bridge'], 2)}, edge {_fmt(cpu['edge'], 2)}; "
+            f"direct server {_fmt(bulk['direct'][f'{kind}_cpu_s_per_gib']['server'], 2)}"
+        )
+    lines += ["", f"4. RSS during a {rss['size_mib']} MiB transfer (MiB)   idle   peak(sampled)  VmHWM  growth"]
+    for kind in ("download", "upload"):
+        for proc in ("bridge", "edge"):
+            e = rss[kind][proc]
+            lines.append(
+                f"  {proc + ', ' + kind + ' at ' + _fmt(rss[kind]['mib_s'], 1) + ' MiB/s':<36}"
+                f"{_fmt(e['idle_rss_mib'], 1):>7}{_fmt(e['peak_rss_sampled_mib'], 1):>15}"
+                f"{_fmt(e['vmhwm_mib'], 1):>7}{_fmt(e['growth_mib'], 1):>8}"
+            )
+    ld = loaded["loaded"]
+    lines += [
+        "",
+        f"5. small GET, 1 client, while {loaded['size_mib']} MiB downloads run     idle     loaded   loaded/idle",
+        f"  {'p50 (ms)':<48}{_fmt(loaded['idle']['p50_ms']):>7}{_fmt(ld['p50_ms']):>11}"
+        f"{_fmt(loaded['ratios']['p50'], 2):>14}",
+        f"  {'p99 (ms)':<48}{_fmt(loaded['idle']['p99_ms']):>7}{_fmt(ld['p99_ms']):>11}"
+        f"{_fmt(loaded['ratios']['p99'], 2):>14}",
+        f"  background download ran at {_fmt(ld['background_mib_s'], 1)} MiB/s "
+        f"({ld['requests']} small requests, {ld['errors']} errors)",
+        "",
+        "targets",
+    ]
+    for t in res["targets"]:
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        lines.append(f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+async def _main(options: Options) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="radical-edge-bench-"))
+    bench = Bench(options, workdir)
+    try:
+        bench.start()
+        return await bench.run()
+    finally:
+        bench.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    options = Options.from_args(args)
+    if not sys.platform.startswith("linux"):
+        raise SystemExit("radical-edge bench reads /proc: it runs on Linux only")
+    results = anyio.run(_main, options)
+    if options.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(render(results))
+    return 0

@@ -1,0 +1,117 @@
+"""The benchmark's server processes: ``python -m radical_edge_cli._bench_procs ROLE ...``.
+
+* ``bridge``: the real bridge CLI (``radical-edge-bridge``), in its own process;
+* ``edge``: an edge service whose only plugin is the benchmark app, mounted as ``bench``;
+* ``direct``: the same app served directly over HTTPS by uvicorn (h11, asyncio: the
+  same HTTP parser and event loop as the bridge), the floor the tunnel is compared to.
+
+Each process dies with its parent (``PR_SET_PDEATHSIG``) and after ``--max-seconds`` at
+the latest, so a crashed benchmark leaves nothing running.  The token comes in the
+environment (``RADICAL_BRIDGE_TOKEN``), never on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import socket
+import sys
+import threading
+
+READY = "BENCH-READY"
+
+
+def _die_with_parent(max_seconds: float) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    timer = threading.Timer(max_seconds, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+
+
+def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
+    from radical_edge_bridge._cli import main  # noqa: PLC0415
+
+    return main(["--cert", args.cert, "--key", args.key, *rest])
+
+
+def _run_edge(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415
+
+    from radical_edge_edge import EdgeService  # noqa: PLC0415
+
+    from ._bench_app import build_app  # noqa: PLC0415
+
+    async def serve() -> None:
+        service = EdgeService(
+            args.name, url=args.url, token=os.environ.get("RADICAL_BRIDGE_TOKEN"), ca_file=args.ca, plugins=None
+        )
+        await service.host.add_app("bench", build_app(), version="1")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(service.run)
+            with anyio.fail_after(30):
+                await service.wait_connected()
+            print(READY, flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            service.stop()
+            with anyio.move_on_after(3):
+                while service.state != "stopped":
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+    return 0
+
+
+def _run_direct(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from ._bench_app import build_app  # noqa: PLC0415
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    config = uvicorn.Config(
+        build_app(),
+        ssl_certfile=args.cert,
+        ssl_keyfile=args.key,
+        http="h11",
+        loop="asyncio",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=1024,
+    )
+    print(f"{READY} {sock.getsockname()[1]}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="radical_edge_cli._bench_procs")
+    p.add_argument("role", choices=["bridge", "edge", "direct"])
+    p.add_argument("--max-seconds", type=float, default=3600.0)
+    p.add_argument("--url")
+    p.add_argument("--ca")
+    p.add_argument("--name", default="bench-edge")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    args, rest = p.parse_known_args(argv)
+    _die_with_parent(args.max_seconds)
+    if args.role == "bridge":
+        return _run_bridge(args, rest)
+    if args.role == "edge":
+        return _run_edge(args)
+    return _run_direct(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

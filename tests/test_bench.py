@@ -1,0 +1,190 @@
+"""`radical-edge bench --quick --json`: every measurement is there and sane (timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from radical_edge_cli._bench_load import ResponseReader
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark reads /proc")
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_quick_bench_reports_every_measurement() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADICAL_BRIDGE_")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "radical_edge_cli", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert elapsed < 90, f"--quick took {elapsed:.0f} s"
+    res = json.loads(done.stdout)
+
+    assert res["driver"]["name"] in ("wrk", "python")
+    assert "verif" in res["driver"]["detail"]  # says whether TLS certificates are verified
+    assert res["machine"]["cpus"] >= 1
+    assert res["options"]["quick"] is True
+
+    small = res["small"]
+    for via in ("tunnel_http", "tunnel_ws", "direct"):
+        for run in ("one_client", "concurrent"):
+            r = small[via][run]
+            assert r["requests"] > 0, (via, run, r)
+            assert r["errors"] == 0, (via, run, r)
+            assert _positive(r["rps"]), (via, run, r)
+            assert 0 < r["p50_ms"] <= r["p99_ms"] < 10_000, (via, run, r)
+            cpu = r["cpu_ms_per_request"]
+            keys = {"server"} if via == "direct" else {"bridge", "edge", "bridge+edge"}
+            assert keys <= set(cpu), cpu
+            assert all(v >= 0 for v in cpu.values()), cpu
+            if via != "direct":
+                assert cpu["bridge+edge"] == pytest.approx(cpu["bridge"] + cpu["edge"], abs=0.002)
+    assert small["tunnel_ws"]["concurrent"]["cpu_ms_per_request"]["client"] > 0  # the Python driver's own CPU
+    assert all(_positive(v) for v in small["ratios"].values()), small["ratios"]
+    assert set(small["rss_mib"]) == {"bridge", "edge"}
+    assert small["requests_total"] > 0
+
+    bulk = res["bulk"]
+    assert bulk["size_mib"] == 8
+    for via in ("tunnel", "direct"):
+        for kind in ("download", "upload"):
+            assert _positive(bulk[via][f"{kind}_mib_s"]), bulk
+            assert _positive(bulk["ratios"][kind]), bulk
+
+    rss = res["rss"]
+    for kind in ("download", "upload"):
+        assert _positive(rss[kind]["mib_s"])
+        for proc in ("bridge", "edge"):
+            e = rss[kind][proc]
+            assert 5 < e["idle_rss_mib"] < 2048, e
+            assert e["peak_rss_sampled_mib"] >= e["idle_rss_mib"], e
+            assert 0 <= e["growth_mib"] < 1024, e
+
+    loaded = res["loaded"]
+    assert loaded["loaded"]["requests"] > 0
+    assert loaded["loaded"]["errors"] == 0
+    assert _positive(loaded["loaded"]["background_mib_s"])  # the transfer really ran meanwhile
+    assert _positive(loaded["ratios"]["p50"])
+    assert _positive(loaded["ratios"]["p99"])
+
+    names = [t["name"] for t in res["targets"]]
+    assert len(names) == 12
+    assert len(set(names)) == 12
+    for t in res["targets"]:
+        assert t["met"] in (True, False), t
+        assert t["target"].split()[0] in ("<=", ">="), t
+
+
+def test_the_table_names_the_driver_and_the_targets() -> None:
+    from radical_edge_cli._bench import render  # noqa: PLC0415
+
+    r = {"requests": 10, "seconds": 1.0, "errors": 0, "rps": 10.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    cpu = {"bridge": 0.5, "edge": 0.25, "bridge+edge": 0.75}
+    run = {**r, "cpu_ms_per_request": cpu}
+    direct = {**r, "cpu_ms_per_request": {"server": 0.1}}
+    res = {
+        "machine": {"cpus": 2, "cpu_model": "x", "python": "3", "kernel": "6"},
+        "driver": {
+            "name": "wrk",
+            "detail": "wrk (does not verify TLS certificates)",
+            "websocket": "ws",
+            "direct_server": "u",
+        },
+        "options": {"duration_s": 1, "connections": 64, "size_mib": 8, "big_mib": 32},
+        "small": {
+            "tunnel_http": {"one_client": run, "concurrent": run},
+            "tunnel_ws": {"one_client": run, "concurrent": run},
+            "direct": {"one_client": direct, "concurrent": direct},
+            "rss_mib": {"bridge": {"before": 40.0, "after": 40.5}, "edge": {"before": 50.0, "after": 50.0}},
+            "requests_total": 40,
+            "ratios": {
+                f"{v}_{k}": 1.0
+                for v in ("tunnel_http", "tunnel_ws")
+                for k in ("p50_over_direct", "p99_over_direct", "rps_over_direct")
+            },
+        },
+        "bulk": {
+            "size_mib": 8,
+            "tunnel": {
+                "download_mib_s": 1.0,
+                "upload_mib_s": 1.0,
+                "download_cpu_s_per_gib": cpu,
+                "upload_cpu_s_per_gib": cpu,
+            },
+            "direct": {
+                "download_mib_s": 2.0,
+                "upload_mib_s": 2.0,
+                "download_cpu_s_per_gib": {"server": 1.0},
+                "upload_cpu_s_per_gib": {"server": 1.0},
+            },
+            "ratios": {"download": 0.5, "upload": 0.5},
+        },
+        "rss": {
+            "size_mib": 32,
+            **{
+                k: {
+                    "mib_s": 1.0,
+                    **{
+                        p: {"idle_rss_mib": 1.0, "peak_rss_sampled_mib": 1.0, "vmhwm_mib": 1.0, "growth_mib": 0.0}
+                        for p in ("bridge", "edge")
+                    },
+                }
+                for k in ("download", "upload")
+            },
+        },
+        "loaded": {
+            "size_mib": 32,
+            "idle": {"p50_ms": 1.0, "p99_ms": 2.0},
+            "loaded": {**r, "background_mib_s": 5.0, "background_transfers_completed": 1},
+            "ratios": {"p50": 1.0, "p99": 1.0},
+        },
+        "targets": [{"name": "p50 tunnel_http/direct", "value": 2.0, "target": "<= 1.5", "met": False}],
+    }
+    text = render(res)
+    assert "does not verify TLS certificates" in text
+    assert "MISSED" in text
+    assert "req/s, 64 concurrent" in text
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n",
+    ],
+)
+def test_the_response_reader_parses_whole_and_byte_by_byte(wire: bytes) -> None:
+    for step in (len(wire), 1, 7):
+        reader = ResponseReader()
+        for i in range(0, len(wire), step):
+            reader.feed(wire[i : i + step])
+        assert list(reader.done) == [(200, b"hello")], step
+        assert reader.body_bytes == 5
+
+
+def test_the_response_reader_counts_without_keeping_and_splits_pipelined_responses() -> None:
+    reader = ResponseReader(keep_body=False)
+    one = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc"
+    reader.feed(one + one[:20])
+    reader.feed(one[20:])
+    assert list(reader.done) == [(404, b""), (404, b"")]
+    assert reader.body_bytes == 6
