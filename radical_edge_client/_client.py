@@ -462,7 +462,48 @@ class BridgeClient:
         self._plugins.add(plugin)
 
 
-class EdgeClient:
+class _Scoped:
+    """Requests relative to a prefix (an edge, or a plugin on an edge): one implementation for both."""
+
+    bridge: BridgeClient
+
+    def _path(self, path: str) -> str:
+        raise NotImplementedError
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: BodySource | None = None,
+        params: Params | None = None,
+        headers: Headers | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """A request to ``path`` relative to this edge or plugin (e.g. ``f"metrics/{sid}"``); the whole answer."""
+        return await self.bridge.request(
+            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
+        )
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: BodySource | None = None,
+        params: Params | None = None,
+        headers: Headers | None = None,
+        timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """Like :meth:`request`, with the answer's body read by the caller (chunks, or ``download``)."""
+        return self.bridge.stream(
+            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
+        )
+
+
+class EdgeClient(_Scoped):
     """One edge, through the bridge: its plugins and raw requests to ``/{edge}/...``."""
 
     def __init__(self, bridge: BridgeClient, name: str) -> None:
@@ -510,38 +551,6 @@ class EdgeClient:
             await client.register_session(**session_options)
         return client
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: BodySource | None = None,
-        params: Params | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> Response:
-        """A request to ``path`` relative to this edge (e.g. ``"sysinfo/homedir"``)."""
-        return await self.bridge.request(
-            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
-        )
-
-    def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: BodySource | None = None,
-        params: Params | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> AbstractAsyncContextManager[StreamResponse]:
-        """Like :meth:`request`, with the answer's body read by the caller."""
-        return self.bridge.stream(
-            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
-        )
-
     async def openapi(self) -> dict[str, Any]:
         """The edge's merged OpenAPI document (every plugin's routes)."""
         doc = (await self.request("GET", "openapi.json")).json()
@@ -551,7 +560,7 @@ class EdgeClient:
         return f"{self._base}/{path.lstrip('/')}"
 
 
-class PluginClient:
+class PluginClient(_Scoped):
     """One plugin on one edge: its session and its routes (relative to ``/{edge}/{plugin}/``).
 
     Made by :meth:`EdgeClient.get_plugin`; subclasses add the plugin's own
@@ -629,38 +638,6 @@ class PluginClient:
         return list(_dict(await self.get_json("list_sessions")).get("sessions", []))
 
     # ------------------------------------------------------------ requests
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: BodySource | None = None,
-        params: Params | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> Response:
-        """A request to ``path`` relative to the plugin (e.g. ``f"metrics/{sid}"``); the whole answer."""
-        return await self.bridge.request(
-            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
-        )
-
-    def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: BodySource | None = None,
-        params: Params | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> AbstractAsyncContextManager[StreamResponse]:
-        """Like :meth:`request`, with the answer's body read by the caller (chunks, or ``download``)."""
-        return self.bridge.stream(
-            method, self._path(path), json=json, data=data, params=params, headers=headers, timeout=timeout
-        )
 
     async def get_json(self, path: str, *, params: Params | None = None, timeout: float | None = None) -> Any:
         """``GET path`` and return the parsed JSON answer."""
