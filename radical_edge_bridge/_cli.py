@@ -31,6 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-tls", action="store_true", help="serve plain HTTP (loopback testing only)")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for an edge's answer")
     p.add_argument("--plugins", default="", help="plugins to host in the bridge itself, as the edge 'bridge'")
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=BridgeConfig.max_connections,
+        help="most client connections at once; more are closed at accept (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections-per-peer",
+        type=_positive_int,
+        default=BridgeConfig.max_connections_per_peer,
+        help="most connections from one IP address (default %(default)s; behind a reverse proxy "
+        "set it to --max-connections)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return p
 
@@ -78,7 +91,20 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         insecure_no_tls=args.insecure_no_tls,
         request_timeout=args.request_timeout,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
+        max_connections=args.max_connections,
+        max_connections_per_peer=args.max_connections_per_peer,
     )
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for a count that must be at least 1 (a cap of 0 would refuse everyone)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _holds_private_key(path: Path) -> bool:

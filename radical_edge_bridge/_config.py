@@ -30,3 +30,24 @@ class BridgeConfig:
     plugins: tuple[str, ...] = ()
     http: HTTPLimits = field(default_factory=HTTPLimits)
     tunnel: Limits = field(default_factory=Limits)
+    #: most client connections held at once (each is an fd and ~tens of KiB); past it new ones are
+    #: closed at accept.  4096 leaves room for edges, SSE readers and API clients on a busy site while
+    #: keeping a flood's memory bounded; above the usual fd limit of 1024 the EMFILE back-off takes over.
+    max_connections: int = 4096
+    #: most connections from one IP address, so one host cannot take every slot.  256 is well above
+    #: what one user, one edge host or a 64-connection benchmark from loopback uses; behind a reverse
+    #: proxy (every client is the proxy's address) set it to ``max_connections``.
+    max_connections_per_peer: int = 256
+    #: seconds a new connection gets to complete its TLS handshake before it is dropped (a slot held by
+    #: a silent client is freed after this); generous for a slow network, short for a slowloris.
+    tls_handshake_timeout: float = 10.0
+    #: seconds a disconnected edge stays listed (as disconnected) before the bridge forgets it.  One hour,
+    #: like a plugin session's idle TTL: an edge restarted for maintenance or cut off by a network outage
+    #: is still listed, while a name used once (the edge of a finished batch job) goes away.
+    edge_ttl: float = 3600.0
+    #: most disconnected edges remembered at once; past it the longest-disconnected are forgotten first, so a
+    #: flood of names cannot grow memory within the TTL (each entry holds its manifest, at most a frame).
+    max_disconnected_edges: int = 10_000
+    #: bytes of encoded events the replay ring holds at most (besides ``event_ring_size`` events); the
+    #: oldest go first, and a replay from before them reports a gap.  16 MiB: thousands of ordinary events.
+    event_ring_bytes: int = 16 * 1024 * 1024

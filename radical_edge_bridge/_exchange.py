@@ -78,6 +78,7 @@ class TunnelExchange:
         self.head = RequestHead(req.method.encode(), req.path.encode(), list(req.headers), not req.end_stream)
         self.response_started = False
         self._ended = False
+        self._head_only = req.method == "HEAD"  # the answer to HEAD carries no body
 
     async def receive_body(self) -> bytes:
         return await self.stream.receive()
@@ -95,6 +96,8 @@ class TunnelExchange:
         await self.stream.respond(status, [(n, v) for n, v in headers if n not in _HOP], flush=flush)
 
     async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        if self._head_only:
+            data = b""
         if end:
             self._ended = True
             await self.stream.send(data, end_stream=True)
@@ -118,6 +121,8 @@ class TunnelExchange:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
         self.response_started = True
         self._ended = True
+        if self._head_only:
+            body = b""
         try:
             await self.stream.respond(status, headers, end_stream=not body, flush=not body)
             if body:

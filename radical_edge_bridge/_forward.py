@@ -3,14 +3,22 @@
 Bodies stream both ways without being held whole: a chunk is read from one
 side only after the previous one was written to the other, and tunnel credit
 goes back only as chunks are written, so a slow reader slows the sender.
+
+The caller's ``x-radical-*`` headers are dropped: the edge reads the caller's
+identity and the bridge path only from the ones the bridge adds.  The answer
+timeout counts silence, not the total: while a request body is still moving
+into the edge the timer starts over with every chunk, so a long upload is
+never cut while it makes progress.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 
 from radical_edge_proto import ErrorCode, Response
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
@@ -37,6 +45,8 @@ _HOP_REQUEST = frozenset(
         b"content-length",
     }
 )
+#: headers only the bridge may set on a forwarded request (the caller's copies are dropped)
+BRIDGE_HEADER_PREFIX = b"x-radical-"
 _HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
 
 
@@ -52,7 +62,9 @@ async def forward(
     metrics: Metrics,
 ) -> None:
     """Forward ``request`` (whose body is still unread) and write the answer to ``channel``."""
-    headers = [(n, v) for n, v in request.headers if n not in _HOP_REQUEST]
+    headers = [
+        (n, v) for n, v in request.headers if n not in _HOP_REQUEST and not n.startswith(BRIDGE_HEADER_PREFIX)
+    ]
     content_length = next((v for n, v in request.headers if n == b"content-length"), None)
     if content_length is not None:
         headers.append((b"content-length", content_length))
@@ -117,11 +129,32 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
         await channel.wait_disconnect()
         await stream.reset(ErrorCode.CANCEL)  # the relay sees the reset and gives up
 
-    async with anyio.create_task_group() as tg:
+    async with _task_group() as tg:
         tg.start_soon(watch)
         await _relay(channel, stream, metrics)
         tg.cancel_scope.cancel()
     return response.status
+
+
+@asynccontextmanager
+async def _task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group that lets a lone ClientGone or StreamResetError out as itself, not wrapped in
+    an exception group, so the caller leaving is told apart from a failure (499, one quiet line)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if leaves and all(isinstance(e, ClientGone | StreamResetError) for e in leaves):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 async def _start(channel: Exchange, stream: TunnelStream, response: Response) -> None:
@@ -149,6 +182,8 @@ async def _relay(channel: Exchange, stream: TunnelStream, metrics: Metrics) -> N
 async def _exchange_with_body(channel: Exchange, stream: TunnelStream, timeout: float, metrics: Metrics) -> int:
     upload_error: list[BaseException] = []
     failure: tuple[int, str] | None = None
+    # the answer timer: moved on by every chunk the edge takes, so it measures silence
+    silence = anyio.CancelScope(deadline=anyio.current_time() + timeout)
 
     async def upload_then_watch() -> None:
         """Send the request body, then watch the caller: if it goes away, the edge stops too."""
@@ -165,22 +200,23 @@ async def _exchange_with_body(channel: Exchange, stream: TunnelStream, timeout: 
                     break
                 metrics.bytes_in += len(chunk)
                 await stream.send(chunk)
+                silence.deadline = anyio.current_time() + timeout
             except StreamResetError:
                 return  # the edge side: the response path reports it
         await channel.wait_disconnect()
         upload_error.append(ClientGone("the caller went away before the answer was complete"))
         await stream.reset(ErrorCode.CANCEL)
 
-    async with anyio.create_task_group() as tg:
+    async with _task_group() as tg:
         tg.start_soon(upload_then_watch)
         try:
-            with anyio.fail_after(timeout):
+            with silence:
                 response = await stream.wait_response()
-        except TimeoutError:
-            await stream.reset(ErrorCode.CANCEL)  # the edge stops the work too
-            failure = (504, f"the edge did not answer within {timeout:g} s")
         except StreamResetError as exc:
             failure = _reset_status(exc)
+        if silence.cancelled_caught:
+            await stream.reset(ErrorCode.CANCEL)  # the edge stops the work too
+            failure = (504, f"the edge was silent for {timeout:g} s without answering")
         if failure is None:
             await _start(channel, stream, response)
             await _relay(channel, stream, metrics)

@@ -3,7 +3,10 @@
 Limits and their answers: request line over ``max_request_line`` -> 414,
 headers over ``max_header_bytes`` -> 431, malformed -> 400, a client idle
 between requests past ``idle_timeout`` or too slow sending its head past
-``head_timeout`` -> connection closed (408 when a request had started).
+``head_timeout`` -> connection closed (408 when a request had started), a
+client that takes no bytes of the response for ``write_timeout`` -> connection
+cut.  ``Expect: 100-continue`` is answered when the body is first read; the
+answer to ``HEAD`` is the head alone, whatever body the route produced.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class HTTPLimits:
     head_timeout: float = 30.0
     idle_timeout: float = 120.0
     body_read_timeout: float = 120.0
+    #: a client that accepts no response bytes for this long is cut off (a reader that stopped reading)
+    write_timeout: float = 30.0
 
 
 def request_has_body(request: h11.Request) -> bool:
@@ -72,6 +77,7 @@ class HTTPChannel:
         self._head_bytes = bytearray()  # the start of the current request, to tell 414 from 431
         self.response_started = False
         self._unsent = b""  # a response head held back to leave with the first body bytes
+        self._head_only = False  # answering HEAD: body bytes are dropped
 
     async def _read(self) -> bytes:
         try:
@@ -119,6 +125,7 @@ class HTTPChannel:
             return None
         if not isinstance(event, h11.Request):
             return None
+        self._head_only = event.method == b"HEAD"
         # h11 bounds only an *incomplete* head; a complete one that arrived in one read is checked here
         if len(event.method) + len(event.target) + 10 > self.limits.max_request_line:
             await self.send_error(414, "request line too long", close=True)
@@ -163,6 +170,8 @@ class HTTPChannel:
         """The next request body chunk; ``b""`` at the end of the body."""
         if self.h11.their_state is not h11.SEND_BODY:
             return b""  # no body, or all of it was read
+        if self.h11.they_are_waiting_for_100_continue:
+            await self._write(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
         while True:
             try:
                 event = self.h11.next_event()
@@ -205,7 +214,10 @@ class HTTPChannel:
             data, self._unsent = self._unsent + (data or b""), b""
         if data:
             try:
-                await self.stream.send(data)
+                with anyio.fail_after(self.limits.write_timeout):
+                    await self.stream.send(data)
+            except TimeoutError:  # (an OSError: before _GONE)
+                raise ClientGone(f"client took no response bytes for {self.limits.write_timeout:g} s") from None
             except _GONE:
                 raise ClientGone("client went away") from None
 
@@ -220,6 +232,8 @@ class HTTPChannel:
             self._unsent += self.h11.send(event) or b""
 
     async def send_body(self, data: bytes, *, end: bool = False) -> None:
+        if self._head_only:
+            data = b""
         if end:  # the body and the end of the message in one write
             if data:
                 self._unsent += self.h11.send(h11.Data(data=data)) or b""

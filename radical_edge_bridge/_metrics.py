@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from dataclasses import dataclass, field
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+@dataclass
+class ConnectionStats:
+    """What the listener did with TCP connections; the listener writes, ``/metrics`` reads."""
+
+    #: connections accepted and not yet closed (the total the connection cap counts)
+    open: int = 0
+    #: connections closed right after accept, by the cap that refused them (``total`` or ``per_peer``)
+    refused: Counter[str] = field(default_factory=Counter)
+    #: accept() failures from resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+    accept_errors: int = 0
+    #: TLS handshakes that failed or timed out (plain TCP on the TLS port, scanners, slow clients)
+    tls_handshake_failures: int = 0
+
+    def render(self) -> list[str]:
+        return [
+            "# HELP radical_edge_connections_open Client TCP connections open now.",
+            "# TYPE radical_edge_connections_open gauge",
+            f"radical_edge_connections_open {self.open}",
+            "# HELP radical_edge_connections_refused_total Connections closed at accept: a connection cap was full.",
+            "# TYPE radical_edge_connections_refused_total counter",
+            *(
+                f'radical_edge_connections_refused_total{{reason="{r}"}} {self.refused[r]}'
+                for r in ("total", "per_peer")
+            ),
+            "# HELP radical_edge_accept_errors_total Failed accepts: out of file descriptors or memory.",
+            "# TYPE radical_edge_accept_errors_total counter",
+            f"radical_edge_accept_errors_total {self.accept_errors}",
+            "# HELP radical_edge_tls_handshake_failures_total TLS handshakes that failed or timed out.",
+            "# TYPE radical_edge_tls_handshake_failures_total counter",
+            f"radical_edge_tls_handshake_failures_total {self.tls_handshake_failures}",
+        ]
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.connections = ConnectionStats()
         self.requests_by_status: Counter[int] = Counter()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -55,4 +90,5 @@ class Metrics:
             lines.append(f'radical_edge_request_seconds_bucket{{le="{le}"}} {cumulative}')
         lines.append(f"radical_edge_request_seconds_sum {self._latency_sum}")
         lines.append(f"radical_edge_request_seconds_count {self._latency_n}")
+        lines += self.connections.render()
         return ("\n".join(lines) + "\n").encode()

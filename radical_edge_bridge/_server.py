@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import ssl
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,7 +16,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import anyio
 import anyio.abc
 import h11
-from anyio.streams.tls import TLSListener
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.utilities import generate_accept_token
@@ -30,6 +30,7 @@ from radical_edge_proto import (
     Notification,
     PeerRole,
     Side,
+    edge_name_error,
 )
 from radical_edge_tunnel import (
     Carrier,
@@ -50,13 +51,13 @@ from ._eventhub import EventHub
 from ._exchange import BodyTooLarge, Exchange, RequestHead
 from ._forward import forward
 from ._http import BadRequest, ClientGone, HTTPChannel, request_has_body
+from ._listener import ConnectionGate, ConnectionServer, socket_listeners
 from ._metrics import Metrics
 from ._registry import BRIDGE_EDGE, RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
+from ._routes import Route, RouteTable
 
 log = logging.getLogger("radical_edge.bridge")
 
-#: routes that need no credential
-_PUBLIC = frozenset({"/", "/healthz", "/auth"})
 #: plugin names as they may appear in a portal module's file name (no dots, no slashes)
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 #: GOAWAY code an edge reads as "shut down, do not reconnect"
@@ -73,6 +74,7 @@ class Bridge:
         self.port: int | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopped = anyio.Event()
+        self.routes = self._route_table()
 
     # ---------------------------------------------------------------- serving
 
@@ -90,16 +92,15 @@ class Bridge:
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen until :meth:`stop` (or ``POST /bridge/terminate``)."""
-        listener: anyio.abc.Listener[Any] = await anyio.create_tcp_listener(
+        listener = await anyio.create_tcp_listener(
             local_host=self.config.host, local_port=self.config.port, reuse_port=False
         )
         sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
         self.port = int(sockname[1])
-        if not self.config.insecure_no_tls:
-            listener = TLSListener(listener, self.ssl_context(), standard_compatible=False)
+        ssl_context = None if self.config.insecure_no_tls else self.ssl_context()
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._serve_listener, listener)
+            tg.start_soon(self._serve_listener, listener, ssl_context)
             if self.config.plugins:
                 tg.start_soon(self._host_own_plugins)
             task_status.started()
@@ -124,9 +125,16 @@ class Bridge:
         service = EdgeService(BRIDGE_EDGE, plugins=list(self.config.plugins), connector=connector)
         await service.run()
 
-    async def _serve_listener(self, listener: anyio.abc.Listener[Any]) -> None:
+    async def _serve_listener(self, listener: anyio.abc.Listener[Any], ssl_context: ssl.SSLContext | None) -> None:
+        """Accept until cancelled: connection caps, EMFILE back-off and the TLS handshake (when
+        ``ssl_context`` is given) are the :class:`ConnectionServer`'s; HTTP is :meth:`_handle_connection`'s."""
+        config = self.config
+        gate = ConnectionGate(config.max_connections, config.max_connections_per_peer, self.metrics.connections)
+        server = ConnectionServer(
+            self._handle_connection, gate, ssl_context=ssl_context, handshake_timeout=config.tls_handshake_timeout
+        )
         async with listener:
-            await listener.serve(self._handle_connection)
+            await server.serve(socket_listeners(listener))
 
     def stop(self) -> None:
         """Stop serving; :meth:`serve` returns.  Edges keep running and reconnect to the next bridge."""
@@ -158,80 +166,117 @@ class Bridge:
     async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> bool:
         """Answer one HTTP request; True if the connection was handed to a WebSocket."""
         headers = list(request.headers)
-        path = urlsplit(request.target.decode("latin-1")).path
+        names = {n for n, _ in headers}
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # RFC 9112 6.1: ambiguous framing (a request smuggling shape); refuse it and close
+            await channel.send_error(400, "both Content-Length and Transfer-Encoding: send one", close=True)
+            return False
+        target = origin_form(request.target)
+        if target is None:
+            await channel.send_error(400, "the request target must be a path or an absolute http(s) URL", close=True)
+            return False
         if _is_websocket(headers):
-            return await self._websocket(channel, request, path)
-        head = RequestHead(request.method, request.target, headers, request_has_body(request))
+            return await self._websocket(channel, request, urlsplit(target.decode("latin-1")).path)
+        head = RequestHead(request.method, target, headers, request_has_body(request))
         await self.dispatch(channel, head, authenticated=False)
         return False
 
+    def _route_table(self) -> RouteTable:
+        return RouteTable(
+            [
+                Route.make("GET", "/", self._index, public=True),
+                Route.make("GET", "/healthz", self._healthz, public=True),
+                Route.make("POST", "/auth", self._auth_route, public=True),
+                Route.make("GET", "/plugins/{name}.js", self._portal_module, public=True, name=_PLUGIN_NAME.pattern),
+                Route.make("GET", "/edges", self._edges),
+                Route.make("POST", "/edge/list", self._edge_list),
+                Route.make("POST", "/edge/disconnect/{name}", self._disconnect_route),
+                Route.make("POST", "/bridge/terminate", self._terminate),
+                Route.make("GET", "/metrics", self._metrics),
+                Route.make("GET", "/events", self._events_route, head=False),
+            ]
+        )
+
     async def dispatch(self, exchange: Exchange, head: RequestHead, *, authenticated: bool) -> None:
         """Route one request, from HTTP or from an SDK client's tunnel stream."""
-        parts = urlsplit(head.target.decode("latin-1"))
-        path = parts.path
+        target = head.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        method = head.method.decode("latin-1")
         try:
-            public = path in _PUBLIC or (path.startswith("/plugins/") and path.endswith(".js"))
+            if not path.startswith("/"):
+                raise BadRequest(400, "the request target must be a path")
+            found = self.routes.find(method, path)
+            public = found is not None and found.public
             if not (authenticated or public or self.auth.check_headers(head.headers)):
                 await _unauthorized(exchange)
                 return
-            await self._route(exchange, head, head.method.decode(), path, parts.query)
+            if found is None:
+                await self._forward_route(exchange, head, path)
+            elif not found.allowed:
+                allow = ", ".join(sorted(found.allow)).encode()
+                await exchange.send_bytes(
+                    405, error_body(405, f"{method} is not allowed here"), extra=[(b"allow", allow)]
+                )
+            else:
+                await found.route.handler(exchange, head, found.params, query)
         except BodyTooLarge as exc:
             await exchange.send_error(413, str(exc), close=True)
         except BadRequest as exc:
             await exchange.send_error(exc.status, exc.detail, close=True)
 
-    async def _route(self, channel: Exchange, request: RequestHead, method: str, path: str, query: str) -> None:
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            await channel.send_json(
-                200,
-                {
-                    "status": "ok",
-                    "edges": sum(e.connected for e in self.registry.entries()),
-                    # for SDK clients resuming events: the numbering's epoch and where it is now
-                    "event_epoch": self.events.epoch,
-                    "last_event_seq": self.events.last_seq,
-                },
-            )
-        elif path == "/" and method == "GET":
-            await channel.send_bytes(200, _PORTAL_PLACEHOLDER, b"text/html; charset=utf-8")
-        elif path == "/auth" and method == "POST":
-            await self._auth_route(channel, request)
-        elif path == "/edge/list" and method == "POST":
-            await channel.drain_body()
-            await channel.send_json(200, {"data": self.topology()})
-        elif path == "/edges" and method == "GET":
-            edges = [
-                {
-                    "name": e.name,
-                    "plugins": sorted(e.manifest),
-                    "connected": e.connected,
-                    "plugin_count": len(e.manifest),
-                }
-                for e in self.registry.entries()
-            ]
-            await channel.send_json(200, {"edges": edges, "total": len(edges)})
-        elif path.startswith("/edge/disconnect/") and method == "POST":
-            await self._disconnect_route(channel, unquote(path[len("/edge/disconnect/") :]))
-        elif path == "/bridge/terminate" and method == "POST":
-            await channel.send_json(200, {"status": "terminating"})
-            self.stop()
-        elif path == "/metrics" and method == "GET":
-            body = self.metrics.render(
-                edges_connected=sum(e.connected for e in self.registry.entries()), subscribers=len(self.events)
-            )
-            await channel.send_bytes(200, body, b"text/plain; version=0.0.4")
-        elif path == "/events" and method == "GET":
-            await self._sse(channel, request, query)
-        elif path.startswith("/plugins/") and method == "GET":
-            await self._portal_module(channel, path[len("/plugins/") :])
-        else:
-            await self._forward_route(channel, request, path)
+    # ---------------------------------------------------------------- the bridge's own routes
 
-    async def _portal_module(self, channel: Exchange, filename: str) -> None:
-        name = filename.removesuffix(".js")
-        if not filename.endswith(".js") or not _PLUGIN_NAME.fullmatch(name):
-            await channel.send_error(404, "portal modules are /plugins/NAME.js")
-            return
+    async def _healthz(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        await channel.send_json(
+            200,
+            {
+                "status": "ok",
+                "edges": sum(e.connected for e in self.registry.entries()),
+                # for SDK clients resuming events: the numbering's epoch and where it is now
+                "event_epoch": self.events.epoch,
+                "last_event_seq": self.events.last_seq,
+            },
+        )
+
+    async def _index(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        await channel.send_bytes(200, _PORTAL_PLACEHOLDER, b"text/html; charset=utf-8")
+
+    async def _edge_list(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        await channel.drain_body()
+        await channel.send_json(200, {"data": self.topology()})
+
+    async def _edges(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        edges = [
+            {
+                "name": e.name,
+                "plugins": sorted(e.manifest),
+                "connected": e.connected,
+                "plugin_count": len(e.manifest),
+            }
+            for e in self.registry.entries()
+        ]
+        await channel.send_json(200, {"edges": edges, "total": len(edges)})
+
+    async def _terminate(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        await channel.drain_body()
+        await channel.send_json(200, {"status": "terminating"})
+        self.stop()
+
+    async def _metrics(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        body = self.metrics.render(
+            edges_connected=sum(e.connected for e in self.registry.entries()), subscribers=len(self.events)
+        )
+        await channel.send_bytes(200, body, b"text/plain; version=0.0.4")
+
+    async def _events_route(
+        self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
+    ) -> None:
+        await self._sse(channel, request, query)
+
+    async def _portal_module(
+        self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
+    ) -> None:
+        name = params["name"]
         try:
             body = (resources.files("radical_edge_portal") / "plugins" / f"{name}.js").read_bytes()
         except (FileNotFoundError, ModuleNotFoundError):
@@ -239,11 +284,11 @@ class Bridge:
             return
         await channel.send_bytes(200, body, b"text/javascript; charset=utf-8")
 
-    async def _auth_route(self, channel: Exchange, request: RequestHead) -> None:
+    async def _auth_route(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
         body = await channel.drain_body(64 * 1024)
         try:
             token = json.loads(body or b"{}").get("token")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise BadRequest(400, 'body must be JSON {"token": "..."}') from None
         if not self.auth.enabled or (isinstance(token, str) and self.auth.check_secret(token)):
             cookie = session_cookie(token or "", secure=not self.config.insecure_no_tls)
@@ -251,7 +296,10 @@ class Bridge:
         else:
             await channel.send_error(401, "wrong token")
 
-    async def _disconnect_route(self, channel: Exchange, name: str) -> None:
+    async def _disconnect_route(
+        self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
+    ) -> None:
+        name = unquote(params["name"])
         await channel.drain_body()
         if name in RESERVED_NAMES:
             await channel.send_error(400, f"{name!r} is the bridge itself")
@@ -417,9 +465,12 @@ class Bridge:
                 return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
             if hello.role is not PeerRole.EDGE:
                 return False, ErrorCode.PROTOCOL_ERROR, "/register is for edges; clients use /connect", 0.0
-            allowed = hello.name == BRIDGE_EDGE if internal else hello.name not in RESERVED_NAMES
-            if not hello.name or not allowed or "/" in hello.name:
-                return False, ErrorCode.NAME_CONFLICT, f"edge name {hello.name!r} is not allowed", 0.0
+            if internal:
+                reason = None if hello.name == BRIDGE_EDGE else f"the bridge's own plugins are the edge {BRIDGE_EDGE!r}"
+            else:
+                reason = edge_name_error(hello.name)
+            if reason is not None:
+                return False, ErrorCode.NAME_CONFLICT, reason, 0.0
             try:
                 entry, stale = self.registry.claim(hello.name, hello.resume_token)
             except NameTaken as exc:
@@ -472,6 +523,18 @@ async def _unauthorized(channel: Exchange) -> None:
         error_body(401, "missing or wrong bearer token"),
         extra=[(b"www-authenticate", b'Bearer realm="radical-edge"')],
     )
+
+
+def origin_form(target: bytes) -> bytes | None:
+    """``target`` as a path with its query (origin-form); an absolute http(s) URL is reduced to its
+    path and query (RFC 9112 3.2.2).  None for any other form (``*``, authority-form, no scheme)."""
+    if target.startswith(b"/"):
+        return target
+    parts = urlsplit(target.decode("latin-1"))
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    path = parts.path or "/"
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
 
 def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -32,15 +32,18 @@ from ._events import (
     WindowUpdated,
 )
 from ._frames import HEADER_SIZE, Flags, FrameDecoder, FrameType, RawFrame, encode_frame
+from ._names import EDGE_NAME_MAX, RESERVED_EDGE_NAMES, check_edge_name, edge_name_error
 from ._state import ConnState, HalfState
 
 __all__ = [
     "CREDIT_DIVISOR",
+    "EDGE_NAME_MAX",
     "HEADER_SIZE",
     "HEARTBEAT_MISSES",
     "MAX_FRAME_SIZE",
     "MIN_FRAME_SIZE",
     "PROTOCOL_VERSION",
+    "RESERVED_EDGE_NAMES",
     "ConnState",
     "Connection",
     "ConnectionClosed",
@@ -72,5 +75,7 @@ __all__ = [
     "Unsubscribed",
     "Welcome",
     "WindowUpdated",
+    "check_edge_name",
+    "edge_name_error",
     "encode_frame",
 ]

@@ -10,9 +10,15 @@ after this file is imported).
 from __future__ import annotations
 
 import os
+import ssl
+from collections.abc import AsyncIterator
 
+import anyio
 import pytest
+import trustme
 from hypothesis import HealthCheck, settings
+
+from radical_edge_bridge import Bridge, BridgeConfig
 
 PROFILE_ENV = "RADICAL_EDGE_HYPOTHESIS_PROFILE"
 
@@ -39,3 +45,41 @@ settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
 def anyio_backend() -> str:
     """The async tests run on asyncio (the backend the bridge and edge ship with)."""
     return "asyncio"
+
+
+# ---------------------------------------------------------------- a bridge over real TLS (trustme)
+
+#: the bridge token of the ``bridge`` fixture
+TOKEN = "test-token-123"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca, tmp_path):
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@pytest.fixture
+def client_ssl(ca) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+async def bridge(tls_files) -> AsyncIterator[Bridge]:
+    cert, key = tls_files
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=5, heartbeat_interval=5))
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        yield b
+        b.stop()

@@ -1,0 +1,346 @@
+"""Attacks on the bridge's HTTP front door and its forwarding, each reproduced from a hostile review.
+
+Every test also checks that the bridge keeps serving other clients afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import anyio
+import pytest
+
+from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
+from radical_edge_tunnel import HandshakeError, TunnelStream
+
+from .conftest import TOKEN
+from .test_bridge import echo, http, raw_exchange, start_client, start_edge
+
+pytestmark = pytest.mark.anyio
+AUTH = f"Authorization: Bearer {TOKEN}\r\n"
+
+
+async def healthy(b: Bridge, client_ssl) -> None:
+    """The bridge still answers a normal client."""
+    async with http(b, client_ssl) as client:
+        r = await client.get("/healthz")
+    assert r.status_code == 200
+
+
+async def headers_echo(stream: TunnelStream) -> None:
+    """Answer with the request's method, path and header *list* (duplicates kept)."""
+    req = stream.request
+    assert req is not None
+    async for _ in stream:
+        pass
+    info = {"method": req.method, "path": req.path, "headers": [[k.decode(), v.decode()] for k, v in req.headers]}
+    body = json.dumps(info).encode()
+    await stream.respond(200, [("content-type", "application/json"), ("content-length", str(len(body)))])
+    await stream.send(body, end_stream=True)
+
+
+class running_edge:
+    """``async with running_edge(bridge, ssl, handler) as tunnel``: an edge served for the block."""
+
+    def __init__(self, b: Bridge, client_ssl, handler, name: str = "e1") -> None:
+        self.args = (b, client_ssl, handler)
+        self.name = name
+
+    async def __aenter__(self):
+        self.tunnel, self.ws = await start_edge(*self.args, name=self.name)
+        self.tg = anyio.create_task_group()
+        await self.tg.__aenter__()
+        await self.tg.start(self.tunnel.run)
+        return self.tunnel
+
+    async def __aexit__(self, *exc):
+        await self.tunnel.aclose()
+        self.tg.cancel_scope.cancel()
+        await self.tg.__aexit__(None, None, None)
+        await self.ws.close()
+
+
+# ---------------------------------------------------------------- public routes and edge names
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        ("POST /plugins/sysinfo.js", 401),  # a portal module is public for GET only
+        ("GET /plugins/sysinfo/x.js", 401),  # not the exact module route
+        ("POST /e1/echo/x.js", 401),  # a forwarded path ending in .js is not public
+        ("POST /healthz", 401),  # public routes are public for their method only
+        ("GET /plugins/sysinfo.js", 200),
+        ("HEAD /plugins/sysinfo.js", 200),
+        ("GET /healthz", 200),
+    ],
+)
+async def test_public_routes_are_decided_by_method_and_exact_route(bridge, client_ssl, request_line, status):
+    async with running_edge(bridge, client_ssl, headers_echo):
+        request = f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        reply = await raw_exchange(bridge, client_ssl, request.encode())
+    assert reply.startswith(f"HTTP/1.1 {status}".encode()), reply[:200]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plugins", "healthz", "auth", "events", "edge", "edges", "metrics", "bridge", "Plugins", "register", "connect"],
+)
+async def test_edge_names_that_clash_with_bridge_routes_are_refused(bridge, client_ssl, name):
+    with pytest.raises(HandshakeError) as info:
+        await start_edge(bridge, client_ssl, echo, name=name)
+    assert "reserved" in str(info.value)
+    assert name not in bridge.registry
+    await healthy(bridge, client_ssl)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "a\x00b", "a b", "evil\n2026-12-01 00:00:00 INFO forged line", "x" * 10_000, "a/b", "-a", "a..b", "é"],
+    ids=["dotdot", "dot", "nul", "space", "newline", "10k", "slash", "dash", "empty-label", "non-ascii"],
+)
+async def test_bad_edge_names_are_refused_at_the_handshake_and_never_logged_raw(bridge, client_ssl, name, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+    with pytest.raises(HandshakeError) as info:
+        await start_edge(bridge, client_ssl, echo, name=name)
+    assert "not allowed" in str(info.value) or "at most" in str(info.value)
+    assert name not in bridge.registry
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "\n" not in message
+        assert "\x00" not in message
+        assert len(message) < 1000
+    await healthy(bridge, client_ssl)
+
+
+async def test_dotted_child_names_stay_valid(bridge, client_ssl):
+    async with running_edge(bridge, client_ssl, headers_echo, name="login1.batch-7"), http(bridge, client_ssl) as c:
+        r = await c.get("/login1.batch-7/echo/x")
+    assert r.status_code == 200
+    assert r.json()["path"] == "/echo/x"
+
+
+# ---------------------------------------------------------------- forwarded headers
+
+
+async def test_client_cannot_forge_the_bridge_headers(bridge, client_ssl):
+    forged = {
+        "X-Radical-Caller": "alice",
+        "X-Radical-Root-Path": "/evil",
+        "X-Radical-Anything": "yes",
+        "X-Custom": "kept",
+    }
+    async with running_edge(bridge, client_ssl, headers_echo), http(bridge, client_ssl) as client:
+        r = await client.get("/e1/echo/x", headers=forged)
+    headers = r.json()["headers"]
+    radical = [[k, v] for k, v in headers if k.startswith("x-radical-")]
+    assert radical == [["x-radical-caller", "token"], ["x-radical-root-path", "/e1"]]
+    assert ["x-custom", "kept"] in headers
+
+
+async def test_sdk_stream_cannot_forge_the_bridge_headers(bridge, client_ssl):
+    async with running_edge(bridge, client_ssl, headers_echo):
+        client, ws = await start_client(bridge, client_ssl)
+        async with anyio.create_task_group() as tg:
+            await tg.start(client.run)
+            stream = await client.request(
+                "GET", "/e1/echo/x", [("x-radical-caller", "alice"), ("x-radical-root-path", "/evil")], end_stream=True
+            )
+            await stream.wait_response()
+            body = b"".join([chunk async for chunk in stream])
+            await client.aclose()
+            tg.cancel_scope.cancel()
+        await ws.close()
+    radical = [[k, v] for k, v in json.loads(body)["headers"] if k.startswith("x-radical-")]
+    assert radical == [["x-radical-caller", "token"], ["x-radical-root-path", "/e1"]]
+
+
+# ---------------------------------------------------------------- request framing
+
+
+async def test_content_length_with_chunked_is_refused_and_the_connection_closed(bridge, client_ssl):
+    seen: list[str] = []
+
+    async def record(stream: TunnelStream) -> None:
+        seen.append(stream.request.path)
+        await headers_echo(stream)
+
+    smuggle = (
+        f"POST /e1/echo/a HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n"
+        f"GET /e1/echo/smuggled HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
+    ).encode()
+    async with running_edge(bridge, client_ssl, record):
+        reply = await raw_exchange(bridge, client_ssl, smuggle)
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert reply.count(b"HTTP/1.1") == 1  # the pipelined request is not served
+    assert seen == []
+    await healthy(bridge, client_ssl)
+
+
+async def test_absolute_form_target_reaches_the_edge_as_a_path(bridge, client_ssl):
+    host = f"https://127.0.0.1:{bridge.port}"
+    async with running_edge(bridge, client_ssl, headers_echo):
+        reply = await raw_exchange(
+            bridge,
+            client_ssl,
+            f"GET {host}/e1/echo/x?y=1 HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
+            f"GET {host}/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+        )
+    assert reply.count(b"HTTP/1.1 200") == 2
+    assert b'"path": "/echo/x?y=1"' in reply
+
+
+@pytest.mark.parametrize("target", ["*", "example.com:443", "ftp://x/e1/echo", "e1/echo"])
+async def test_other_request_target_forms_get_400(bridge, client_ssl, target, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+    reply = await raw_exchange(bridge, client_ssl, f"GET {target} HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert not any(r.exc_info for r in caplog.records)
+    await healthy(bridge, client_ssl)
+
+
+async def test_head_gets_the_head_of_the_get_answer(bridge, client_ssl):
+    async with running_edge(bridge, client_ssl, headers_echo):
+        reply = await raw_exchange(
+            bridge,
+            client_ssl,
+            f"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"HEAD /edges HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
+            f"HEAD /e1/echo/x HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
+            f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+        )
+    responses = reply.split(b"HTTP/1.1 ")[1:]
+    assert [r[:3] for r in responses] == [b"200"] * 4, reply
+    for head in responses[:3]:
+        lines = head.split(b"\r\n\r\n", 1)
+        assert b"content-length: " in lines[0].lower()
+        assert lines[1] == b""  # no body after a HEAD answer
+    assert b'"status": "ok"' in responses[3]
+
+
+async def test_expect_100_continue_is_answered(bridge, client_ssl):
+    async with running_edge(bridge, client_ssl, headers_echo):
+        stream = await anyio.connect_tcp(
+            "127.0.0.1", bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+        )
+        async with stream:
+            head = f"POST /e1/echo/up HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            await stream.send(head.encode())
+            with anyio.fail_after(0.5):  # curl waits 1 s for it before sending anyway
+                interim = await stream.receive()
+            assert interim.startswith(b"HTTP/1.1 100 ")
+            await stream.send(b"hello")
+            data = b""
+            with anyio.fail_after(5):
+                while b"/echo/up" not in data:
+                    data += await stream.receive()
+            assert data.startswith(b"HTTP/1.1 200")
+
+
+async def test_deeply_nested_json_is_400_with_one_log_line(bridge, client_ssl, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+    body = b"[" * 30_000 + b"]" * 30_000
+    async with http(bridge, client_ssl, token=None) as anon:
+        r = await anon.post("/auth", content=body)
+    assert r.status_code == 400
+    assert r.json()["status_code"] == 400
+    assert not any(rec.exc_info for rec in caplog.records)
+    await healthy(bridge, client_ssl)
+
+
+# ---------------------------------------------------------------- timeouts
+
+
+@pytest.fixture
+async def quick_bridge(tls_files):
+    cert, key = tls_files
+    limits = HTTPLimits(write_timeout=1.0)
+    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=1.0, http=limits))
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        yield b
+        b.stop()
+
+
+async def test_a_slow_upload_is_not_cut_by_the_answer_timeout(quick_bridge, client_ssl):
+    """The answer timeout counts silence, not the total: 3 s of steady upload with a 1 s timeout."""
+
+    async def body():
+        for _ in range(15):
+            yield b"x" * 1000
+            await anyio.sleep(0.2)
+
+    async with running_edge(quick_bridge, client_ssl, headers_echo), http(quick_bridge, client_ssl) as client:
+        started = time.monotonic()
+        r = await client.post("/e1/echo/up", content=body(), timeout=30)
+        assert time.monotonic() - started > 2.5
+    assert r.status_code == 200
+
+
+async def test_a_silent_edge_still_times_out(quick_bridge, client_ssl):
+    async def silent(stream: TunnelStream) -> None:
+        async for _ in stream:
+            pass
+        await anyio.sleep_forever()
+
+    async with running_edge(quick_bridge, client_ssl, silent), http(quick_bridge, client_ssl) as client:
+        started = time.monotonic()
+        r = await client.post("/e1/echo/up", content=b"x" * 1000)
+        assert time.monotonic() - started < 3
+    assert r.status_code == 504
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(quick_bridge, client_ssl):
+    reset = anyio.Event()
+
+    async def endless(stream: TunnelStream) -> None:
+        await stream.respond(200, [("content-type", "application/octet-stream")])
+        try:
+            while True:
+                await stream.send(b"z" * 65536)
+        finally:  # reset: the edge's tunnel cancels the handler (or its send raises)
+            reset.set()
+
+    async with running_edge(quick_bridge, client_ssl, endless):
+        sock = await anyio.connect_tcp(
+            "127.0.0.1", quick_bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+        )
+        async with sock:
+            await sock.send(f"GET /e1/echo/big HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode())
+            # ... and never reads: the bridge must give up on it and stop the edge's work
+            with anyio.fail_after(10):
+                await reset.wait()
+        await healthy(quick_bridge, client_ssl)
+
+
+async def test_a_client_leaving_mid_download_is_499_and_one_quiet_line(bridge, client_ssl, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+    reset = anyio.Event()
+
+    async def endless(stream: TunnelStream) -> None:
+        await stream.respond(200, [("content-type", "application/octet-stream")])
+        try:
+            while True:
+                await stream.send(b"z" * 65536)
+                await anyio.sleep(0.001)
+        finally:
+            reset.set()
+
+    async with running_edge(bridge, client_ssl, endless), http(bridge, client_ssl) as client:
+        async with client.stream("GET", "/e1/echo/big") as response:
+            got = 0
+            async for chunk in response.aiter_raw():
+                got += len(chunk)
+                if got > 1_000_000:
+                    break
+        with anyio.fail_after(5):
+            await reset.wait()
+        await anyio.sleep(0.2)
+        metrics = (await client.get("/metrics")).text
+    assert 'radical_edge_requests_total{status="499"} 1' in metrics
+    assert 'status="502"' not in metrics
+    assert not any(r.levelno >= logging.ERROR or r.exc_info for r in caplog.records)
+
