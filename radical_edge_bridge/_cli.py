@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="most connections from one IP address (default %(default)s; behind a reverse proxy "
         "set it to --max-connections)",
     )
+    p.add_argument(
+        "--edge-ttl",
+        type=_positive_seconds,
+        default=BridgeConfig.edge_ttl,
+        help="seconds a disconnected edge stays listed before the bridge forgets it (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-disconnected-edges",
+        type=_positive_int,
+        default=BridgeConfig.max_disconnected_edges,
+        help="most disconnected edges remembered; the longest-gone are forgotten first (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return p
 
@@ -93,6 +105,8 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,
+        edge_ttl=args.edge_ttl,
+        max_disconnected_edges=args.max_disconnected_edges,
     )
 
 
@@ -104,6 +118,42 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft limit on open files towards the hard one, so the connection cap (not EMFILE)
+    is what refuses a flood; warn when even the hard limit is below the cap."""
+    try:
+        import resource  # noqa: PLC0415  (POSIX only)
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256  # the listener, edges' tunnels, log and plugin files
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise the open-file limit: %s", exc)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-file limit (%d) is below --max-connections (%d): past it, new connections wait "
+            "until some close (raise 'ulimit -n' to use the cap)",
+            soft,
+            max_connections,
+        )
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type for a duration in seconds that must be more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
@@ -128,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
+    raise_fd_limit(config.max_connections)
     bridge = Bridge(config)
 
     failed: list[str] = []

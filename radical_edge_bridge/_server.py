@@ -47,13 +47,13 @@ from radical_edge_tunnel import accept_handshake as hub_handshake
 from ._auth import Authenticator, session_cookie
 from ._clients import serve_client
 from ._config import BridgeConfig
-from ._eventhub import EventHub
+from ._eventhub import BridgeEvent, EventHub
 from ._exchange import BodyTooLarge, Exchange, RequestHead
 from ._forward import forward
 from ._http import BadRequest, ClientGone, HTTPChannel, request_has_body
 from ._listener import ConnectionGate, ConnectionServer, socket_listeners
 from ._metrics import Metrics
-from ._registry import BRIDGE_EDGE, RESERVED_NAMES, EdgeEntry, EdgeRegistry, NameTaken
+from ._registry import BRIDGE_EDGE, RESERVED_NAMES, Claim, EdgeEntry, EdgeRegistry, NameTaken
 from ._routes import Route, RouteTable
 
 log = logging.getLogger("radical_edge.bridge")
@@ -68,8 +68,10 @@ class Bridge:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.auth = Authenticator(config.token)
-        self.registry = EdgeRegistry()
-        self.events = EventHub(config.event_ring_size, config.subscriber_queue)
+        self.registry = EdgeRegistry(config.edge_ttl, config.max_disconnected_edges)
+        self.events = EventHub(
+            config.event_ring_size, config.subscriber_queue, config.event_ring_bytes, snapshot=self.topology
+        )
         self.metrics = Metrics()
         self.port: int | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -101,6 +103,7 @@ class Bridge:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._serve_listener, listener, ssl_context)
+            tg.start_soon(self._expire_edges_periodically)
             if self.config.plugins:
                 tg.start_soon(self._host_own_plugins)
             task_status.started()
@@ -345,27 +348,50 @@ class Bridge:
     # ---------------------------------------------------------------- topology and events
 
     def topology(self) -> dict[str, Any]:
-        edges = {}
-        for e in self.registry.entries():
-            edges[e.name] = {
-                "endpoint": {"connected": e.connected, "connected_since": e.connected_since},
-                "plugins": {
-                    name: {
-                        "type": info.get("type", name),
-                        "namespace": f"/{e.name}/{name}",
-                        "version": info.get("version"),
-                        "enabled": info.get("enabled", True),
-                        "ui_config": info.get("ui_config", {}),
-                        **({"error": info["error"]} if info.get("error") else {}),
-                    }
-                    for name, info in sorted(e.manifest.items())
-                    if isinstance(info, dict)
-                },
-            }
+        """The whole view (``POST /edge/list``, and the snapshot a new event subscriber gets first)."""
+        edges = {e.name: self._edge_state(e) for e in self.registry.entries()}
         return {"bridge": {"url": self.url}, "edges": edges}
 
-    def _publish_topology(self) -> None:
-        self.events.publish("topology", self.topology())
+    @staticmethod
+    def _edge_state(e: EdgeEntry) -> dict[str, Any]:
+        """One edge as in ``topology()["edges"][NAME]``."""
+        return {
+            "endpoint": {"connected": e.connected, "connected_since": e.connected_since},
+            "plugins": {
+                name: {
+                    "type": info.get("type", name),
+                    "namespace": f"/{e.name}/{name}",
+                    "version": info.get("version"),
+                    "enabled": info.get("enabled", True),
+                    "ui_config": info.get("ui_config", {}),
+                    **({"error": info["error"]} if info.get("error") else {}),
+                }
+                for name, info in sorted(e.manifest.items())
+                if isinstance(info, dict)
+            },
+        }
+
+    def _publish_topology(self, entry: EdgeEntry, change: str) -> None:
+        """Publish that one edge changed: ``connected``, ``disconnected``, ``updated`` or ``removed``.
+
+        The event holds that edge only (never the whole list, which would make
+        every event, and the replay ring, grow with the number of edges).
+        """
+        state = None if change == "removed" else self._edge_state(entry)
+        self.events.publish("topology_change", {"edge": entry.name, "change": change, "state": state})
+
+    def _expire_edges(self) -> None:
+        """Forget disconnected edges past the TTL or beyond the cap (:class:`EdgeRegistry`), telling subscribers."""
+        for entry in self.registry.expire():
+            log.info("edge %s forgotten (disconnected too long, or too many disconnected edges)", entry.name)
+            self._publish_topology(entry, "removed")
+
+    async def _expire_edges_periodically(self) -> None:
+        """Runs while serving: wakes when the longest-disconnected edge is due (at least once a minute)."""
+        while True:
+            due = self.registry.next_expiry()
+            await anyio.sleep(min(60.0, self.registry.ttl if due is None else due) + 0.001)
+            self._expire_edges()
 
     async def _sse(self, channel: Exchange, request: RequestHead, query: str) -> None:
         await channel.drain_body()
@@ -395,7 +421,7 @@ class Bridge:
                     gap = {"topic": "gap", "data": {"last_event_id": last_id, "oldest_available": oldest}}
                     await channel.send_body(_sse_frame(None, gap))
                 for event in replay.events if replay else []:
-                    await channel.send_body(_sse_frame(event.seq, {"topic": event.topic, "data": event.data}))
+                    await channel.send_body(_sse_event(event))
                 sent = max([sent, *(e.seq for e in (replay.events if replay else []))])
             await channel.send_body(_sse_frame(sent, {"topic": "topology", "data": self.topology()}))
             assert sub.receive is not None
@@ -410,7 +436,7 @@ class Bridge:
                     continue
                 if event.seq <= sent:
                     continue
-                await channel.send_body(_sse_frame(event.seq, {"topic": event.topic, "data": event.data}))
+                await channel.send_body(_sse_event(event))
         finally:
             self.events.unsubscribe(sub)
             with contextlib.suppress(ClientGone, h11.LocalProtocolError):
@@ -458,7 +484,7 @@ class Bridge:
     async def _serve_edge(self, carrier: Carrier, *, internal: bool = False) -> None:
         """Serve one edge connection; ``internal`` is the bridge's own plugin host (edge ``bridge``)."""
         conn = Connection(Side.HUB, self.config.tunnel)
-        claimed: list[tuple[EdgeEntry, Tunnel | None]] = []
+        claimed: list[Claim] = []
 
         async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
             if not internal and not self.auth.check_secret(hello.credential):
@@ -472,33 +498,37 @@ class Bridge:
             if reason is not None:
                 return False, ErrorCode.NAME_CONFLICT, reason, 0.0
             try:
-                entry, stale = self.registry.claim(hello.name, hello.resume_token)
+                claim = self.registry.claim(hello.name, hello.resume_token)
             except NameTaken as exc:
                 return False, ErrorCode.NAME_CONFLICT, str(exc), 0.0
-            claimed.append((entry, stale))
-            return True, ErrorCode.NO_ERROR, entry.resume_token, self.config.heartbeat_interval
+            claimed.append(claim)
+            # a fresh token on every claim: whoever takes a name never learns an earlier holder's token
+            return True, ErrorCode.NO_ERROR, claim.resume_token, self.config.heartbeat_interval
 
         try:
             hello = await hub_handshake(conn, carrier, decide, timeout=self.config.handshake_timeout)
         except HandshakeError as exc:
             log.info("edge refused: %s", exc)
             await carrier.aclose()
+            self._expire_edges()  # a claim that failed after all is one more disconnected name
             return
-        entry, stale = claimed[0]
-        if stale is not None:
+        claim = claimed[0]
+        entry = claim.entry
+        if claim.stale is not None:
             log.info("edge %s reconnected; closing its stale connection", entry.name)
-            await stale.aclose(ErrorCode.NAME_CONFLICT, "replaced by a new connection of the same edge")
+            await claim.stale.aclose(ErrorCode.NAME_CONFLICT, "replaced by a new connection of the same edge")
 
         tunnel = Tunnel(conn, carrier, name=f"edge {entry.name}", on_event=lambda ev: self._edge_event(entry, ev))
-        self.registry.attach(entry, tunnel, hello.manifest)
+        self.registry.attach(claim, tunnel, hello.manifest)
         log.info("edge %s connected with plugins %s", entry.name, sorted(hello.manifest))
-        self._publish_topology()
+        self._publish_topology(entry, "connected")
         try:
             await tunnel.run()
         finally:
             if self.registry.detach(entry, tunnel):
                 log.info("edge %s disconnected", entry.name)
-                self._publish_topology()
+                self._publish_topology(entry, "disconnected")
+                self._expire_edges()  # past the cap of disconnected edges, the oldest go now
 
     def _edge_event(self, entry: EdgeEntry, event: object) -> None:
         if isinstance(event, Notification):
@@ -512,7 +542,7 @@ class Bridge:
             )
         elif isinstance(event, ManifestUpdated):
             entry.manifest = event.manifest
-            self._publish_topology()
+            self._publish_topology(entry, "updated")
         elif isinstance(event, GoAway | ConnectionClosed):
             log.info("edge %s: %s", entry.name, event)
 
@@ -544,6 +574,11 @@ def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
 def _sse_frame(event_id: int | None, payload: dict[str, Any]) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+def _sse_event(event: BridgeEvent) -> bytes:
+    """A published event as an SSE frame, around the bytes it was encoded to once."""
+    return b"id: %d\ndata: %s\n\n" % (event.seq, event.sse_json())
 
 
 _PORTAL_PLACEHOLDER = b"""<!doctype html><html><head><meta charset="utf-8"><title>radical-edge</title></head>

@@ -3,7 +3,8 @@
 * ``GET /small``: a small JSON document (the per-request overhead);
 * ``GET /download?size=N&chunk=C``: N bytes, streamed in chunks of C bytes
   (one chunk object reused, so the app itself costs next to nothing);
-* ``POST /upload``: counts the request body's bytes without holding them.
+* ``POST /upload``: counts the request body's bytes without holding them (marked
+  :func:`~radical_edge_edge.streaming_body`, so the edge applies no body limit to it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+
+from radical_edge_edge import streaming_body
 
 SMALL_BODY = b'{"ok":true,"service":"radical-edge-bench","n":42}'
 DEFAULT_CHUNK = 256 * 1024
@@ -43,6 +46,7 @@ def build_app() -> FastAPI:
         )
 
     @app.post("/upload")
+    @streaming_body
     async def upload(request: Request) -> Response:
         total = 0
         async for part in request.stream():

@@ -12,6 +12,7 @@ import anyio
 from radical_edge_bridge import Bridge, BridgeConfig
 from radical_edge_bridge._auth import load_or_create_token
 from radical_edge_edge import EdgeService
+from radical_edge_proto import edge_name_error
 
 from ._devcerts import ensure_dev_tls
 
@@ -34,12 +35,15 @@ PY"""
 
 
 async def run_demo(host: str, port: int, plugins: str, edge_name: str | None, home: Path) -> None:
+    name = edge_name or socket.gethostname().split(".")[0] or "local"
+    reason = edge_name_error(name)
+    if reason is not None:
+        raise SystemExit(f"radical-edge demo: {reason}; choose another with --name")
     home = home.expanduser()
     tls = ensure_dev_tls(home)
     token_file = home / "bridge.token"
     token = load_or_create_token(token_file)
     bridge = Bridge(BridgeConfig(host=host, port=port, cert=tls.cert, key=tls.key, token=token))
-    name = edge_name or socket.gethostname().split(".")[0] or "local"
     async with anyio.create_task_group() as tg:
         try:
             await tg.start(bridge.serve)

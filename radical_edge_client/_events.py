@@ -12,6 +12,7 @@ the callbacks are then told so with an :class:`EventGap` of kind ``overflow``
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -72,10 +73,17 @@ class Notification:
 
 @dataclass(frozen=True)
 class TopologyChange:
-    """Edges connected, disconnected or changed plugins; ``topology`` is the bridge's whole view."""
+    """Edges connected, disconnected, changed plugins or were forgotten; ``topology`` is the whole view
+    after it (``{"bridge", "edges"}``), as the client keeps it from the bridge's snapshots and changes.
+
+    ``edge`` and ``change`` (``connected``, ``disconnected``, ``updated``, ``removed``) name the one
+    edge that changed; both are None when a snapshot showed several changes at once (after a gap).
+    """
 
     topology: dict[str, Any]
     seq: int
+    edge: str | None = None
+    change: str | None = None
 
     @property
     def edges(self) -> dict[str, Any]:
@@ -221,10 +229,12 @@ class Dispatcher:
             for reg in regs:
                 await self._call(reg.callback, item.edge, item.plugin, item.topic, item.data)
         elif isinstance(item, TopologyChange):
-            if self._topology:
-                self.delivered += 1
+            if not self._topology:
+                return
+            self.delivered += 1
+            edges = copy.deepcopy(item.edges)  # the callbacks' own: changing it changes nothing else
             for cb in list(self._topology):
-                await self._call(cb, item.edges)
+                await self._call(cb, edges)
         else:
             log.warning("events may have been missed (%s): %s", item.kind, item.detail)
             for reg in list(self._registrations):

@@ -16,6 +16,14 @@ bridge no longer has is reported as an :class:`~._events.EventGap`, never
 hidden.  A bridge restart (its ``event_epoch`` in ``GET /healthz`` changed)
 restarts the numbering: the link resumes from 0 on the new bridge and reports
 a gap of kind ``restart``.
+
+Topology: the bridge pushes one event per edge that changes (``topology_change``,
+numbered like any event) and, on every subscription, a snapshot of the whole
+topology after the replay (sequence 0, perhaps in several parts).  The link
+keeps its own view of the edges from the snapshots and the changes, and hands
+topology callbacks the whole ``edges`` dict after each change; a snapshot
+calls them only when it shows something the changes had not (events lost in
+a gap, or a bridge restart).
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ from radical_edge_proto import (
     Subscription,
 )
 from radical_edge_proto import Event as ProtoEvent
+from radical_edge_tunnel import Backoff as _Backoff
 from radical_edge_tunnel import (
+    Redial,
     StreamResetError,
     Tunnel,
     TunnelClosedError,
@@ -79,16 +89,13 @@ Spawner = Callable[[Callable[[], Awaitable[None]], str], None]
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: ``initial * factor**attempt`` capped at ``maximum``, jittered to [50 %, 100 %]."""
+class Backoff(_Backoff):
+    """Reconnect delays: ``initial * factor**attempt`` capped at ``maximum`` (``reachable_maximum`` while
+    the bridge is known to be reachable), jittered to [50 %, 100 %]; the policy of
+    :class:`radical_edge_tunnel.Redial`, with the SDK's shorter defaults."""
 
     initial: float = 0.25
     maximum: float = 15.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        cap = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return rng.uniform(cap / 2, cap)
 
 
 class Link:
@@ -138,13 +145,22 @@ class Link:
         self.epoch: str | None = None
         #: the last sequence number handled (None: not tracking yet)
         self.position: int | None = None
+        # topology: the edges as of the last snapshot and the changes after it (None: no snapshot yet)
+        self._edges: dict[str, Any] | None = None
+        self._bridge_info: dict[str, Any] = {}
+        #: the sequence number the last snapshot includes (changes up to it are in it)
+        self._view_seq = 0
+        #: the parts of a snapshot still arriving
+        self._snapshot_parts: dict[str, Any] | None = None
+        #: a change came before the first snapshot: that snapshot is reported as a change
+        self._change_unseen = False
 
     # ------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect (the first failure is raised), then keep connected until :meth:`close`."""
         started = False
-        attempt = 0
+        redial = Redial(self.backoff, self._rng)
         with anyio.CancelScope() as scope:
             self._scope = scope
             while not self._closing:
@@ -159,18 +175,18 @@ class Link:
                         self._fail(exc)
                         return
                     log.warning("reconnecting to the bridge failed: %s", exc)
+                    if isinstance(exc, BridgeUnavailable):
+                        redial.unreachable()
                 else:
-                    up_since = anyio.current_time()
+                    began = anyio.current_time()
                     await self._serve(tunnel, None if started else task_status)
                     started = True
                     if self._closing or self._fatal is not None:
                         return
-                    if anyio.current_time() - up_since > self.backoff.maximum:
-                        attempt = 0  # it was up for a while: start over with short delays
+                    redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
                 self.state = "waiting"
                 self._notify()
-                delay = self.backoff.delay(attempt, self._rng)
-                attempt += 1
+                delay = redial.next_delay()
                 log.info("reconnecting to the bridge in %.2f s", delay)
                 await anyio.sleep(delay)
         self.state = "closed"
@@ -412,9 +428,11 @@ class Link:
                 )
                 self.epoch = epoch
                 resume = 0
+                self._view_seq = 0  # the new bridge's numbers say nothing about the old one's snapshot
             else:
                 resume = self.position
             self.position = resume
+            self._snapshot_parts = None  # a snapshot cut short with the last connection is void
             try:
                 tunnel.conn.subscribe(SUBSCRIPTION_ID, Subscription(), resume_after=resume)
             except LocalProtocolError as exc:
@@ -432,28 +450,94 @@ class Link:
             log.debug("connection closed: %s", event)
 
     def _on_notification(self, event: Notification) -> None:
-        if event.source == "bridge" and event.plugin == "bridge" and event.topic == "gap" and event.seq == 0:
-            info = _json(event.payload)
-            after = info.get("after") if isinstance(info, dict) else None
-            oldest = info.get("oldest") if isinstance(info, dict) else None
-            self.dispatcher.put(
-                _events.EventGap(
-                    "ring",
-                    after=after if isinstance(after, int) else None,
-                    oldest=oldest if isinstance(oldest, int) else None,
-                    detail=f"the bridge no longer holds events {after} < n < {oldest}: they are lost",
-                )
-            )
+        from_bridge = event.source == "bridge" and event.plugin == "bridge"
+        if from_bridge and event.seq == 0:  # not a numbered event: a gap or a snapshot
+            if event.topic == "gap":
+                self._on_gap(_json(event.payload))
+            elif event.topic == "topology":
+                self._on_snapshot(_json(event.payload))
+            else:
+                log.debug("ignoring the bridge's unnumbered event %r", event.topic)
             return
         if self.position is not None and event.seq <= self.position:
             self.duplicates += 1
             return
         self.position = event.seq
         data = _json(event.payload)
-        if event.source == "bridge" and event.plugin == "bridge" and event.topic == "topology":
-            self.dispatcher.put(_events.TopologyChange(data if isinstance(data, dict) else {}, event.seq))
+        if from_bridge and event.topic == "topology_change":
+            self._on_topology_change(data, event.seq)
+        elif from_bridge and event.topic == "topology":
+            # a bridge that numbers whole topologies (an older one): each is a snapshot and a change
+            self._change_unseen = True
+            self._on_snapshot({**data, "as_of": event.seq, "more": False} if isinstance(data, dict) else {})
         else:
             self.dispatcher.put(_events.Notification(event.source, event.plugin, event.topic, data, event.seq))
+
+    def _on_gap(self, info: Any) -> None:
+        after = info.get("after") if isinstance(info, dict) else None
+        oldest = info.get("oldest") if isinstance(info, dict) else None
+        detail = info.get("detail") if isinstance(info, dict) else None
+        self.dispatcher.put(
+            _events.EventGap(
+                "ring",
+                after=after if isinstance(after, int) else None,
+                oldest=oldest if isinstance(oldest, int) else None,
+                detail=detail
+                if isinstance(detail, str)
+                else f"the bridge no longer holds events {after} < n < {oldest}: they are lost",
+            )
+        )
+
+    def _on_topology_change(self, data: Any, seq: int) -> None:
+        """Apply one edge's change to the view and hand the whole view to topology callbacks."""
+        if not isinstance(data, dict) or not isinstance(data.get("edge"), str):
+            return
+        if seq <= self._view_seq:
+            return  # the last snapshot has it already
+        if self._edges is None:
+            self._change_unseen = True  # the first snapshot, coming, includes it
+            return
+        name: str = data["edge"]
+        state = data.get("state")
+        change = data.get("change")
+        if change == "removed" or not isinstance(state, dict):
+            if name not in self._edges:
+                return
+            edges = {n: e for n, e in self._edges.items() if n != name}
+        else:
+            edges = {**self._edges, name: state}
+        # a new dict on every change (never changed in place): a queued TopologyChange keeps its own view
+        self._edges = edges
+        self.dispatcher.put(
+            _events.TopologyChange(
+                {"bridge": self._bridge_info, "edges": edges},
+                seq,
+                edge=name,
+                change=change if isinstance(change, str) else None,
+            )
+        )
+
+    def _on_snapshot(self, data: Any) -> None:
+        """Take (a part of) the whole topology; the view becomes it, and callbacks hear of what changed."""
+        if not isinstance(data, dict):
+            return
+        edges = data.get("edges")
+        parts = self._snapshot_parts if self._snapshot_parts is not None else {}
+        parts.update(edges if isinstance(edges, dict) else {})
+        if data.get("more") is True:
+            self._snapshot_parts = parts
+            return
+        self._snapshot_parts = None
+        bridge = data.get("bridge")
+        as_of = data.get("as_of")
+        before, unseen = self._edges, self._change_unseen
+        self._edges = parts
+        self._bridge_info = bridge if isinstance(bridge, dict) else {}
+        self._change_unseen = False
+        if isinstance(as_of, int) and not isinstance(as_of, bool):
+            self._view_seq = as_of
+        if (before is None and unseen) or (before is not None and before != parts):
+            self.dispatcher.put(_events.TopologyChange({"bridge": self._bridge_info, "edges": parts}, self._view_seq))
 
 
 def _json(payload: bytes) -> Any:

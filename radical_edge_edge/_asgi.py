@@ -9,6 +9,12 @@ Paths follow the ASGI convention that ``path`` includes ``root_path``: an
 application mounted at ``root_path="/edge1/sysinfo"`` sees
 ``path="/edge1/sysinfo/health"`` and routes on what follows the root path
 (Starlette and FastAPI do this; so does any ASGI 3 framework).
+
+A request body may be capped (``max_body``): a declared ``content-length``
+over the cap is answered 413 before the application runs; a body that grows
+past it stops being delivered (the application sees ``http.disconnect`` and
+is cancelled) and is answered 413, or the stream is reset if the response
+had already begun.
 """
 
 from __future__ import annotations
@@ -86,11 +92,27 @@ def build_scope(
     return scope
 
 
+def body_too_large_detail(limit: int) -> str:
+    return f"request body too large: this route accepts at most {limit} bytes"
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's ``content-length`` (the largest if it is given more than once), or None."""
+    lengths = [int(v) for n, v in headers if n == b"content-length" and v.strip().isdigit()]
+    return max(lengths) if lengths else None
+
+
 class _Exchange:
     """The state of one request/response pair while the application runs."""
 
-    def __init__(self, stream: TunnelStream) -> None:
+    def __init__(self, stream: TunnelStream, max_body: int | None = None) -> None:
         self.stream = stream
+        self.max_body = max_body
+        self.received = 0
+        #: the body grew past ``max_body``: nothing more was delivered
+        self.too_large = False
+        #: cancels the application (set while it runs)
+        self.cancel: Callable[[], None] | None = None
         self.body_done = False
         self.disconnected = False
         self.started = False
@@ -108,6 +130,13 @@ class _Exchange:
                 return {"type": "http.disconnect"}
             if not chunk:
                 self.body_done = True
+            self.received += len(chunk)
+            if self.max_body is not None and self.received > self.max_body:
+                # hold no more of it: the application sees the client go away and is stopped
+                self.too_large = self.disconnected = self.body_done = True
+                if self.cancel is not None:
+                    self.cancel()
+                return {"type": "http.disconnect"}
             return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
         # after the body: block until the client goes away or the response is complete
         if not self.disconnected and not self.finished:
@@ -171,20 +200,33 @@ class _Exchange:
             self._response_done.set()
 
 
-async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope) -> None:
+async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope, *, max_body: int | None = None) -> None:
     """Run ``app`` for the request on ``stream`` and send its response.
 
     If the stream is reset (the caller went away) the application is
     cancelled.  An application that fails before it started a response is
     answered 500 with the error envelope; one that fails half-way resets the
     stream (the caller sees a truncated response, never a corrupt one).
+
+    ``max_body`` caps the request body (bytes; None: no cap): a larger
+    declared ``content-length`` is answered 413 without running ``app``; a
+    body that grows past it is cut off from ``app`` (which sees
+    ``http.disconnect`` and is cancelled) and answered 413, or the stream
+    is reset if the response had begun.  The caller reads or drops what is
+    left of the body (see ``discard_body``).
     """
-    ex = _Exchange(stream)
+    if max_body is not None:
+        length = declared_length(scope["headers"])
+        if length is not None and length > max_body:
+            await send_error(stream, 413, body_too_large_detail(max_body))
+            return
+    ex = _Exchange(stream, max_body)
     error: BaseException | None = None
 
     running = True
 
     with anyio.CancelScope() as cancel_scope:
+        ex.cancel = cancel_scope.cancel
 
         def on_reset() -> None:  # called by the tunnel when the stream dies (no watcher task per request)
             if running and not ex.finished:
@@ -198,7 +240,12 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope) -> None
             error = exc
         finally:
             running = False
+            ex.cancel = None
 
+    if ex.too_large and not ex.finished:
+        log.info("%s %s: request body over %s bytes refused", scope["method"], scope["path"], max_body)
+        await _fail(stream, ex, 413, body_too_large_detail(max_body or 0), ErrorCode.CANCEL)
+        return
     if ex.disconnected and not ex.finished:
         log.debug("stream %d: the caller went away; the handler was cancelled", stream.id)
         return
@@ -207,19 +254,22 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope) -> None
             log.error("%s %s failed after its response was sent", scope["method"], scope["path"], exc_info=error)
         else:
             log.error("%s %s failed", scope["method"], scope["path"], exc_info=error)
-            await _fail(stream, ex, f"internal error in the plugin: {type(error).__name__}: {error}")
+            await _fail(stream, ex, 500, f"internal error in the plugin: {type(error).__name__}: {error}")
         return
     if not ex.finished:
         log.error("%s %s: the application returned without a complete response", scope["method"], scope["path"])
-        await _fail(stream, ex, "the plugin returned without a response")
+        await _fail(stream, ex, 500, "the plugin returned without a response")
 
 
-async def _fail(stream: TunnelStream, ex: _Exchange, detail: str) -> None:
+async def _fail(
+    stream: TunnelStream, ex: _Exchange, status: int, detail: str, code: ErrorCode = ErrorCode.INTERNAL_ERROR
+) -> None:
+    """Answer ``status`` with the envelope, or reset the stream with ``code`` if the response head went out."""
     try:
         if ex.started and not ex._status:
-            await stream.reset(ErrorCode.INTERNAL_ERROR)  # the head went out: all we can do is cut it
+            await stream.reset(code)  # the head went out: all we can do is cut it
         else:
-            await send_error(stream, 500, detail)
+            await send_error(stream, status, detail)
     except StreamResetError:
         pass
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import anyio
 
+from radical_edge_proto import edge_name_error
 from radical_edge_tunnel import ConnectError
 
+from ._body import DEFAULT_MAX_BODY_BYTES
 from ._discovery import PluginSelectionError, discover
 from ._service import EdgeFatalError, EdgeService
 
@@ -29,6 +32,24 @@ log = logging.getLogger("radical_edge.edge")
 
 #: where the bridge writes its token by default, and where an edge on the same account finds it
 DEFAULT_TOKEN_FILE = Path("~/.radical/edge/bridge.token")
+
+_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes from ``"1048576"``, ``"512K"``, ``"16MiB"``, ``"1g"`` (binary units); ValueError if not one."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 1048576, 512K, 16MiB, 1G)")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-skip-tls-verify",
         action="store_true",
         help="do NOT verify the bridge's TLS certificate (anyone on the path can impersonate it)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=_size_argument,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="SIZE",
+        help="largest request body a plugin route that reads it whole accepts, e.g. 16MiB (the default), "
+        "512K, 0 for no limit; routes that stream their body are exempt",
     )
     parser.add_argument(
         "--log-level",
@@ -109,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, ep in sorted(discover().items()):
             print(f"{name:20} {ep.value}")
         return 0
+    reason = edge_name_error(args.name)
+    if reason is not None:
+        print(f"radical-edge-service: {reason}; choose another with --name", file=sys.stderr)
+        return 2
     if not args.url:
         parser.error("the bridge URL is required: --url or RADICAL_BRIDGE_URL")
     token = resolve_token(args.token, args.token_file)
@@ -124,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ca_file=args.cert,
             insecure_skip_tls_verify=args.insecure_skip_tls_verify,
             plugins=args.plugins,
+            max_body_bytes=args.max_body,
         )
     except (PluginSelectionError, ValueError, ConnectError) as exc:
         parser.error(str(exc))

@@ -4,6 +4,11 @@ The same host serves an edge's plugins over its tunnel to the bridge and the
 bridge's own in-process plugins (edge ``bridge``) over an in-memory tunnel.
 Requests arrive as ``/{plugin}/{rest}?{query}`` (the edge name already
 stripped by the bridge, which says where it was in ``x-radical-root-path``).
+
+The ``x-radical-*`` headers are the bridge's word (who is calling, where the
+edge is mounted).  The bridge appends its own after whatever the client
+sent, so the host keeps only the last occurrence of each: a plugin or
+framework reading the first copy never sees one a client forged.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -23,6 +28,7 @@ from radical_edge_proto import ErrorCode
 from radical_edge_tunnel import StreamResetError, TunnelStream
 
 from ._asgi import ASGIApp, LifespanError, build_scope, run_lifespan, send_error, send_json_bytes, serve_stream
+from ._body import DEFAULT_MAX_BODY_BYTES, route_streams_body
 from ._discovery import ENTRY_POINT_GROUP, PluginUnavailable, discover, instantiate, select
 from ._notify import DEFAULT_QUEUE_SIZE, NotificationQueue
 from ._plugin import Plugin, check_plugin_name
@@ -31,6 +37,8 @@ log = logging.getLogger("radical_edge.edge")
 
 #: the header the bridge uses to say under which path prefix the edge is reachable (``/{edge}``)
 ROOT_PATH_HEADER = b"x-radical-root-path"
+#: headers with this prefix are set by the bridge; only the last occurrence of each counts
+BRIDGE_HEADER_PREFIX = b"x-radical-"
 #: body bytes of a request the application did not read that are discarded before the stream is cut
 DISCARD_LIMIT = 1024 * 1024
 
@@ -66,6 +74,9 @@ class PluginHost:
     Plugins may be added before :meth:`run` or while it runs; every change of
     the manifest is reported to ``on_manifest_change`` (with the whole new
     manifest).  ``events`` carries the plugins' notifications.
+
+    ``max_body_bytes`` caps request bodies (0: no cap); routes marked with
+    :func:`~radical_edge_edge.streaming_body` are exempt.
     """
 
     def __init__(
@@ -74,8 +85,12 @@ class PluginHost:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         on_manifest_change: ManifestListener | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
+        if max_body_bytes < 0:
+            raise ValueError("max_body_bytes must be >= 0 (0: no limit)")
         self.edge_name = edge_name
+        self.max_body_bytes = max_body_bytes
         self.events = NotificationQueue(queue_size)
         self.on_manifest_change = on_manifest_change
         self._mounts: dict[str, _Mount] = {}
@@ -241,7 +256,7 @@ class PluginHost:
         path, _, query = request.path.partition("?")
         first, slash, rest = path[1:].partition("/")
         name = unquote(first)
-        headers = list(request.headers)
+        headers = bridge_headers_last(request.headers)
         root = _root_path(headers)
         try:
             if not name:
@@ -268,7 +283,10 @@ class PluginHost:
                         headers=headers,
                         state=mount.state,
                     )
-                    await serve_stream(mount.app, stream, scope)
+                    limit: int | None = None
+                    if self.max_body_bytes and not request.end_stream and not route_streams_body(mount.app, scope):
+                        limit = self.max_body_bytes
+                    await serve_stream(mount.app, stream, scope, max_body=limit)
             await discard_body(stream)
         except StreamResetError:
             pass
@@ -303,12 +321,28 @@ class PluginHost:
         return doc
 
 
+def bridge_headers_last(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with every ``x-radical-*`` header that occurs more than once reduced to its last
+    occurrence (the bridge's, which it appends after the client's); the others untouched, in order."""
+    items = list(headers)
+    last: dict[bytes, int] = {}
+    count = 0
+    for index, (key, _) in enumerate(items):
+        if key.startswith(BRIDGE_HEADER_PREFIX):
+            last[key] = index
+            count += 1
+    if count == len(last):
+        return items  # no duplicates (the usual case)
+    return [(k, v) for i, (k, v) in enumerate(items) if not k.startswith(BRIDGE_HEADER_PREFIX) or last[k] == i]
+
+
 def _root_path(headers: list[tuple[bytes, bytes]]) -> str:
-    for key, value in headers:
-        if key == ROOT_PATH_HEADER:
-            text = value.decode("latin-1").rstrip("/")
-            if text.startswith("/") and "?" not in text and "#" not in text:
-                return text
+    """Where the edge is reachable through the bridge: the last ``x-radical-root-path`` if it is a path."""
+    values = [value for key, value in headers if key == ROOT_PATH_HEADER]
+    if values:
+        text = values[-1].decode("latin-1").rstrip("/")
+        if text.startswith("/") and "?" not in text and "#" not in text:
+            return text
     return ""
 
 

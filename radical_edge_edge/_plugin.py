@@ -302,8 +302,12 @@ class Plugin:
 
 
 def caller_of(request: Request) -> str:
-    """The authenticated caller the bridge named in ``x-radical-caller`` ("" when called directly)."""
-    return request.headers.get(CALLER_HEADER, "")
+    """The authenticated caller the bridge named in ``x-radical-caller`` ("" when called directly).
+
+    The bridge appends its header after anything the client sent, so the last one is the bridge's.
+    """
+    values = request.headers.getlist(CALLER_HEADER)
+    return values[-1] if values else ""
 
 
 async def current_session(sid: str, request: Request) -> Session:

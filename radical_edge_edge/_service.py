@@ -2,7 +2,9 @@
 
 One connection at a time: dial, HELLO (with the manifest and the resume
 token of the previous WELCOME), serve until the tunnel ends, then wait a
-capped, jittered, exponentially growing delay and dial again.  A refusal
+capped, jittered, exponentially growing delay and dial again (kept to a few
+seconds while the bridge is known to be reachable: see
+:mod:`radical_edge_tunnel._backoff`).  A refusal
 that cannot get better by retrying (wrong credential, protocol version the
 bridge does not speak) is fatal; so is the bridge telling this edge to shut
 down.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
@@ -20,7 +22,6 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from radical_edge_proto import (
     MIN_FRAME_SIZE,
+    RESERVED_EDGE_NAMES,
     Connection,
     ConnectionClosed,
     ErrorCode,
@@ -37,11 +39,14 @@ from radical_edge_proto import (
     LocalProtocolError,
     PeerRole,
     Side,
+    edge_name_error,
 )
 from radical_edge_tunnel import (
+    Backoff,
     Carrier,
     ConnectError,
     HandshakeError,
+    Redial,
     Tunnel,
     UpgradeRejectedError,
     client_ssl_context,
@@ -69,19 +74,6 @@ class EdgeFatalError(Exception):
     """The bridge refused this edge in a way retrying cannot fix; the service stopped."""
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: ``initial * factor**attempt`` capped at ``maximum``, jittered to [50 %, 100 %]."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        cap = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return rng.uniform(cap / 2, cap)
-
-
 class EdgeService:
     """Run an edge: the plugin host plus a self-healing tunnel to the bridge.
 
@@ -90,6 +82,12 @@ class EdgeService:
     connected carrier (the bridge's in-process plugins use a memory carrier).
     ``plugins`` selects installed plugins (``"all"``, a comma list, unique
     prefixes; ``None`` for none); more can be added with :meth:`add_plugin`.
+    ``max_body_bytes`` caps request bodies (see :class:`PluginHost`; None:
+    the host's setting, 16 MiB by default).
+
+    ``name`` must be a valid edge name (:func:`radical_edge_proto.check_edge_name`);
+    with a ``connector`` (an in-process edge, like the bridge's own ``bridge``)
+    the names reserved for the bridge's routes are allowed.
 
     Use ``await service.run()`` in async code, or :meth:`start_in_thread` /
     :meth:`stop` from sync code.
@@ -111,9 +109,11 @@ class EdgeService:
         connect_timeout: float = 15.0,
         drain_timeout: float = 30.0,
         rng: random.Random | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
-        if not name or "/" in name:
-            raise ValueError(f"invalid edge name {name!r}")
+        reason = edge_name_error(name)
+        if reason is not None and not (connector is not None and name.lower() in RESERVED_EDGE_NAMES):
+            raise ValueError(reason)
         self.name = name
         self.token = token
         self.backoff = backoff or Backoff()
@@ -155,6 +155,10 @@ class EdgeService:
         self._connected_event: anyio.Event | None = None
         # the host last: loading plugins reports manifest changes, which need the state above
         self.host = host or PluginHost(name)
+        if max_body_bytes is not None:
+            if max_body_bytes < 0:
+                raise ValueError("max_body_bytes must be >= 0 (0: no limit)")
+            self.host.max_body_bytes = max_body_bytes
         self.host.on_manifest_change = self._manifest_changed
         if plugins is not None:
             self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
@@ -279,23 +283,28 @@ class EdgeService:
 
     async def _connect_loop(self) -> None:
         assert self._stop_event is not None
-        attempt = 0
+        redial = Redial(self.backoff, self._rng)
         while not self._stopping:
-            started = anyio.current_time()
+            began = anyio.current_time()
             outcome = await self._one_connection()
             if outcome == "shutdown" or self._stopping:
                 return
-            if outcome == "served" and anyio.current_time() - started > self.backoff.maximum:
-                attempt = 0  # it was up for a while: start over with short delays
-            delay = self.backoff.delay(attempt, self._rng)
-            attempt += 1
+            if outcome == "served":
+                redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
+            elif outcome == "unreachable":
+                redial.unreachable()
+            delay = redial.next_delay()
             self.state = "waiting"
             log.info("edge %s: reconnecting in %.1f s", self.name, delay)
             with anyio.move_on_after(delay):
                 await self._stop_event.wait()
 
     async def _one_connection(self) -> str:
-        """Dial, handshake, serve; returns "failed", "served" or "shutdown"; raises EdgeFatalError."""
+        """Dial, handshake, serve; raises EdgeFatalError.
+
+        Returns "unreachable" (the dial did not reach the bridge), "refused" (the handshake
+        failed), "served" (a connection was up and ended) or "shutdown" (the bridge said so).
+        """
         self.state = "connecting"
         conn = Connection(Side.CONNECTOR, self.limits)
         manifest = self.host.manifest()
@@ -322,21 +331,21 @@ class EdgeService:
                 if exc.status in (401, 403):
                     raise EdgeFatalError(f"the bridge refused the credential: {exc}") from None
                 log.warning("edge %s: %s", self.name, exc)
-                return "failed"
+                return "unreachable"
             except ConnectError as exc:
                 log.warning("edge %s: %s", self.name, exc)
-                return "failed"
+                return "unreachable"
             except HandshakeError as exc:
                 await _close_quietly(carrier)
                 if exc.code in FATAL_CODES:
                     name = exc.code.name if isinstance(exc.code, ErrorCode) else str(exc.code)
                     raise EdgeFatalError(f"the bridge refused edge {self.name!r} ({name}): {exc}") from None
                 log.warning("edge %s: handshake failed: %s", self.name, exc)
-                return "failed"
+                return "refused"
             except TimeoutError:
                 await _close_quietly(carrier)
                 log.warning("edge %s: connecting timed out", self.name)
-                return "failed"
+                return "unreachable"
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await _close_quietly(carrier)
@@ -345,7 +354,7 @@ class EdgeService:
                 self._attempt_scope = None
         if scope.cancelled_caught or carrier is None:
             await _close_quietly(carrier)
-            return "failed"
+            return "unreachable"
 
         self.resume_token = welcome.resume_token
         self.connections += 1

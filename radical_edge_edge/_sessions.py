@@ -6,6 +6,10 @@ header the bridge sets from the authenticated identity) and expires after a
 time-to-live of inactivity.  Lookups answer 404 for an id never seen (or
 closed), 410 for one that expired (a bounded set of tombstones remembers
 them), 403 for another caller's session.
+
+A store holds at most ``max_sessions`` sessions, and at most
+``max_sessions_per_caller`` of one caller (429 beyond that), so one caller
+cannot take every slot and lock the others out for the time-to-live.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ DEFAULT_TTL = 3600.0
 DEFAULT_TOMBSTONES = 10_000
 #: most sessions one plugin holds at once
 DEFAULT_MAX_SESSIONS = 10_000
+#: most sessions one caller holds at once in one plugin
+DEFAULT_MAX_SESSIONS_PER_CALLER = 100
 
 
 class SessionError(Exception):
-    """A session lookup failed; ``status`` is the HTTP status to answer (404, 410, 403, 503)."""
+    """A session lookup failed; ``status`` is the HTTP status to answer (404, 410, 403, 429, 503)."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -56,9 +62,10 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by id, with TTL, owner checks and tombstones for expired ids.
+    """Sessions by id, with TTL, owner checks, quotas and tombstones for expired ids.
 
     ``clock`` is a monotonic clock in seconds (injectable for tests).
+    ``max_sessions`` and ``max_sessions_per_caller`` may be changed at any time.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class SessionStore:
         *,
         ttl: float = DEFAULT_TTL,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_sessions_per_caller: int = DEFAULT_MAX_SESSIONS_PER_CALLER,
         tombstones: int = DEFAULT_TOMBSTONES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,8 +81,10 @@ class SessionStore:
             raise ValueError("ttl must be positive")
         self.ttl = ttl
         self.max_sessions = max_sessions
+        self.max_sessions_per_caller = max_sessions_per_caller
         self.clock = clock
         self._sessions: dict[str, Session] = {}
+        self._per_owner: dict[str, int] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._max_tombstones = tombstones
 
@@ -93,9 +103,25 @@ class SessionStore:
         return self.clock()
 
     def add(self, session: Session) -> None:
+        """Store a new session; :class:`SessionError` 429 if its owner has too many, 503 if the store is full."""
+        if self._per_owner.get(session.owner, 0) >= self.max_sessions_per_caller:
+            raise SessionError(
+                429,
+                f"too many sessions: a caller may hold {self.max_sessions_per_caller} in this plugin; "
+                "unregister unused ones",
+            )
         if len(self._sessions) >= self.max_sessions:
             raise SessionError(503, f"too many sessions ({self.max_sessions}); unregister unused ones")
         self._sessions[session.sid] = session
+        self._per_owner[session.owner] = self._per_owner.get(session.owner, 0) + 1
+
+    def _drop(self, session: Session) -> None:
+        del self._sessions[session.sid]
+        left = self._per_owner[session.owner] - 1
+        if left:
+            self._per_owner[session.owner] = left
+        else:
+            del self._per_owner[session.owner]
 
     def get(self, sid: str, caller: str) -> Session:
         """The live session ``sid`` of ``caller``, marked as used now; raises :class:`SessionError`."""
@@ -116,7 +142,7 @@ class SessionStore:
     def remove(self, sid: str, caller: str) -> Session:
         """Take ``sid`` out of the store (for unregister); the caller closes it."""
         session = self.get(sid, caller)
-        del self._sessions[sid]
+        self._drop(session)
         return session
 
     def owned_by(self, caller: str) -> list[str]:
@@ -128,7 +154,7 @@ class SessionStore:
         now = self.clock()
         gone = [s for s in self._sessions.values() if s.expired(now)]
         for session in gone:
-            del self._sessions[session.sid]
+            self._drop(session)
             self._tombstones[session.sid] = None
         while len(self._tombstones) > self._max_tombstones:
             self._tombstones.popitem(last=False)
@@ -138,4 +164,5 @@ class SessionStore:
         """Take out every session (plugin shutdown); returns them to be closed."""
         gone = list(self._sessions.values())
         self._sessions.clear()
+        self._per_owner.clear()
         return gone

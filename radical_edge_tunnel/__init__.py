@@ -3,6 +3,7 @@
 Shared by the bridge, the edge service and the SDK.
 """
 
+from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._envelope import ERROR_CONTENT_TYPE, error_body, error_envelope
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
@@ -18,10 +19,12 @@ from ._ws_client import (
 
 __all__ = [
     "ERROR_CONTENT_TYPE",
+    "Backoff",
     "Carrier",
     "ConnectError",
     "HandshakeError",
     "MemoryCarrier",
+    "Redial",
     "StreamResetError",
     "TLSVerificationError",
     "Tunnel",

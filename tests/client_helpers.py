@@ -29,7 +29,7 @@ from radical_edge_plugins.sysinfo import SysInfoPlugin
 from radical_edge_bridge import Bridge, BridgeConfig
 from radical_edge_client import Backoff, BridgeClient
 from radical_edge_edge import Backoff as EdgeBackoff
-from radical_edge_edge import EdgeService, Plugin, PluginHost
+from radical_edge_edge import EdgeService, Plugin, PluginHost, streaming_body
 
 from .edge_helpers import example_plugin
 
@@ -68,6 +68,7 @@ class Probe(Plugin):
             return {"slept": seconds}
 
         @app.post("/count")
+        @streaming_body
         async def count(request: Request) -> dict[str, Any]:
             total = 0
             digest = hashlib.sha256()
@@ -77,6 +78,7 @@ class Probe(Plugin):
             return {"bytes": total, "sha256": digest.hexdigest()}
 
         @app.post("/echo")
+        @streaming_body
         async def echo(request: Request) -> StreamingResponse:
             return StreamingResponse(request.stream(), media_type="application/octet-stream")
 

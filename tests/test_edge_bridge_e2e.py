@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from radical_edge_plugins.sysinfo import SysInfoPlugin
 
 from radical_edge_bridge import Bridge, BridgeConfig
-from radical_edge_edge import Backoff, EdgeFatalError, EdgeService, Plugin, PluginHost
+from radical_edge_edge import Backoff, EdgeFatalError, EdgeService, Plugin, PluginHost, streaming_body
 
 pytestmark = pytest.mark.anyio
 TOKEN = "e2e-token"
@@ -31,6 +31,7 @@ class Files(Plugin):
 
     def routes(self, app: FastAPI) -> None:
         @app.post("/count")
+        @streaming_body
         async def count(request: Request) -> dict[str, int]:
             total = 0
             async for chunk in request.stream():
@@ -201,12 +202,16 @@ async def test_plugins_added_removed_or_broken_at_run_time_reach_the_topology(br
             lines = events.aiter_lines()
 
             async def next_topology() -> dict[str, Any]:
+                """e1's plugins from the next snapshot (``topology``) or change of e1 (``topology_change``)."""
                 with anyio.fail_after(5):
                     async for line in lines:
                         if line.startswith("data: "):
                             payload = json.loads(line[6:])
                             if payload["topic"] == "topology":
                                 return payload["data"]["edges"]["e1"]["plugins"]
+                            if payload["topic"] == "topology_change" and payload["data"]["edge"] == "e1":
+                                assert payload["data"]["change"] == "updated"
+                                return payload["data"]["state"]["plugins"]
                 raise AssertionError("event stream ended")
 
             assert set(await next_topology()) == {"sysinfo", "files"}  # the snapshot

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from radical_edge_edge import CurrentSession, Plugin, PluginHost
+from radical_edge_edge import CurrentSession, Plugin, PluginHost, streaming_body
 from radical_edge_proto import ErrorCode, Limits
 from radical_edge_tunnel import StreamResetError
 
@@ -41,6 +41,7 @@ class Demo(Plugin):
             return {"sid": session.sid, "owner": session.owner, "q": q}
 
         @app.post("/upload")
+        @streaming_body
         async def upload(request: Request) -> dict[str, int]:
             total = 0
             chunks = 0
