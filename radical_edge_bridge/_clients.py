@@ -76,7 +76,7 @@ def push_event(conn: Connection, where: tuple[str, str, str], seq: int, payload:
     if not _wanted(conn, source, plugin, topic):
         return False
     detail = f"event {seq} ({len(payload)} bytes) is larger than this connection's frames ({room} bytes)"
-    log.warning("client: %s/%s/%s: %s; sending a gap instead", source, plugin, topic, detail)
+    log.warning("client: %r/%r/%r: %s; sending a gap instead", source, plugin, topic, detail)
     gap = {"after": seq - 1, "oldest": seq + 1, "detail": detail}
     return conn.send_event("bridge", "bridge", "gap", 0, encode(gap))
 

@@ -134,6 +134,11 @@ class EventHub:
         return len(self._subscribers)
 
     @property
+    def ring_events(self) -> int:
+        """Events the replay ring holds now."""
+        return len(self._ring)
+
+    @property
     def ring_bytes(self) -> int:
         """Bytes the replay ring holds now (:attr:`BridgeEvent.size` of each event)."""
         return self._ring_bytes

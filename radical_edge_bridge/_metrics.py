@@ -59,11 +59,22 @@ class Metrics:
         self._latency_sum += seconds
         self._latency_n += 1
 
-    def render(self, *, edges_connected: int, subscribers: int) -> bytes:
+    def render(
+        self, *, edges_connected: int, edges_known: int, subscribers: int, ring_events: int, ring_bytes: int
+    ) -> bytes:
         lines = [
             "# HELP radical_edge_edges_connected Edges with a live tunnel.",
             "# TYPE radical_edge_edges_connected gauge",
             f"radical_edge_edges_connected {edges_connected}",
+            "# HELP radical_edge_edges_known Edges in the registry, connected or remembered after a disconnect.",
+            "# TYPE radical_edge_edges_known gauge",
+            f"radical_edge_edges_known {edges_known}",
+            "# HELP radical_edge_event_ring_events Events held for replay.",
+            "# TYPE radical_edge_event_ring_events gauge",
+            f"radical_edge_event_ring_events {ring_events}",
+            "# HELP radical_edge_event_ring_bytes Bytes of the events held for replay.",
+            "# TYPE radical_edge_event_ring_bytes gauge",
+            f"radical_edge_event_ring_bytes {ring_bytes}",
             "# HELP radical_edge_requests_total Forwarded requests by response status.",
             "# TYPE radical_edge_requests_total counter",
         ]

@@ -266,8 +266,13 @@ class Bridge:
         self.stop()
 
     async def _metrics(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        entries = self.registry.entries()
         body = self.metrics.render(
-            edges_connected=sum(e.connected for e in self.registry.entries()), subscribers=len(self.events)
+            edges_connected=sum(e.connected for e in entries),
+            edges_known=len(entries),
+            subscribers=len(self.events),
+            ring_events=self.events.ring_events,
+            ring_bytes=self.events.ring_bytes,
         )
         await channel.send_bytes(200, body, b"text/plain; version=0.0.4")
 

@@ -243,7 +243,7 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope, *, max_
             ex.cancel = None
 
     if ex.too_large and not ex.finished:
-        log.info("%s %s: request body over %s bytes refused", scope["method"], scope["path"], max_body)
+        log.info("%s %r: request body over %s bytes refused", scope["method"], scope["path"], max_body)
         await _fail(stream, ex, 413, body_too_large_detail(max_body or 0), ErrorCode.CANCEL)
         return
     if ex.disconnected and not ex.finished:
@@ -251,13 +251,13 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope, *, max_
         return
     if error is not None:
         if ex.finished:
-            log.error("%s %s failed after its response was sent", scope["method"], scope["path"], exc_info=error)
+            log.error("%s %r failed after its response was sent", scope["method"], scope["path"], exc_info=error)
         else:
-            log.error("%s %s failed", scope["method"], scope["path"], exc_info=error)
+            log.error("%s %r failed", scope["method"], scope["path"], exc_info=error)
             await _fail(stream, ex, 500, f"internal error in the plugin: {type(error).__name__}: {error}")
         return
     if not ex.finished:
-        log.error("%s %s: the application returned without a complete response", scope["method"], scope["path"])
+        log.error("%s %r: the application returned without a complete response", scope["method"], scope["path"])
         await _fail(stream, ex, 500, "the plugin returned without a response")
 
 

@@ -187,7 +187,11 @@ async def test_a_flood_of_edge_names_expires_and_the_ring_stays_small(tls: TLS) 
         async with http(bridge, tls) as client:
             assert (await client.get("/edges")).json() == {"edges": [], "total": 0}
             assert (await client.post("/edge/list")).json()["data"]["edges"] == {}
+            metrics = (await client.get("/metrics")).text
         hub = bridge.events
+        assert "radical_edge_edges_known 0\n" in metrics
+        assert f"radical_edge_event_ring_bytes {hub.ring_bytes}\n" in metrics
+        assert f"radical_edge_event_ring_events {3 * len(names)}\n" in metrics
         # each name made three small events (connected, disconnected, removed), none a copy of the edge list
         assert hub.last_seq == 3 * len(names)
         assert hub.ring_bytes <= bridge.config.event_ring_bytes

@@ -612,3 +612,28 @@ async def test_the_client_is_back_quickly_after_two_bridge_restarts(live: Live) 
         with anyio.fail_after(10):
             while await bridge.list_edges() != ["e1"]:  # the edge is back too
                 await anyio.sleep(0.05)
+
+
+# ---------------------------------------------------------------- untrusted text in the edge's log
+
+
+async def test_a_request_path_is_never_logged_raw(caplog: pytest.LogCaptureFixture) -> None:
+    """A percent-encoded newline in the path (decoded in the ASGI scope) cannot forge a log line."""
+
+    async def boom(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise RuntimeError("plugin bug")
+
+    host = PluginHost("e1")
+    await host.add_app("crash", boom)
+    caplog.set_level("DEBUG", logger="radical_edge")
+    async with hub_for(host) as hub:
+        reply = await call(hub, "GET", "/crash/x%0A2026-12-01%20INFO%20forged%0D%00")
+    assert reply.status == 500
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("radical_edge")]
+    assert any("plugin bug" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    assert messages
+    for message in messages:
+        assert "\n" not in message
+        assert "\r" not in message
+        assert "\x00" not in message
