@@ -9,6 +9,7 @@ after this file is imported).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -75,11 +76,22 @@ def client_ssl(ca) -> ssl.SSLContext:
     return ctx
 
 
+@contextlib.asynccontextmanager
+async def running_bridge(config: BridgeConfig) -> AsyncIterator[Bridge]:
+    """An in-process bridge serving ``config`` (give ``port=0``) for the block, stopped on exit."""
+    b = Bridge(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.serve)
+        try:
+            yield b
+        finally:
+            b.stop()
+
+
 @pytest.fixture
 async def bridge(tls_files) -> AsyncIterator[Bridge]:
     cert, key = tls_files
-    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=5, heartbeat_interval=5))
-    async with anyio.create_task_group() as tg:
-        await tg.start(b.serve)
+    async with running_bridge(
+        BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=5, heartbeat_interval=5)
+    ) as b:
         yield b
-        b.stop()

@@ -15,7 +15,7 @@ import pytest
 from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
 from radical_edge_tunnel import HandshakeError, TunnelStream
 
-from .conftest import TOKEN
+from .conftest import TOKEN, running_bridge
 from .test_bridge import echo, http, raw_exchange, start_client, start_edge
 
 pytestmark = pytest.mark.anyio
@@ -258,11 +258,10 @@ async def test_deeply_nested_json_is_400_with_one_log_line(bridge, client_ssl, c
 async def quick_bridge(tls_files):
     cert, key = tls_files
     limits = HTTPLimits(write_timeout=1.0)
-    b = Bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=1.0, http=limits))
-    async with anyio.create_task_group() as tg:
-        await tg.start(b.serve)
+    async with running_bridge(
+        BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=1.0, http=limits)
+    ) as b:
         yield b
-        b.stop()
 
 
 async def test_a_slow_upload_is_not_cut_by_the_answer_timeout(quick_bridge, client_ssl):
@@ -293,18 +292,24 @@ async def test_a_silent_edge_still_times_out(quick_bridge, client_ssl):
     assert r.status_code == 504
 
 
-async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(quick_bridge, client_ssl):
-    reset = anyio.Event()
+def endless_download(ended: anyio.Event):
+    """An edge handler that sends 64 KiB chunks until its stream is reset; then it sets ``ended``."""
 
     async def endless(stream: TunnelStream) -> None:
         await stream.respond(200, [("content-type", "application/octet-stream")])
         try:
             while True:
                 await stream.send(b"z" * 65536)
+                await anyio.sleep(0)
         finally:  # reset: the edge's tunnel cancels the handler (or its send raises)
-            reset.set()
+            ended.set()
 
-    async with running_edge(quick_bridge, client_ssl, endless):
+    return endless
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(quick_bridge, client_ssl):
+    reset = anyio.Event()
+    async with running_edge(quick_bridge, client_ssl, endless_download(reset)):
         sock = await anyio.connect_tcp(
             "127.0.0.1", quick_bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
         )
@@ -319,17 +324,7 @@ async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(quick_
 async def test_a_client_leaving_mid_download_is_499_and_one_quiet_line(bridge, client_ssl, caplog):
     caplog.set_level(logging.DEBUG, logger="radical_edge")
     reset = anyio.Event()
-
-    async def endless(stream: TunnelStream) -> None:
-        await stream.respond(200, [("content-type", "application/octet-stream")])
-        try:
-            while True:
-                await stream.send(b"z" * 65536)
-                await anyio.sleep(0.001)
-        finally:
-            reset.set()
-
-    async with running_edge(bridge, client_ssl, endless), http(bridge, client_ssl) as client:
+    async with running_edge(bridge, client_ssl, endless_download(reset)), http(bridge, client_ssl) as client:
         async with client.stream("GET", "/e1/echo/big") as response:
             got = 0
             async for chunk in response.aiter_raw():

@@ -18,19 +18,19 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import httpx
 import pytest
-import trustme
 
 from radical_edge_bridge import Bridge, BridgeConfig
 from radical_edge_bridge._listener import AcceptBackoff
 
-TOKEN = "listener-test-token"
+from .conftest import TOKEN, running_bridge
+
 #: the URL line the bridge prints on stdout
 URL_LINE = re.compile(r"listening on (https?://127\.0\.0\.1:\d+)")
 
@@ -38,43 +38,9 @@ URL_LINE = re.compile(r"listening on (https?://127\.0\.0\.1:\d+)")
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
-@pytest.fixture
-def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
 def tls_config(tls_files: tuple[Path, Path], **overrides: object) -> BridgeConfig:
     cert, key = tls_files
     return BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, **overrides)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def running(config: BridgeConfig) -> AsyncIterator[Bridge]:
-    """An in-process bridge on a free port, stopped on exit."""
-    bridge = Bridge(config)
-    async with anyio.create_task_group() as tg:
-        await tg.start(bridge.serve)
-        try:
-            yield bridge
-        finally:
-            bridge.stop()
 
 
 def https(bridge: Bridge, client_ssl: ssl.SSLContext, local: str = "127.0.0.1") -> httpx.AsyncClient:
@@ -243,7 +209,7 @@ def test_accept_backoff_doubles_to_half_a_second_resets_on_success_and_warns_rar
 async def test_per_peer_cap_closes_the_excess_at_once_and_serves_other_peers(
     tls_files: tuple[Path, Path], client_ssl: ssl.SSLContext
 ) -> None:
-    async with running(tls_config(tls_files, max_connections=20, max_connections_per_peer=5)) as bridge:
+    async with running_bridge(tls_config(tls_files, max_connections=20, max_connections_per_peer=5)) as bridge:
         held = [await raw(bridge) for _ in range(5)]
         await wait_until("5 connections open", lambda: bridge.metrics.connections.open == 5)
         extra = [await raw(bridge) for _ in range(3)]
@@ -265,7 +231,7 @@ async def test_per_peer_cap_closes_the_excess_at_once_and_serves_other_peers(
 async def test_total_cap_closes_the_excess_at_once_and_recovers(
     tls_files: tuple[Path, Path], client_ssl: ssl.SSLContext
 ) -> None:
-    async with running(tls_config(tls_files, max_connections=20, max_connections_per_peer=5)) as bridge:
+    async with running_bridge(tls_config(tls_files, max_connections=20, max_connections_per_peer=5)) as bridge:
         held = [await raw(bridge, f"127.0.0.{2 + i // 5}") for i in range(20)]  # 4 peers x 5
         await wait_until("20 connections open", lambda: bridge.metrics.connections.open == 20)
         extra = await raw(bridge, "127.0.0.9")
@@ -287,7 +253,7 @@ async def test_garbage_on_the_tls_port_is_one_short_line_and_others_are_served(
     tls_files: tuple[Path, Path], client_ssl: ssl.SSLContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running(tls_config(tls_files)) as bridge:
+    async with running_bridge(tls_config(tls_files)) as bridge:
         caplog.clear()
         garbage = [await raw(bridge) for _ in range(3)]
         for stream in garbage:
@@ -307,7 +273,7 @@ async def test_a_silent_client_on_the_tls_port_is_dropped_after_the_handshake_ti
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = tls_config(tls_files, max_connections_per_peer=2, tls_handshake_timeout=0.5)
-    async with running(config) as bridge:
+    async with running_bridge(config) as bridge:
         caplog.clear()
         silent = [await raw(bridge) for _ in range(2)]
         await wait_until("2 connections open", lambda: bridge.metrics.connections.open == 2)

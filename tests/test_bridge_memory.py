@@ -48,6 +48,7 @@ from radical_edge_tunnel import (
 )
 
 from .client_helpers import CuttableProxy
+from .conftest import running_bridge
 
 pytestmark = pytest.mark.anyio
 TOKEN = "memory-test-token"
@@ -83,13 +84,8 @@ def tls(ca: trustme.CA, tmp_path: Path) -> TLS:
 async def running(tls: TLS, **config: Any) -> AsyncIterator[Bridge]:
     options: dict[str, Any] = {"port": 0, "cert": tls.cert, "key": tls.key, "token": TOKEN, "request_timeout": 10}
     options.update(config)
-    bridge = Bridge(BridgeConfig(**options))
-    async with anyio.create_task_group() as tg:
-        await tg.start(bridge.serve)
-        try:
-            yield bridge
-        finally:
-            bridge.stop()
+    async with running_bridge(BridgeConfig(**options)) as bridge:
+        yield bridge
 
 
 def http(bridge: Bridge, tls: TLS) -> httpx.AsyncClient:
