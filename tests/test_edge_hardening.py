@@ -637,3 +637,15 @@ async def test_a_request_path_is_never_logged_raw(caplog: pytest.LogCaptureFixtu
         assert "\n" not in message
         assert "\r" not in message
         assert "\x00" not in message
+
+
+async def test_json_nested_too_deep_for_the_parser_is_a_clear_400() -> None:
+    """A JSON body nested 60,000 deep (RecursionError in the parser) is a 400 with a body, not an empty reply."""
+    host = PluginHost("e1")
+    await host.add_plugin(Guarded())
+    async with hub_for(host) as hub:
+        deep = b"[" * 60_000 + b"]" * 60_000
+        reply = await call(hub, "POST", "/guarded/doc", deep, headers=[("content-type", "application/json")])
+        assert reply.status == 400, reply
+        assert reply.json()["detail"]
+        assert (await call(hub, "POST", "/guarded/doc", {"a": 1})).json() == {"keys": 1}  # the edge is fine
