@@ -1,44 +1,16 @@
-"""Bearer-token and cookie authentication, the token file and key-file checks."""
+"""Bearer-token and cookie authentication.
+
+The token file and the key-file checks are the tunnel package's
+(:func:`radical_edge_tunnel.load_or_create_token`, :func:`~radical_edge_tunnel.check_private`),
+shared with the edge service and the SDK.
+"""
 
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
-import stat
 from http.cookies import CookieError, SimpleCookie
-from pathlib import Path
 
 COOKIE_NAME = "radical_edge_token"
-DEFAULT_TOKEN_FILE = Path("~/.radical/edge/bridge.token")
-
-
-class InsecureFileError(Exception):
-    """A secret file is readable by others."""
-
-
-def load_or_create_token(path: Path) -> str:
-    """Read the token at ``path``; make a new random one (mode 0600) if there is none."""
-    path = path.expanduser()
-    if path.exists():
-        check_private(path)
-        token = path.read_text().strip()
-        if token:
-            return token
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
-
-
-def check_private(path: Path) -> None:
-    """Refuse a secret (key, token) that group or others may read."""
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InsecureFileError(f"{path} is accessible by group/others (mode {oct(mode & 0o777)}); chmod 600 it")
 
 
 class Authenticator:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import anyio
 
-from ._auth import DEFAULT_TOKEN_FILE, InsecureFileError, check_private, load_or_create_token
+from radical_edge_tunnel import DEFAULT_TOKEN_FILE, InsecureFileError, check_private, load_or_create_token
+
 from ._config import BridgeConfig
 from ._server import Bridge
 
@@ -92,7 +93,12 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         log.info("using the token given on the command line / environment")
     else:
         path = Path(args.token_file).expanduser()
-        token = load_or_create_token(path)
+        try:
+            token = load_or_create_token(path)
+        except InsecureFileError as exc:  # refused, not replaced: the chmod to run is in the message
+            raise SystemExit(f"radical-edge-bridge: refusing the token file: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"radical-edge-bridge: cannot use the token file {path}: {exc}") from None
         log.info("bridge token is in %s", path)
     return BridgeConfig(
         host=args.host,

@@ -1,6 +1,10 @@
-"""SDK clients on ``WS /connect``: requests as tunnel streams, events pushed as EVENT frames.
+"""The client hub: SDK clients on ``WS /connect`` and event-stream readers on ``GET /events``.
 
-A client speaks the same protocol as an edge (role ``client``).  Each stream
+An event-stream reader gets SSE frames whose ids are the bridge's sequence
+numbers (``Last-Event-ID`` resumes within the replay ring), the topology
+snapshot first.
+
+An SDK client speaks the same protocol as an edge (role ``client``).  Each stream
 it opens is routed exactly like an HTTP request (same router, same auth
 result).  Notifications and topology changes are pushed as EVENT frames
 carrying the bridge's sequence numbers (1, 2, ...), so a client that
@@ -31,67 +35,71 @@ queue is bounded) and resumes after reconnecting.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
-import anyio.abc
+import h11
 
 from radical_edge_proto import Connection, ErrorCode, Event, Hello, PeerRole, Side, Subscribed
-from radical_edge_tunnel import HandshakeError, Tunnel, TunnelStream, WebSocketCarrier, accept_handshake
+from radical_edge_tunnel import Carrier, HandshakeError, Tunnel, TunnelStream, accept_handshake
 
 from ._auth import Authenticator
 from ._config import BridgeConfig
 from ._eventhub import BridgeEvent, EventHub, encode
 from ._exchange import Exchange, RequestHead, TunnelExchange
+from ._http import ClientGone
 
 log = logging.getLogger("radical_edge.bridge")
 
 Dispatch = Callable[[Exchange, RequestHead], Awaitable[None]]
 
 
-def _room(conn: Connection, source: str, plugin: str, topic: str) -> int:
+def _room(tunnel: Tunnel, source: str, plugin: str, topic: str) -> int:
     """Payload bytes one EVENT frame to this peer can carry (its frame size less the sequence and names)."""
     names = sum(2 + len(s.encode()) for s in (source, plugin, topic))
-    return conn.max_outbound_frame_size - 8 - names
+    return tunnel.max_outbound_frame_size - 8 - names
 
 
-def _wanted(conn: Connection, source: str, plugin: str, topic: str) -> bool:
-    return any(s.matches(source, plugin, topic) for s in conn.subscriptions.values())
+def _wanted(tunnel: Tunnel, source: str, plugin: str, topic: str) -> bool:
+    return any(s.matches(source, plugin, topic) for s in tunnel.subscriptions.values())
 
 
-def push_event(conn: Connection, where: tuple[str, str, str], seq: int, payload: bytes) -> bool:
-    """Put one numbered event (from ``where`` = source, plugin, topic) on a client connection, if a
-    subscription wants it.
+def push_event(tunnel: Tunnel, where: tuple[str, str, str], seq: int, payload: bytes) -> bool:
+    """Queue one numbered event (from ``where`` = source, plugin, topic) for a client, if a
+    subscription wants it (the caller flushes the tunnel).
 
     An event larger than the client's frames cannot be sent: the client gets a
     gap for it instead (its connection must not fail over one event).
     """
     source, plugin, topic = where
-    room = _room(conn, source, plugin, topic)
+    room = _room(tunnel, source, plugin, topic)
     if len(payload) <= room:
-        return conn.send_event(source, plugin, topic, seq, payload)
-    if not _wanted(conn, source, plugin, topic):
+        return tunnel.queue_event(source, plugin, topic, seq, payload)
+    if not _wanted(tunnel, source, plugin, topic):
         return False
     detail = f"event {seq} ({len(payload)} bytes) is larger than this connection's frames ({room} bytes)"
     log.warning("client: %r/%r/%r: %s; sending a gap instead", source, plugin, topic, detail)
     gap = {"after": seq - 1, "oldest": seq + 1, "detail": detail}
-    return conn.send_event("bridge", "bridge", "gap", 0, encode(gap))
+    return tunnel.queue_event("bridge", "bridge", "gap", 0, encode(gap))
 
 
-def send_bridge_event(conn: Connection, event: BridgeEvent) -> bool:
-    """Put one bridge event on a client connection, if a subscription wants it."""
+def send_bridge_event(tunnel: Tunnel, event: BridgeEvent) -> bool:
+    """Queue one bridge event for a client, if a subscription wants it (the caller flushes the tunnel)."""
     where = event.source if event.source is not None else ("bridge", "bridge", event.topic)
-    return push_event(conn, where, event.seq, event.payload)
+    return push_event(tunnel, where, event.seq, event.payload)
 
 
-def send_snapshot(conn: Connection, topology: dict[str, Any], as_of: int) -> bool:
-    """Put the whole topology on a client connection as sequence-0 ``topology`` events that fit its frames."""
-    if not _wanted(conn, "bridge", "bridge", "topology"):
+def send_snapshot(tunnel: Tunnel, topology: dict[str, Any], as_of: int) -> bool:
+    """Queue the whole topology for a client as sequence-0 ``topology`` events that fit its frames."""
+    if not _wanted(tunnel, "bridge", "bridge", "topology"):
         return False
-    room = _room(conn, "bridge", "bridge", "topology")
+    room = _room(tunnel, "bridge", "bridge", "topology")
     head = b'{"bridge": ' + encode(topology.get("bridge", {})) + b', "as_of": ' + str(as_of).encode() + b', "more": '
     fixed = len(head) + len(b'false, "edges": {}}')
     parts: list[list[bytes]] = [[]]
@@ -113,71 +121,141 @@ def send_snapshot(conn: Connection, topology: dict[str, Any], as_of: int) -> boo
         parts[-1].append(item)
     for n, items in enumerate(parts):
         more = b"true" if n < len(parts) - 1 else b"false"
-        conn.send_event("bridge", "bridge", "topology", 0, head + more + b', "edges": {' + b", ".join(items) + b"}}")
+        tunnel.queue_event("bridge", "bridge", "topology", 0, head + more + b', "edges": {' + b", ".join(items) + b"}}")
     return True
 
 
-async def serve_client(
-    carrier: WebSocketCarrier,
-    *,
-    config: BridgeConfig,
-    auth: Authenticator,
-    events: EventHub,
-    dispatch: Dispatch,
-) -> None:
-    conn = Connection(Side.HUB, config.tunnel)
+class ClientHub:
+    """The clients: SDK connections on ``WS /connect`` and event-stream readers on ``GET /events``.
 
-    async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
-        if not auth.check_secret(hello.credential):
-            return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
-        if hello.role is not PeerRole.CLIENT:
-            return False, ErrorCode.PROTOCOL_ERROR, "/connect is for SDK clients; edges use /register", 0.0
-        return True, ErrorCode.NO_ERROR, secrets.token_urlsafe(16), config.heartbeat_interval
+    Both read the bridge's :class:`EventHub`; a client's requests go to ``dispatch``
+    (the bridge's router, already authenticated: the handshake checked the credential).
+    """
 
-    try:
-        await accept_handshake(conn, carrier, decide, timeout=config.handshake_timeout)
-    except HandshakeError as exc:
-        log.info("client refused: %s", exc)
-        await carrier.aclose()
-        return
+    def __init__(self, config: BridgeConfig, auth: Authenticator, events: EventHub, dispatch: Dispatch) -> None:
+        self.config = config
+        self.auth = auth
+        self.events = events
+        self.dispatch = dispatch
 
-    async def handle(stream: TunnelStream) -> None:
-        exchange = TunnelExchange(stream)
-        await dispatch(exchange, exchange.head)
+    async def serve(self, carrier: Carrier) -> None:
+        """Serve one SDK client connection (``WS /connect``) until it ends."""
+        config, events = self.config, self.events
+        conn = Connection(Side.HUB, config.tunnel)
 
-    sub = events.subscribe()
-    async with anyio.create_task_group() as tg:
+        async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
+            if not self.auth.check_secret(hello.credential):
+                return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
+            if hello.role is not PeerRole.CLIENT:
+                return False, ErrorCode.PROTOCOL_ERROR, "/connect is for SDK clients; edges use /register", 0.0
+            return True, ErrorCode.NO_ERROR, secrets.token_urlsafe(16), config.heartbeat_interval
 
-        def on_event(event: Event) -> None:
-            if isinstance(event, Subscribed):
-                if event.resume_after is not None:
-                    replay = events.replay(event.resume_after)
-                    if replay.gap:
-                        gap = {"after": event.resume_after, "oldest": replay.oldest}
-                        conn.send_event("bridge", "bridge", "gap", 0, encode(gap))
-                    for past in replay.events:
-                        send_bridge_event(conn, past)
-                # the whole topology as of now, after what was replayed: changes after it follow
-                send_snapshot(conn, events.snapshot(), events.last_seq)
-                tg.start_soon(tunnel.flush)
-
-        tunnel = Tunnel(conn, carrier, handler=handle, on_event=on_event, name="client")
-
-        async def pump() -> None:
-            assert sub.receive is not None
-            async for event in sub.receive:
-                if conn.closed:
-                    return
-                if send_bridge_event(conn, event):
-                    await tunnel.flush()
-            if sub.dropped and not conn.closed:
-                log.warning("client too slow for its events: disconnecting it (it resumes on reconnect)")
-                await tunnel.aclose(ErrorCode.CANCEL, "too slow to receive events; reconnect and resume")
-
-        tg.start_soon(pump)
         try:
-            await tunnel.run()
+            await accept_handshake(conn, carrier, decide, timeout=config.handshake_timeout)
+        except HandshakeError as exc:
+            log.info("client refused: %s", exc)
+            await carrier.aclose()
+            return
+
+        async def handle(stream: TunnelStream) -> None:
+            exchange = TunnelExchange(stream)
+            await self.dispatch(exchange, exchange.head)
+
+        sub = events.subscribe()
+        async with anyio.create_task_group() as tg:
+
+            def on_event(event: Event) -> None:
+                if isinstance(event, Subscribed):
+                    if event.resume_after is not None:
+                        replay = events.replay(event.resume_after)
+                        if replay.gap:
+                            gap = {"after": event.resume_after, "oldest": replay.oldest}
+                            tunnel.queue_event("bridge", "bridge", "gap", 0, encode(gap))
+                        for past in replay.events:
+                            send_bridge_event(tunnel, past)
+                    # the whole topology as of now, after what was replayed: changes after it follow
+                    send_snapshot(tunnel, events.snapshot(), events.last_seq)
+                    tg.start_soon(tunnel.flush)  # all of it in one write
+
+            tunnel = Tunnel(conn, carrier, handler=handle, on_event=on_event, name="client")
+
+            async def pump() -> None:
+                assert sub.receive is not None
+                async for event in sub.receive:
+                    if tunnel.is_closed:
+                        return
+                    if send_bridge_event(tunnel, event):
+                        await tunnel.flush()
+                if sub.dropped and not tunnel.is_closed:
+                    log.warning("client too slow for its events: disconnecting it (it resumes on reconnect)")
+                    await tunnel.aclose(ErrorCode.CANCEL, "too slow to receive events; reconnect and resume")
+
+            tg.start_soon(pump)
+            try:
+                await tunnel.run()
+            finally:
+                # stop the pump before closing its queue: a pump woken by the close would fail the task group
+                tg.cancel_scope.cancel()
+                events.unsubscribe(sub)
+
+    async def sse(self, exchange: Exchange, request: RequestHead, query: str) -> None:
+        """Serve ``GET /events``: Server-Sent Events, with ``Last-Event-ID`` (or ``?last_event_id=``) replay,
+        then the topology snapshot, then events as they come; keep-alive comments while it is quiet."""
+        await exchange.drain_body()
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        edge, plugin, topic = params.get("edge", "*"), params.get("plugin", "*"), params.get("topic", "*")
+        header_id = next((v for n, v in request.headers if n == b"last-event-id"), None)
+        last_id = header_id.decode("latin-1") if header_id is not None else params.get("last_event_id")
+        events = self.events
+        sub = events.subscribe(edge, plugin, topic)
+        try:
+            await exchange.start_response(
+                200,
+                [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"transfer-encoding", b"chunked"),
+                ],
+            )
+            sent = events.last_seq
+            if last_id is not None:
+                try:
+                    after = int(last_id)
+                except ValueError:
+                    after = -1
+                replay = events.replay(after, edge, plugin, topic) if after >= 0 else None
+                if replay is None or replay.gap:
+                    oldest = replay.oldest if replay else 0
+                    gap = {"topic": "gap", "data": {"last_event_id": last_id, "oldest_available": oldest}}
+                    await exchange.send_body(_sse_frame(None, gap))
+                for event in replay.events if replay else []:
+                    await exchange.send_body(_sse_event(event))
+                sent = max([sent, *(e.seq for e in (replay.events if replay else []))])
+            await exchange.send_body(_sse_frame(sent, {"topic": "topology", "data": events.snapshot()}))
+            assert sub.receive is not None
+            while True:
+                with anyio.move_on_after(self.config.sse_keepalive) as scope:
+                    try:
+                        event = await sub.receive.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        return  # dropped: too slow; the client resumes with Last-Event-ID
+                if scope.cancelled_caught:
+                    await exchange.send_body(b": keep-alive\n\n")
+                    continue
+                if event.seq <= sent:
+                    continue
+                await exchange.send_body(_sse_event(event))
         finally:
-            # stop the pump before closing its queue: a pump woken by the close would fail the task group
-            tg.cancel_scope.cancel()
             events.unsubscribe(sub)
+            with contextlib.suppress(ClientGone, h11.LocalProtocolError):
+                await exchange.end_response()
+
+
+def _sse_frame(event_id: int | None, payload: dict[str, Any]) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+def _sse_event(event: BridgeEvent) -> bytes:
+    """A published event as an SSE frame, around the bytes it was encoded to once."""
+    return b"id: %d\ndata: %s\n\n" % (event.seq, event.sse_json())

@@ -53,7 +53,7 @@ _HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b
 async def forward(
     channel: Exchange,
     request: RequestHead,
-    open_stream: TunnelStreamOpener,
+    open_edge_stream: TunnelStreamOpener,
     tunnel_path: str,
     *,
     caller: str,
@@ -75,13 +75,13 @@ async def forward(
     metrics.in_flight += 1
     try:
         try:
-            stream = await open_stream(request.method.decode(), tunnel_path, headers, not has_body)
+            stream = await open_edge_stream(request.method.decode(), tunnel_path, headers, not has_body)
         except TunnelClosedError as exc:
             status = 503
             await channel.send_error(503, f"edge not available: {exc}")
             return
         try:
-            status = await _exchange(channel, stream, has_body, timeout, metrics)
+            status = await _relay_answer(channel, stream, has_body, timeout, metrics)
             return
         except ClientGone:
             await stream.reset(ErrorCode.CANCEL)
@@ -96,9 +96,12 @@ async def forward(
         metrics.observe(status, time.perf_counter() - started)
 
 
-async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics) -> int:
+async def _relay_answer(
+    channel: Exchange, stream: TunnelStream, has_body: bool, timeout: float, metrics: Metrics
+) -> int:
+    """Upload the request body (if any) and relay the edge's answer to ``channel``; the status sent."""
     if has_body:
-        return await _exchange_with_body(channel, stream, timeout, metrics)
+        return await _relay_with_upload(channel, stream, timeout, metrics)
     # No body to upload: this one task watches the caller while the answer is awaited (the
     # arrival of the head cancels the watch), with no helper task, so a small request costs
     # no task group; a helper watches only while a streamed body is relayed.
@@ -122,7 +125,7 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
         return failure[0]
     await _start(channel, stream, response)
     if stream.body_complete:
-        await _relay(channel, stream, metrics)  # all of it is here: nothing to wait for
+        await _relay_body(channel, stream, metrics)  # all of it is here: nothing to wait for
         return response.status
 
     async def watch() -> None:
@@ -131,7 +134,7 @@ async def _exchange(channel: Exchange, stream: TunnelStream, has_body: bool, tim
 
     async with _task_group() as tg:
         tg.start_soon(watch)
-        await _relay(channel, stream, metrics)
+        await _relay_body(channel, stream, metrics)
         tg.cancel_scope.cancel()
     return response.status
 
@@ -165,7 +168,7 @@ async def _start(channel: Exchange, stream: TunnelStream, response: Response) ->
     await channel.start_response(response.status, headers, flush=not stream.body_ready)
 
 
-async def _relay(channel: Exchange, stream: TunnelStream, metrics: Metrics) -> None:
+async def _relay_body(channel: Exchange, stream: TunnelStream, metrics: Metrics) -> None:
     try:
         while chunk := await stream.receive():
             metrics.bytes_out += len(chunk)
@@ -179,7 +182,7 @@ async def _relay(channel: Exchange, stream: TunnelStream, metrics: Metrics) -> N
     await channel.end_response()
 
 
-async def _exchange_with_body(channel: Exchange, stream: TunnelStream, timeout: float, metrics: Metrics) -> int:
+async def _relay_with_upload(channel: Exchange, stream: TunnelStream, timeout: float, metrics: Metrics) -> int:
     upload_error: list[BaseException] = []
     failure: tuple[int, str] | None = None
     # the answer timer: moved on by every chunk the edge takes, so it measures silence
@@ -219,7 +222,7 @@ async def _exchange_with_body(channel: Exchange, stream: TunnelStream, timeout: 
             failure = (504, f"the edge was silent for {timeout:g} s without answering")
         if failure is None:
             await _start(channel, stream, response)
-            await _relay(channel, stream, metrics)
+            await _relay_body(channel, stream, metrics)
         # the upload has finished, or is moot once the answer is complete or failed
         tg.cancel_scope.cancel()
     if failure is not None:

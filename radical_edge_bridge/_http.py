@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -66,6 +67,68 @@ class BadRequest(Exception):
         self.detail = detail
 
 
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+class HeadMeter:
+    """Counts the bytes of a request head as they arrive, however they are cut into pieces, and
+    tells when an unfinished head has passed a limit: 414 (request line) or 431 (header fields).
+
+    h11 bounds only its whole buffer and reports that in words; this is the channel's own count.
+    A complete head is checked again from its parsed fields (:meth:`HTTPChannel.next_request`).
+    """
+
+    def __init__(self, limits: HTTPLimits) -> None:
+        self.limits = limits
+        #: a head is arriving (between :meth:`start` and the request event)
+        self.active = False
+        #: the head's blank line has arrived: the bytes after it are not the head's
+        self.complete = False
+        #: bytes of the head so far
+        self.size = 0
+        self._start = bytearray()  # its first bytes: enough to see where the request line ends
+        self._tail = b""  # the end of the previous piece, for a blank line cut in two
+
+    def start(self, pending: bytes = b"") -> BadRequest | None:
+        """A new head begins, with ``pending`` (bytes already received) as its first piece."""
+        self.active, self.complete, self.size = True, False, 0
+        self._start.clear()
+        self._tail = b""
+        return self.add(pending)
+
+    def add(self, data: bytes) -> BadRequest | None:
+        """Count one piece; the answer if the head, still unfinished, has passed a limit."""
+        if self.complete or not data:
+            return None
+        window = self._tail + data
+        end = _HEAD_END.search(window)
+        if end is not None:
+            self.complete = True
+            data = data[: max(0, end.end() - len(self._tail))]
+        else:
+            self._tail = window[-2:]
+        keep = self.limits.max_request_line + 2 - len(self._start)
+        if keep > 0:
+            self._start += data[:keep]
+        self.size += len(data)
+        return None if self.complete else self.too_large()
+
+    def too_large(self) -> BadRequest | None:
+        """414 or 431 if the bytes counted have passed a limit, else None."""
+        limits = self.limits
+        # where the request line ends: its LF, after a CR (h11 takes a bare LF too)
+        line_end = self._start.find(b"\n")
+        if line_end > limits.max_request_line + 1 or (line_end == -1 and self.size > len(self._start)):
+            return BadRequest(414, "request line too long")
+        if line_end != -1 and self.size - (line_end + 1) > limits.max_header_bytes + 2:
+            return BadRequest(431, "request header fields too large")
+        return None
+
+
+def _malformed(exc: h11.RemoteProtocolError) -> BadRequest:
+    return BadRequest(exc.error_status_hint, f"malformed request: {exc}")
+
+
 class HTTPChannel:
     """One client connection; call :meth:`next_request` in a loop."""
 
@@ -73,8 +136,11 @@ class HTTPChannel:
         self.stream = stream
         self._ssl = tls_object(stream)
         self.limits = limits
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self._head_bytes = bytearray()  # the start of the current request, to tell 414 from 431
+        # h11's own bound on an unfinished head is a backstop above ours (line + headers + line ends)
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=limits.max_request_line + limits.max_header_bytes + 4
+        )
+        self._head = HeadMeter(limits)
         self.response_started = False
         self._unsent = b""  # a response head held back to leave with the first body bytes
         self._head_only = False  # answering HEAD: body bytes are dropped
@@ -91,21 +157,16 @@ class HTTPChannel:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise self._classify(exc) from None
+                raise _malformed(exc) from None
             if event is not h11.NEED_DATA:
                 return event
-            data = await self._read()
-            if len(self._head_bytes) < self.limits.max_request_line + 2:
-                self._head_bytes += data[: self.limits.max_request_line + 2]
-            self.h11.receive_data(data)
+            self._feed(await self._read())
 
-    def _classify(self, exc: h11.RemoteProtocolError) -> BadRequest:
-        if "too long" in str(exc).lower() or "buffer" in str(exc).lower():
-            first_line_end = self._head_bytes.find(b"\r\n")
-            if first_line_end == -1 or first_line_end > self.limits.max_request_line:
-                return BadRequest(414, "request line too long")
-            return BadRequest(431, "request header fields too large")
-        return BadRequest(exc.error_status_hint or 400, f"malformed request: {exc}")
+    def _feed(self, data: bytes) -> None:
+        """Hand received bytes to h11; while a request head arrives, 414/431 as soon as it passes a limit."""
+        if self._head.active and (too_large := self._head.add(data)) is not None:
+            raise too_large
+        self.h11.receive_data(data)
 
     async def next_request(self) -> h11.Request | None:
         """The next request head, or None when the client is done (close, idle, EOF)."""
@@ -114,19 +175,24 @@ class HTTPChannel:
                 self.h11.start_next_cycle()
         if self.h11.our_state is not h11.IDLE or self.h11.their_state is not h11.IDLE:
             return None  # an unread body or a close: this connection is done
-        self._head_bytes.clear()
         self.response_started = False
         try:
+            # the head starts with what was received after the previous request, if anything (pipelined)
+            pending, _closed = self.h11.trailing_data
+            if (too_large := self._head.start(pending)) is not None:
+                raise too_large
             event = await self._first_event()
         except TimeoutError:
             return None
         except BadRequest as exc:
             await self.send_error(exc.status, exc.detail, close=True)
             return None
+        finally:
+            self._head.active = False
         if not isinstance(event, h11.Request):
             return None
         self._head_only = event.method == b"HEAD"
-        # h11 bounds only an *incomplete* head; a complete one that arrived in one read is checked here
+        # the meter judged the head while it was unfinished; a complete one is judged here, from its fields
         if len(event.method) + len(event.target) + 10 > self.limits.max_request_line:
             await self.send_error(414, "request line too long", close=True)
             return None
@@ -144,19 +210,21 @@ class HTTPChannel:
         """The next request's first event: TimeoutError after ``idle_timeout`` without a byte; once
         the first byte is here, the rest of the head must follow within ``head_timeout``.
         Timers are armed only when there is something to wait for (pipelined heads need none)."""
-        event = self.h11.next_event()
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as exc:  # a pipelined head that came with the previous request
+            raise _malformed(exc) from None
         if event is not h11.NEED_DATA:
             return event
         with anyio.fail_after(self.limits.idle_timeout):
             data = await self._read()
         if not data:
             return h11.ConnectionClosed()
-        self._head_bytes += data[: self.limits.max_request_line + 2]
-        self.h11.receive_data(data)
+        self._feed(data)
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as exc:
-            raise self._classify(exc) from None
+            raise _malformed(exc) from None
         if event is not h11.NEED_DATA:
             return event
         try:
@@ -176,7 +244,7 @@ class HTTPChannel:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise self._classify(exc) from None
+                raise _malformed(exc) from None
             if event is h11.NEED_DATA:
                 try:
                     with anyio.fail_after(self.limits.body_read_timeout):
@@ -204,7 +272,7 @@ class HTTPChannel:
         """Return when the client closes its side; bytes it sends meanwhile (a pipelined
         next request) are kept for the next cycle."""
         while data := await self._read():
-            self.h11.receive_data(data)
+            self._feed(data)
 
     # ---------------------------------------------------------------- writing
 
@@ -271,6 +339,24 @@ class HTTPChannel:
             return
         with contextlib.suppress(ClientGone):
             await self.send_bytes(status, error_body(status, detail), close=close)
+
+    async def accept_websocket(self, accept_token: bytes) -> bytes:
+        """Answer the upgrade request just received with ``101 Switching Protocols`` (``accept_token``
+        is its ``Sec-WebSocket-Accept``).  Returns the bytes the client sent after its request head
+        (its first WebSocket frames, if any); the rest follow on :attr:`stream`, which is the
+        caller's from now on: this channel serves no more HTTP."""
+        await self._write(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    (b"upgrade", b"websocket"),
+                    (b"connection", b"Upgrade"),
+                    (b"sec-websocket-accept", accept_token),
+                ],
+            )
+        )
+        pending, _closed = self.h11.trailing_data
+        return pending
 
     @property
     def keep_alive(self) -> bool:

@@ -25,7 +25,7 @@ from ._metrics import ConnectionStats
 
 log = logging.getLogger("radical_edge.bridge")
 
-Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
+ConnectionHandler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
 
 #: accept() failed because the process or the system is out of something: wait, then retry
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -131,7 +131,7 @@ class ConnectionServer:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: ConnectionHandler,
         gate: ConnectionGate,
         *,
         ssl_context: ssl.SSLContext | None,

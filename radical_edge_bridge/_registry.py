@@ -40,7 +40,7 @@ class EdgeEntry:
 
     @property
     def connected(self) -> bool:
-        return self.tunnel is not None and not self.tunnel.conn.closed
+        return self.tunnel is not None and not self.tunnel.is_closed
 
 
 @dataclass(frozen=True)

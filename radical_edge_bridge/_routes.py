@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ._exchange import Exchange, RequestHead
 
 #: ``handler(exchange, head, params, query)``; ``params`` are the pattern's named groups, undecoded
-Handler = Callable[[Exchange, RequestHead, Mapping[str, str], str], Awaitable[None]]
+RouteHandler = Callable[[Exchange, RequestHead, Mapping[str, str], str], Awaitable[None]]
 
 #: what a ``{name}`` placeholder matches when the route does not say: one path segment
 _SEGMENT = r"[^/]+"
@@ -27,7 +27,7 @@ _SEGMENT = r"[^/]+"
 class Route:
     methods: frozenset[str]
     pattern: re.Pattern[str]
-    handler: Handler
+    handler: RouteHandler
     public: bool = False
 
     @classmethod
@@ -35,7 +35,7 @@ class Route:
         cls,
         methods: str | Iterable[str],
         template: str,
-        handler: Handler,
+        handler: RouteHandler,
         *,
         public: bool = False,
         head: bool = True,

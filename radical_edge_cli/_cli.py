@@ -58,38 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=0, help="stop after this many")
     connection_options(events)
 
-    bench = sub.add_parser(
+    # the benchmark is its own package (radical_edge_bench) with its own options: they are passed on as given
+    sub.add_parser(
         "bench",
-        help="measure the tunnel against the same app served directly (loopback, TLS)",
-        description="Start a bridge, an edge and a direct HTTPS server on loopback and measure latency, "
-        "throughput, CPU per request, bulk transfer rates, memory and latency under load; print a table "
-        "with the targets.",
-    )
-    bench.add_argument("--quick", action="store_true", help="small sizes and 1 s runs: a smoke test (~15 s)")
-    bench.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
-    bench.add_argument("--duration", type=float, default=None, help="seconds per latency/throughput run (default 5)")
-    bench.add_argument("--size-mib", type=int, default=None, help="bulk download/upload size in MiB (default 256)")
-    bench.add_argument(
-        "--big-mib", type=int, default=None, help="size of the RSS and loaded-latency transfers in MiB (default 1024)"
-    )
-    bench.add_argument("--connections", type=int, default=64, help="concurrent connections/streams (default 64)")
-    bench.add_argument(
-        "--driver",
-        choices=["auto", "wrk", "python"],
-        default="auto",
-        help="HTTP load driver: wrk if installed (auto), else the Python raw-socket client",
-    )
-    bench.add_argument(
-        "--pipeline",
-        type=int,
-        default=1,
-        help="requests in flight per connection for the Python driver's concurrent run (default 1, like wrk)",
+        add_help=False,
+        help="measure the tunnel against the same app served directly (loopback, TLS); bench --help for options",
+        description="Run the benchmark (radical_edge_bench); see radical-edge bench --help.",
     )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("demo", "up"):
         from ._demo import run_demo  # noqa: PLC0415  (needs the bridge and edge extras)
@@ -101,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args.command, args)
     if args.command == "bench":
-        from ._bench import run_bench  # noqa: PLC0415  (needs the bench extra)
+        from radical_edge_bench import main as bench  # noqa: PLC0415  (its own package; running needs the bench extra)
 
-        return run_bench(args)
+        return bench(rest, prog="radical-edge bench")
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio
 
 from radical_edge_bridge import Bridge, BridgeConfig
-from radical_edge_bridge._auth import load_or_create_token
 from radical_edge_edge import EdgeService
 from radical_edge_proto import edge_name_error
+from radical_edge_tunnel import load_or_create_token
 
 from ._devcerts import ensure_dev_tls
 
@@ -27,7 +27,7 @@ export RADICAL_BRIDGE_URL={url}
 export RADICAL_BRIDGE_CERT={ca}
 export RADICAL_BRIDGE_TOKEN=$(cat {token_file})
 python - <<'PY'
-from radical_edge_client.sync import BridgeClient
+from radical_edge_client import BridgeClient
 with BridgeClient() as bc:
     print(bc.list_edges())
     print(bc.get_edge_client("{edge}").get_plugin("sysinfo").get_metrics()["cpu"])

@@ -10,11 +10,11 @@ from typing import Any, TextIO
 
 import anyio
 
-from radical_edge_client import BridgeClient, RadicalEdgeError
+from radical_edge_client import AsyncBridgeClient, RadicalEdgeError
 
 
-def _client(args: Any) -> BridgeClient:
-    return BridgeClient(url=args.url, token=args.token, cert=args.cert)
+def _client(args: Any) -> AsyncBridgeClient:
+    return AsyncBridgeClient(url=args.url, token=args.token, cert=args.cert)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:

@@ -1,12 +1,12 @@
-"""The async SDK: :class:`BridgeClient`, :class:`EdgeClient` and :class:`PluginClient`.
+"""The async SDK: :class:`AsyncBridgeClient`, :class:`AsyncEdgeClient` and :class:`AsyncPluginClient`.
 
 .. code-block:: python
 
     import anyio
-    from radical_edge_client import BridgeClient
+    from radical_edge_client import AsyncBridgeClient
 
     async def main() -> None:
-        async with BridgeClient() as bridge:          # RADICAL_BRIDGE_URL / _TOKEN / _CERT
+        async with AsyncBridgeClient() as bridge:     # RADICAL_BRIDGE_URL / _TOKEN / _CERT
             print(await bridge.list_edges())
             edge = await bridge.get_edge_client("hpc1")
             sysinfo = await edge.get_plugin("sysinfo")  # registers a session
@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,25 +34,24 @@ import anyio
 import anyio.abc
 
 from radical_edge_proto import Limits
-from radical_edge_tunnel import ConnectError, client_ssl_context, websocket_url
+from radical_edge_tunnel import resolve_settings
 
 from . import _http
 from ._errors import (
+    BridgeProtocolError,
     BridgeUnavailable,
     EdgeNotFound,
     EdgeUnavailable,
     PluginNotFound,
-    ProtocolError,
     RadicalEdgeError,
 )
 from ._events import Dispatcher, GapCallback, NotificationCallback, TopologyCallback
 from ._http import BodySource, Headers, Params, Response, StreamResponse
 from ._link import Backoff, Link
-from ._settings import resolve
 
 log = logging.getLogger("radical_edge.client")
 
-P = TypeVar("P", bound="PluginClient")
+P = TypeVar("P", bound="AsyncPluginClient")
 
 #: default time to wait for an answer's head (longer than the bridge's own 60 s, whose 504 is clearer)
 DEFAULT_TIMEOUT = 120.0
@@ -63,7 +61,7 @@ class _Background:
     """The client's background tasks: a task group whose children each run in their own cancel scope.
 
     Closing the client cancels those scopes, never the task group's own scope,
-    so code running inside ``async with BridgeClient()`` is not cancelled by a
+    so code running inside ``async with AsyncBridgeClient()`` is not cancelled by a
     ``close()``.
     """
 
@@ -122,8 +120,8 @@ class _Background:
             await tg.__aexit__(None, None, None)
 
 
-class BridgeClient:
-    """Async client of a radical-edge bridge (use ``async with``; a sync facade is in :mod:`radical_edge_client.sync`).
+class AsyncBridgeClient:
+    """Async client of a radical-edge bridge, for ``async with`` (blocking: ``radical_edge_client.BridgeClient``).
 
     ``url``, ``token`` and ``cert`` (the CA file that signed the bridge's
     certificate) default to ``RADICAL_BRIDGE_URL``, ``RADICAL_BRIDGE_TOKEN``
@@ -157,23 +155,16 @@ class BridgeClient:
         if token is not None and cert is None and _looks_like_a_ca_file(token):
             # radical.edge's client was BridgeClient(url, cert): here the second argument is the token
             raise ValueError(f"{token!r} looks like a CA file, not a token: pass it as cert=...")
-        settings = resolve(url, token, cert, token_file=token_file)
+        # ValueError (no or bad URL, missing CA file), InsecureFileError (a PermissionError: a token
+        # file others can read, with the chmod to run), OSError (a token file that cannot be read)
+        settings = resolve_settings(
+            url, token, cert, token_file=token_file, insecure_skip_tls_verify=insecure_skip_tls_verify
+        )
         self.url = settings.url
         self.timeout = timeout
-        ws_url = websocket_url(settings.url, "/connect")
-        ssl_context: ssl.SSLContext | None = None
-        if ws_url.startswith("wss:"):
-            try:
-                ssl_context = client_ssl_context(settings.cert, insecure_skip_tls_verify=insecure_skip_tls_verify)
-            except ConnectError as exc:
-                raise ValueError(str(exc)) from None
-        elif settings.cert is not None or insecure_skip_tls_verify:
-            log.warning("%s is not TLS: the CA file / insecure_skip_tls_verify have no effect", ws_url)
         self._dispatcher = Dispatcher(max_pending_events)
         self._link = Link(
-            ws_url,
-            token=settings.token,
-            ssl_context=ssl_context,
+            settings,
             dispatcher=self._dispatcher,
             name=name,
             connect_timeout=connect_timeout,
@@ -184,14 +175,14 @@ class BridgeClient:
         self._opened = False
         self._closed = False
         self._in_context = False
-        self._plugins: weakref.WeakSet[PluginClient] = weakref.WeakSet()
+        self._plugins: weakref.WeakSet[AsyncPluginClient] = weakref.WeakSet()
 
     def __repr__(self) -> str:
-        return f"BridgeClient({self.url!r}, state={self.state!r})"
+        return f"{type(self).__name__}({self.url!r}, state={self.state!r})"
 
     # ------------------------------------------------------------ lifecycle
 
-    async def connect(self) -> BridgeClient:
+    async def connect(self) -> AsyncBridgeClient:
         """Connect now (``async with`` does this); raises :class:`AuthError`, :class:`BridgeUnavailable`, ...
 
         After a successful connect the client reconnects by itself until
@@ -234,7 +225,7 @@ class BridgeClient:
                 await self._link.close()
             self._bg.stop()
 
-    async def __aenter__(self) -> BridgeClient:
+    async def __aenter__(self) -> AsyncBridgeClient:
         self._in_context = True
         try:
             return await self.connect()
@@ -264,7 +255,9 @@ class BridgeClient:
         if self._closed:
             raise BridgeUnavailable("the client is closed")
         if not self._opened:
-            raise RuntimeError("the client is not connected: use 'async with BridgeClient() as client' or connect()")
+            raise RuntimeError(
+                "the client is not connected: use 'async with AsyncBridgeClient() as client' or connect()"
+            )
 
     @property
     def connected(self) -> bool:
@@ -373,7 +366,7 @@ class BridgeClient:
         answer = await self._json("POST", "/edge/list")
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, dict):
-            raise ProtocolError("POST /edge/list: no 'data' object in the answer")
+            raise BridgeProtocolError("POST /edge/list: no 'data' object in the answer")
         return data
 
     async def list_edges(self) -> list[str]:
@@ -386,7 +379,7 @@ class BridgeClient:
         answer = await self._json("GET", "/edges")
         edges = answer.get("edges") if isinstance(answer, dict) else None
         if not isinstance(edges, list):
-            raise ProtocolError("GET /edges: no 'edges' list in the answer")
+            raise BridgeProtocolError("GET /edges: no 'edges' list in the answer")
         return edges
 
     async def health(self) -> dict[str, Any]:
@@ -394,14 +387,14 @@ class BridgeClient:
         answer = await self._json("GET", "/healthz")
         return answer if isinstance(answer, dict) else {"status": answer}
 
-    async def get_edge_client(self, name: str) -> EdgeClient:
+    async def get_edge_client(self, name: str) -> AsyncEdgeClient:
         """A client for edge ``name``; :class:`EdgeNotFound` if the bridge does not know it."""
         self._check_open()
         edges = (await self.topology()).get("edges", {})
         if name not in edges:
             known = ", ".join(sorted(edges)) or "none"
             raise EdgeNotFound(f"unknown edge {name!r} (known: {known})", 404)
-        return EdgeClient(self, name)
+        return AsyncEdgeClient(self, name)
 
     async def disconnect_edge(self, name: str) -> None:
         """Tell edge ``name`` to shut down (it does not reconnect); :class:`EdgeNotFound` if unknown."""
@@ -458,14 +451,14 @@ class BridgeClient:
     async def unregister_topology_callback(self, callback: TopologyCallback) -> None:
         self._dispatcher.remove_topology(callback)
 
-    def _track(self, plugin: PluginClient) -> None:
+    def _track(self, plugin: AsyncPluginClient) -> None:
         self._plugins.add(plugin)
 
 
 class _Scoped:
     """Requests relative to a prefix (an edge, or a plugin on an edge): one implementation for both."""
 
-    bridge: BridgeClient
+    bridge: AsyncBridgeClient
 
     def _path(self, path: str) -> str:
         raise NotImplementedError
@@ -503,16 +496,16 @@ class _Scoped:
         )
 
 
-class EdgeClient(_Scoped):
+class AsyncEdgeClient(_Scoped):
     """One edge, through the bridge: its plugins and raw requests to ``/{edge}/...``."""
 
-    def __init__(self, bridge: BridgeClient, name: str) -> None:
+    def __init__(self, bridge: AsyncBridgeClient, name: str) -> None:
         self.bridge = bridge
         self.name = name
         self._base = "/" + _http.quote_segment(name)
 
     def __repr__(self) -> str:
-        return f"EdgeClient({self.name!r})"
+        return f"{type(self).__name__}({self.name!r})"
 
     async def _entry(self) -> dict[str, Any]:
         edges = (await self.bridge.topology()).get("edges", {})
@@ -526,8 +519,10 @@ class EdgeClient(_Scoped):
         plugins = (await self._entry()).get("plugins", {})
         return plugins if isinstance(plugins, dict) else {}
 
-    async def get_plugin(self, name: str, *, session: bool = True, **session_options: Any) -> PluginClient:
-        """A client for plugin ``name``, of the class registered for its type (e.g. :class:`SysInfoClient`).
+    async def get_plugin(
+        self, /, name: str, *, session: bool = True, **session_options: Any
+    ) -> AsyncPluginClient:
+        """A client for plugin ``name``, of the class registered for its type (e.g. :class:`AsyncSysInfoClient`).
 
         With ``session`` (the default) a session is registered first, with
         ``session_options`` as its JSON body (e.g. ``ttl=600``).  Raises
@@ -560,11 +555,11 @@ class EdgeClient(_Scoped):
         return f"{self._base}/{path.lstrip('/')}"
 
 
-class PluginClient(_Scoped):
+class AsyncPluginClient(_Scoped):
     """One plugin on one edge: its session and its routes (relative to ``/{edge}/{plugin}/``).
 
-    Made by :meth:`EdgeClient.get_plugin`; subclasses add the plugin's own
-    methods (:class:`SysInfoClient`, ...).  Generic use::
+    Made by :meth:`AsyncEdgeClient.get_plugin`; subclasses add the plugin's own
+    methods (:class:`AsyncSysInfoClient`, ...).  Generic use::
 
         hello = await edge.get_plugin("hello")
         greeting = await hello.get_json(f"greet/{hello.sid}", params={"name": "Ada"})
@@ -573,7 +568,7 @@ class PluginClient(_Scoped):
     #: the plugin type this class is for (the manifest's ``type``)
     plugin_type: ClassVar[str] = ""
 
-    def __init__(self, edge: EdgeClient, name: str, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, edge: AsyncEdgeClient, name: str, info: dict[str, Any] | None = None) -> None:
         self.edge = edge
         self.bridge = edge.bridge
         self.name = name
@@ -596,12 +591,12 @@ class PluginClient(_Scoped):
 
     # ------------------------------------------------------------ sessions
 
-    async def register_session(self, **options: Any) -> str:
+    async def register_session(self, /, **options: Any) -> str:
         """Register a session (``options`` is the JSON body, e.g. ``ttl=600``); returns and keeps its id."""
         answer = await self.post_json("register_session", json=options or None)
         sid = answer.get("sid") if isinstance(answer, dict) else None
         if not isinstance(sid, str):
-            raise ProtocolError(f"POST {self._base}/register_session: no 'sid' in the answer")
+            raise BridgeProtocolError(f"POST {self._base}/register_session: no 'sid' in the answer")
         self.sid = sid
         return sid
 
@@ -708,27 +703,36 @@ def _looks_like_a_ca_file(value: str) -> bool:
 
 # ---------------------------------------------------------------- plugin client classes by plugin type
 
-_PLUGIN_CLIENTS: dict[str, type[PluginClient]] = {}
+_PLUGIN_CLIENTS: dict[str, type[AsyncPluginClient]] = {}
 
 
 def register_plugin_client(cls: type[P]) -> type[P]:
-    """Use ``cls`` for plugins whose manifest ``type`` is ``cls.plugin_type`` (a class decorator)."""
+    """Use ``cls`` for plugins whose manifest ``type`` is ``cls.plugin_type`` (a class decorator).
+
+    ``cls`` is an :class:`AsyncPluginClient` subclass; the blocking
+    ``get_plugin`` returns its blocking form (:func:`~radical_edge_client.blocking_class`).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, AsyncPluginClient)):
+        raise TypeError(
+            f"{getattr(cls, '__qualname__', cls)} is not an AsyncPluginClient subclass: a plugin client is written "
+            "async (radical_edge_client.PluginClient is the blocking one, derived from it)"
+        )
     if not cls.plugin_type:
         raise ValueError(f"{cls.__name__}.plugin_type is not set")
     _PLUGIN_CLIENTS[cls.plugin_type] = cls
     return cls
 
 
-def plugin_client_class(plugin_type: str) -> type[PluginClient]:
-    """The client class registered for ``plugin_type``, else :class:`PluginClient`."""
-    return _PLUGIN_CLIENTS.get(plugin_type, PluginClient)
+def plugin_client_class(plugin_type: str) -> type[AsyncPluginClient]:
+    """The client class registered for ``plugin_type``, else :class:`AsyncPluginClient`."""
+    return _PLUGIN_CLIENTS.get(plugin_type, AsyncPluginClient)
 
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "BridgeClient",
-    "EdgeClient",
-    "PluginClient",
+    "AsyncBridgeClient",
+    "AsyncEdgeClient",
+    "AsyncPluginClient",
     "plugin_client_class",
     "register_plugin_client",
 ]

@@ -19,7 +19,7 @@ outside an HTTP answer: a dial, a handshake, a local timeout) and ``detail``
     ├── EdgeUnavailable      the edge is known but not connected, or dropped the request (502/503)
     ├── SessionExpired       410: the session timed out; register a new one
     ├── RequestTimeout       no answer in time (504 from the bridge, or the client's own ``timeout``)
-    ├── ProtocolError        the peer broke the protocol, or answered something unreadable
+    ├── BridgeProtocolError  the bridge broke the protocol, or answered something unreadable
     └── HTTPError            any other error status (400, 409, 422, 500, ...)
 """
 
@@ -46,7 +46,7 @@ __all__ = [
     "HTTPError",
     "NotFound",
     "PluginNotFound",
-    "ProtocolError",
+    "BridgeProtocolError",
     "RadicalEdgeError",
     "RequestTimeout",
     "SessionExpired",
@@ -127,8 +127,17 @@ class RequestTimeout(RadicalEdgeError):
     """
 
 
-class ProtocolError(RadicalEdgeError):
-    """The bridge (or a fake one) broke the tunnel protocol, or an answer could not be read (not JSON)."""
+class BridgeProtocolError(RadicalEdgeError):
+    """The bridge (or a fake one) broke the tunnel protocol, or an answer could not be read (not JSON).
+
+    Not :class:`radical_edge_proto.ProtocolError` (the protocol core's own, raised by a
+    :class:`~radical_edge_proto.Connection`): the SDK reports what it means for a call, with
+    ``status``, ``detail`` and ``code``.  ``radical_edge_client.ProtocolError`` is a deprecated alias.
+    """
+
+
+#: the old name, for the modules that still import it (the package warns when it is used from outside)
+ProtocolError = BridgeProtocolError
 
 
 class HTTPError(RadicalEdgeError):
@@ -205,11 +214,11 @@ def error_from_tunnel(exc: TunnelError, *, where: str = "") -> RadicalEdgeError:
     if code == ErrorCode.UNAUTHORIZED:
         return AuthError(f"{prefix}the bridge refused the credential: {exc}", code=code)
     if code in _PROTOCOL_CODES:
-        return ProtocolError(f"{prefix}{exc}", code=code)
+        return BridgeProtocolError(f"{prefix}{exc}", code=code)
     if isinstance(exc, HandshakeError):
         if code in (ErrorCode.CONNECTION_LOST, ErrorCode.TIMEOUT):
             return BridgeUnavailable(f"{prefix}{exc}", code=code)
-        return ProtocolError(f"{prefix}handshake failed: {exc}", code=code)
+        return BridgeProtocolError(f"{prefix}handshake failed: {exc}", code=code)
     if isinstance(exc, StreamResetError):
         if code in (ErrorCode.CONNECTION_LOST, ErrorCode.REFUSED_STREAM):
             return BridgeUnavailable(f"{prefix}the connection to the bridge was lost during the request", code=code)

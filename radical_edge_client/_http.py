@@ -171,7 +171,7 @@ class StreamResponse(ResponseHead):
         try:
             chunk = await self._stream.receive()
         except StreamResetError as exc:
-            raise self._link.error_for_reset(exc, self._stream.tunnel, self.where) from None
+            raise self._link.error_for_reset(exc, self.where) from None
         if not chunk:
             self.complete = True
         self.received += len(chunk)
@@ -348,7 +348,7 @@ async def exchange(
     answer: StreamResponse | None = None
     try:
         if body is not None:
-            inline = isinstance(body, bytes) and len(body) <= stream.tunnel.conn.send_window(stream.id)
+            inline = isinstance(body, bytes) and len(body) <= stream.send_window
             if inline:
                 assert isinstance(body, bytes)
                 with contextlib.suppress(StreamResetError):  # the answer path reports why
@@ -366,7 +366,7 @@ async def exchange(
                 await upload.done.wait()
                 if upload.error is not None:
                     raise upload.error from None
-            raise link.error_for_reset(exc, stream.tunnel, where) from None
+            raise link.error_for_reset(exc, where) from None
         answer = StreamResponse(_head_of(head), stream, link, where)
         if head.end_stream:
             answer.complete = True

@@ -5,7 +5,11 @@ the protocol :class:`~radical_edge_proto.Connection` on it.  Every request
 is a stream on that one connection.  When the connection breaks (network
 drop, bridge restart), the link dials again after a capped, jittered,
 exponentially growing delay; requests that arrive meanwhile wait for it (up
-to ``connect_timeout``).
+to ``connect_timeout``).  Dialling, the delays and what is final are the
+tunnel package's :class:`~radical_edge_tunnel.Redialer`, the same the edge
+service uses: a refused credential, a protocol version the bridge does not
+speak and a token file others can read end the link, and every call raises
+that error from then on.
 
 Events: the link subscribes to everything (``*/*/*``) once a callback wants
 events, and tracks the bridge's sequence numbers.  After a reconnect it
@@ -33,7 +37,6 @@ import copy
 import json
 import logging
 import random
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +44,6 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from radical_edge_proto import Connection as ProtoConnection
 from radical_edge_proto import (
     ConnectionClosed,
     ErrorCode,
@@ -50,20 +52,20 @@ from radical_edge_proto import (
     LocalProtocolError,
     Notification,
     PeerRole,
-    Side,
     Subscription,
 )
 from radical_edge_proto import Event as ProtoEvent
 from radical_edge_tunnel import Backoff as _Backoff
 from radical_edge_tunnel import (
-    Redial,
+    BridgeSettings,
+    FatalDialError,
+    Redialer,
     StreamResetError,
     Tunnel,
     TunnelClosedError,
     TunnelError,
     TunnelStream,
-    connect_handshake,
-    connect_websocket,
+    UpgradeRejectedError,
 )
 
 from . import _events
@@ -80,8 +82,6 @@ log = logging.getLogger("radical_edge.client")
 
 #: the subscription id the link uses (it has exactly one)
 SUBSCRIPTION_ID = 1
-#: handshake refusals that retrying cannot fix: the link gives up and every call raises them
-_FATAL = (AuthError,)
 _INFO_TIMEOUT = 10.0
 
 #: ``spawner(fn, name)`` runs ``fn()`` in the background
@@ -103,10 +103,8 @@ class Link:
 
     def __init__(
         self,
-        url: str,
+        settings: BridgeSettings,
         *,
-        token: str | None,
-        ssl_context: ssl.SSLContext | None,
         dispatcher: _events.Dispatcher,
         name: str = "radical-edge-client",
         connect_timeout: float = 10.0,
@@ -114,9 +112,9 @@ class Link:
         limits: Limits | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.url = url
-        self.token = token
-        self.ssl_context = ssl_context
+        self.settings = settings
+        #: the WebSocket URL of the bridge's client endpoint
+        self.url = settings.websocket_url("/connect")
         self.dispatcher = dispatcher
         self.name = name
         self.connect_timeout = connect_timeout
@@ -137,7 +135,20 @@ class Link:
         self._changed = anyio.Event()
         self._spawner: Spawner | None = None
         self._scope: anyio.CancelScope | None = None
-        self._resume_token: str | None = None
+        self._redialer = Redialer(
+            settings,
+            role=PeerRole.CLIENT,
+            name=name,
+            path="/connect",
+            on_event=self._on_event,
+            limits=limits,
+            backoff=self.backoff,
+            rng=self._rng,
+            connect_timeout=connect_timeout,
+            label=f"client {name!r}",
+            logger=log,
+            on_state=self._on_redial_state,
+        )
         # events
         self._want_events = False
         self._subscribed: Tunnel | None = None
@@ -158,39 +169,51 @@ class Link:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Connect (the first failure is raised), then keep connected until :meth:`close`."""
+        """Connect (the first failure is raised), then keep connected until :meth:`close`.
+
+        A refusal that retrying cannot fix ends it (raised if it is the first
+        attempt); every call raises it from then on.
+        """
         started = False
-        redial = Redial(self.backoff, self._rng)
+
+        def on_retry(exc: TunnelError) -> None:
+            error = error_from_tunnel(exc, where=self.url)
+            if not started:
+                raise error
+            self.last_error = error
+
+        async def serve(tunnel: Tunnel) -> None:
+            nonlocal started
+            await self._serve(tunnel, None if started else task_status)
+            started = True
+
         with anyio.CancelScope() as scope:
             self._scope = scope
-            while not self._closing:
-                self.state = "connecting"
-                try:
-                    tunnel = await self._dial()
-                except RadicalEdgeError as exc:
-                    if not started:
-                        raise
-                    self.last_error = exc
-                    if isinstance(exc, _FATAL):
-                        self._fail(exc)
-                        return
-                    log.warning("reconnecting to the bridge failed: %s", exc)
-                    if isinstance(exc, BridgeUnavailable):
-                        redial.unreachable()
-                else:
-                    began = anyio.current_time()
-                    await self._serve(tunnel, None if started else task_status)
-                    started = True
-                    if self._closing or self._fatal is not None:
-                        return
-                    redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
-                self.state = "waiting"
-                self._notify()
-                delay = redial.next_delay()
-                log.info("reconnecting to the bridge in %.2f s", delay)
-                await anyio.sleep(delay)
+            try:
+                await self._redialer.run(serve, on_retry=on_retry)
+            except FatalDialError as exc:
+                error = self._error_for_fatal(exc)
+                if not started:
+                    raise error from None
+                self.last_error = error
+                self._fail(error)
+                return
         self.state = "closed"
         self._notify()
+
+    def _on_redial_state(self, state: str) -> None:
+        if self._closing or self._fatal is not None:
+            return
+        self.state = state
+        if state == "waiting":
+            self._notify()
+
+    def _error_for_fatal(self, exc: FatalDialError) -> RadicalEdgeError:
+        if isinstance(exc.cause, UpgradeRejectedError):  # 401/403 on the upgrade: the status and detail
+            return error_from_tunnel(exc.cause, where=self.url)
+        if exc.code == ErrorCode.UNAUTHORIZED:
+            return AuthError(str(exc), code=exc.code)
+        return ProtocolError(str(exc), code=exc.code)
 
     def attach(self, spawner: Spawner) -> None:
         """How background work of this link is started (in the client's task group)."""
@@ -208,6 +231,7 @@ class Link:
             return
         self._closing = True
         self.state = "closed"
+        self._redialer.stop()
         tunnel = self.tunnel_
         if tunnel is not None:
             with anyio.CancelScope(shield=True):
@@ -236,34 +260,6 @@ class Link:
         self._changed = anyio.Event()
 
     # ------------------------------------------------------------ one connection
-
-    async def _dial(self) -> Tunnel:
-        conn = ProtoConnection(Side.CONNECTOR, self.limits)
-        try:
-            with anyio.fail_after(self.connect_timeout * 2):
-                carrier = await connect_websocket(
-                    self.url, token=self.token, ssl_context=self.ssl_context, timeout=self.connect_timeout
-                )
-                try:
-                    welcome = await connect_handshake(
-                        conn,
-                        carrier,
-                        role=PeerRole.CLIENT,
-                        name=self.name,
-                        credential=self.token or "",
-                        resume_token=self._resume_token,
-                        timeout=self.connect_timeout,
-                    )
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await carrier.aclose()
-                    raise
-        except TimeoutError:
-            raise BridgeUnavailable(f"connecting to {self.url} timed out", code=ErrorCode.TIMEOUT) from None
-        except TunnelError as exc:
-            raise error_from_tunnel(exc, where=self.url) from None
-        self._resume_token = welcome.resume_token
-        return Tunnel(conn, carrier, on_event=self._on_event, name="bridge")
 
     async def _serve(self, tunnel: Tunnel, task_status: anyio.abc.TaskStatus[None] | None) -> None:
         """Run one connection until it ends (or the link closes)."""
@@ -297,8 +293,6 @@ class Link:
         if not self._closing:
             why = f"{closed.reason} ({_code_name(closed.error_code)})" if closed is not None else "connection lost"
             log.warning("disconnected from the bridge: %s", why)
-            if closed is not None and closed.by_peer and closed.error_code == ErrorCode.UNAUTHORIZED:
-                self._fail(AuthError(f"the bridge ended the connection: {closed.reason}", code=closed.error_code))
         if failure is not None and task_status is not None:
             raise failure  # the very first connection: report it to the caller
         self._notify()
@@ -306,7 +300,7 @@ class Link:
     # ------------------------------------------------------------ streams
 
     def _usable(self, tunnel: Tunnel | None) -> bool:
-        return tunnel is not None and not tunnel.conn.closed and tunnel.conn.state.name == "OPEN"
+        return tunnel is not None and tunnel.is_open
 
     async def tunnel(self, timeout: float | None = None) -> Tunnel:
         """The live tunnel; waits (up to ``timeout``, default ``connect_timeout``) while reconnecting."""
@@ -342,14 +336,13 @@ class Link:
                 raise ValueError(f"cannot send {method} {target!r}: {exc}") from None
         raise BridgeUnavailable(f"{method} {target}: the connection to the bridge keeps closing")
 
-    def error_for_reset(self, exc: StreamResetError, tunnel: Tunnel, where: str) -> RadicalEdgeError:
-        """The SDK error for a stream that died: the link closed, the tunnel broke, or the peer reset it."""
+    def error_for_reset(self, exc: StreamResetError, where: str) -> RadicalEdgeError:
+        """The SDK error for a stream that died: the link closed, the tunnel broke, or the peer reset it.
+
+        A stream the tunnel's end took along carries the code and reason the connection ended with.
+        """
         if self._closing:
             return BridgeUnavailable(f"{where}: the client was closed", code=exc.code)
-        closed = tunnel.close_event
-        broken = (ErrorCode.PROTOCOL_ERROR, ErrorCode.FRAME_SIZE_ERROR, ErrorCode.FLOW_CONTROL_ERROR)
-        if closed is not None and exc.code == ErrorCode.CONNECTION_LOST and closed.error_code in broken:
-            return ProtocolError(f"{where}: the connection failed: {closed.reason}", code=closed.error_code)
         return error_from_tunnel(exc, where=where)
 
     async def simple_get(self, tunnel: Tunnel, target: str) -> Any:
@@ -369,7 +362,7 @@ class Link:
                     await stream.reset()
             raise BridgeUnavailable(f"{where}: the bridge did not answer in {_INFO_TIMEOUT:g} s") from None
         except StreamResetError as exc:
-            raise self.error_for_reset(exc, tunnel, where) from None
+            raise self.error_for_reset(exc, where) from None
         except TunnelClosedError as exc:
             raise error_from_tunnel(exc, where=where) from None
         if head.status >= 400:
@@ -434,10 +427,9 @@ class Link:
             self.position = resume
             self._snapshot_parts = None  # a snapshot cut short with the last connection is void
             try:
-                tunnel.conn.subscribe(SUBSCRIPTION_ID, Subscription(), resume_after=resume)
+                await tunnel.subscribe(SUBSCRIPTION_ID, Subscription(), resume_after=resume)
             except LocalProtocolError as exc:
                 raise BridgeUnavailable(f"cannot subscribe: {exc}") from None
-            await tunnel.flush()
             self._subscribed = tunnel
 
     def _on_event(self, event: ProtoEvent) -> None:

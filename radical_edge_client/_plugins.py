@@ -1,8 +1,9 @@
 """Clients of the built-in plugins, with the method names radical.edge users know.
 
 They need no server-side code: each is a thin layer over the plugin's routes
-(see ``PARITY.md``).  :meth:`EdgeClient.get_plugin` picks the class by the
-plugin's ``type`` in the edge's manifest.
+(see ``PARITY.md``).  :meth:`AsyncEdgeClient.get_plugin` picks the class by the
+plugin's ``type`` in the edge's manifest.  Their blocking forms
+(``radical_edge_client.SysInfoClient``, ...) are derived from them.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any, ClassVar
 import anyio
 import anyio.to_thread
 
-from ._client import PluginClient, register_plugin_client
-from ._errors import ProtocolError
+from ._client import AsyncPluginClient, register_plugin_client
+from ._errors import BridgeProtocolError
 from ._http import quote_segment
 
 
 def _dict(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
+        raise BridgeProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -36,7 +37,7 @@ def _query(user: str | None, force: bool) -> dict[str, Any]:
 
 
 @register_plugin_client
-class SysInfoClient(PluginClient):
+class AsyncSysInfoClient(AsyncPluginClient):
     """The ``sysinfo`` plugin: what the edge's host is and how busy it is."""
 
     plugin_type: ClassVar[str] = "sysinfo"
@@ -56,7 +57,7 @@ class SysInfoClient(PluginClient):
 
 
 @register_plugin_client
-class QueueInfoClient(PluginClient):
+class AsyncQueueInfoClient(AsyncPluginClient):
     """The ``queue_info`` plugin: queues, jobs and allocations of the batch system.
 
     ``user`` defaults to the edge's user (``"*"``: everyone); ``force`` skips the plugin's cache.
@@ -101,7 +102,7 @@ class QueueInfoClient(PluginClient):
 
 
 @register_plugin_client
-class PSIJClient(PluginClient):
+class AsyncPSIJClient(AsyncPluginClient):
     """The ``psij`` plugin: batch jobs through PSI/J (local, slurm, pbs, lsf, flux executors)."""
 
     plugin_type: ClassVar[str] = "psij"
@@ -130,7 +131,7 @@ class PSIJClient(PluginClient):
 
 
 @register_plugin_client
-class StagingClient(PluginClient):
+class AsyncStagingClient(AsyncPluginClient):
     """The ``staging`` plugin: small files whole (``put``/``get``, base64 on the wire) and listings.
 
     Paths are absolute or start with ``~`` (the edge user's home).
@@ -150,7 +151,7 @@ class StagingClient(PluginClient):
         try:
             return base64.b64decode(answer["content"], validate=True)
         except (KeyError, ValueError, TypeError):
-            raise ProtocolError("staging get: no valid base64 'content' in the answer") from None
+            raise BridgeProtocolError("staging get: no valid base64 'content' in the answer") from None
 
     async def list(self, path: str = "~") -> dict[str, Any]:
         """``{path, entries: [{name, type, size}]}`` of a directory on the edge."""
@@ -164,4 +165,4 @@ class StagingClient(PluginClient):
         return await self.put(filename, content, overwrite=overwrite)
 
 
-__all__ = ["PSIJClient", "QueueInfoClient", "StagingClient", "SysInfoClient"]
+__all__ = ["AsyncPSIJClient", "AsyncQueueInfoClient", "AsyncStagingClient", "AsyncSysInfoClient"]

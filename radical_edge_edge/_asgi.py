@@ -102,7 +102,7 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return max(lengths) if lengths else None
 
 
-class _Exchange:
+class _AsgiCall:
     """The state of one request/response pair while the application runs."""
 
     def __init__(self, stream: TunnelStream, max_body: int | None = None) -> None:
@@ -220,7 +220,7 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope, *, max_
         if length is not None and length > max_body:
             await send_error(stream, 413, body_too_large_detail(max_body))
             return
-    ex = _Exchange(stream, max_body)
+    ex = _AsgiCall(stream, max_body)
     error: BaseException | None = None
 
     running = True
@@ -262,7 +262,7 @@ async def serve_stream(app: ASGIApp, stream: TunnelStream, scope: Scope, *, max_
 
 
 async def _fail(
-    stream: TunnelStream, ex: _Exchange, status: int, detail: str, code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    stream: TunnelStream, ex: _AsgiCall, status: int, detail: str, code: ErrorCode = ErrorCode.INTERNAL_ERROR
 ) -> None:
     """Answer ``status`` with the envelope, or reset the stream with ``code`` if the response head went out."""
     try:

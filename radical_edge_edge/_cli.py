@@ -3,35 +3,33 @@
 Exit status: 0 after a clean stop (SIGTERM/SIGINT drains first, or the
 bridge told the edge to shut down), 1 when the bridge refused the edge for
 good (wrong token, unsupported protocol version), 2 for a usage or
-configuration error.
+configuration error (a token file others can read is one).
+
+The bridge URL, token and CA come from the options, else the environment,
+else the token file: :func:`radical_edge_tunnel.resolve_settings`, the same
+resolution the SDK uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import anyio
 
 from radical_edge_proto import edge_name_error
-from radical_edge_tunnel import ConnectError
+from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_CERT, ENV_TOKEN, ENV_URL, resolve_settings
 
 from ._body import DEFAULT_MAX_BODY_BYTES
 from ._discovery import PluginSelectionError, discover
 from ._service import EdgeFatalError, EdgeService
 
 log = logging.getLogger("radical_edge.edge")
-
-#: where the bridge writes its token by default, and where an edge on the same account finds it
-DEFAULT_TOKEN_FILE = Path("~/.radical/edge/bridge.token")
 
 _SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -60,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=socket.gethostname(), help="edge name (default: this host's name)")
     parser.add_argument(
         "--url",
-        default=os.environ.get("RADICAL_BRIDGE_URL"),
-        help="bridge URL, http(s):// or ws(s):// (env RADICAL_BRIDGE_URL); /register is added",
+        default=None,
+        help=f"bridge URL, http(s):// or ws(s):// (env {ENV_URL}); /register is added",
     )
     parser.add_argument(
         "--plugins",
@@ -70,18 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cert",
-        default=os.environ.get("RADICAL_BRIDGE_CERT"),
-        help="CA certificate file to trust for the bridge (env RADICAL_BRIDGE_CERT; default: the system store)",
+        default=None,
+        help=f"CA certificate file to trust for the bridge (env {ENV_CERT}; default: the system store)",
     )
     parser.add_argument(
         "--token",
         default=None,
-        help="bridge token (env RADICAL_BRIDGE_TOKEN; else read from --token-file)",
+        help=f"bridge token (env {ENV_TOKEN}; else read from --token-file)",
     )
     parser.add_argument(
         "--token-file",
         default=str(DEFAULT_TOKEN_FILE),
-        help=f"file holding the bridge token (default: {DEFAULT_TOKEN_FILE})",
+        help=f"file holding the bridge token; must be mode 0600 (default: {DEFAULT_TOKEN_FILE})",
     )
     parser.add_argument(
         "--insecure-skip-tls-verify",
@@ -107,26 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_token(arg: str | None, token_file: str) -> str | None:
-    """The token from ``--token``, else ``RADICAL_BRIDGE_TOKEN``, else the token file; ``None`` if none."""
-    if arg:
-        return arg.strip()
-    env = os.environ.get("RADICAL_BRIDGE_TOKEN")
-    if env:
-        return env.strip()
-    path = Path(token_file).expanduser()
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SystemExit(f"radical-edge-service: cannot read the token file {path}: {exc}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("token file %s is readable by other users: chmod 600 it", path)
-    return text or None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,24 +120,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason is not None:
         print(f"radical-edge-service: {reason}; choose another with --name", file=sys.stderr)
         return 2
-    if not args.url:
-        parser.error("the bridge URL is required: --url or RADICAL_BRIDGE_URL")
-    token = resolve_token(args.token, args.token_file)
-    if token is None:
-        log.warning(
-            "no bridge token found (--token, RADICAL_BRIDGE_TOKEN, %s): connecting without one", args.token_file
-        )
     try:
-        service = EdgeService(
-            args.name,
-            url=args.url,
-            token=token,
-            ca_file=args.cert,
+        settings = resolve_settings(
+            args.url,
+            args.token or None,
+            args.cert,
+            token_file=args.token_file,
             insecure_skip_tls_verify=args.insecure_skip_tls_verify,
-            plugins=args.plugins,
-            max_body_bytes=args.max_body,
         )
-    except (PluginSelectionError, ValueError, ConnectError) as exc:
+    except OSError as exc:  # a token file others can read (with the chmod to run), or one that cannot be read
+        print(f"radical-edge-service: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # no URL, a bad one, a missing CA file
+        parser.error(str(exc))
+    if settings.token is None:
+        log.warning("no bridge token found (--token, %s, %s): connecting without one", ENV_TOKEN, args.token_file)
+    try:
+        service = EdgeService(args.name, settings=settings, plugins=args.plugins, max_body_bytes=args.max_body)
+    except (PluginSelectionError, ValueError) as exc:
         parser.error(str(exc))
     try:
         return anyio.run(_serve, service)

@@ -1,13 +1,13 @@
 """The edge service: keep a tunnel to the bridge up and serve the plugin host over it.
 
-One connection at a time: dial, HELLO (with the manifest and the resume
-token of the previous WELCOME), serve until the tunnel ends, then wait a
-capped, jittered, exponentially growing delay and dial again (kept to a few
-seconds while the bridge is known to be reachable: see
-:mod:`radical_edge_tunnel._backoff`).  A refusal
-that cannot get better by retrying (wrong credential, protocol version the
-bridge does not speak) is fatal; so is the bridge telling this edge to shut
-down.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
+One connection at a time, kept up by the tunnel package's
+:class:`~radical_edge_tunnel.Redialer` (the same one the SDK uses): dial,
+HELLO (with the manifest and the resume token of the previous WELCOME),
+serve until the tunnel ends, then wait a capped, jittered, growing delay and
+dial again.  A refusal that cannot get better by retrying (wrong credential,
+protocol version the bridge does not speak, a token file others can read)
+is fatal (:class:`EdgeFatalError`); so is the bridge telling this edge to
+shut down.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import json
 import logging
 import os
 import random
-import ssl
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any
@@ -31,28 +30,22 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from radical_edge_proto import (
     MIN_FRAME_SIZE,
     RESERVED_EDGE_NAMES,
-    Connection,
     ConnectionClosed,
     ErrorCode,
     GoAway,
     Limits,
     LocalProtocolError,
     PeerRole,
-    Side,
     edge_name_error,
 )
 from radical_edge_tunnel import (
+    FATAL_CODES,
     Backoff,
-    Carrier,
-    ConnectError,
-    HandshakeError,
-    Redial,
+    BridgeSettings,
+    Connector,
+    FatalDialError,
+    Redialer,
     Tunnel,
-    UpgradeRejectedError,
-    client_ssl_context,
-    connect_handshake,
-    connect_websocket,
-    websocket_url,
 )
 
 from ._host import PluginHost
@@ -60,10 +53,8 @@ from ._plugin import Plugin
 
 log = logging.getLogger("radical_edge.edge")
 
-Connector = Callable[[], Awaitable[Carrier]]
+__all__ = ["FATAL_CODES", "SHUTDOWN_CODE", "Connector", "EdgeFatalError", "EdgeService"]
 
-#: handshake refusals that retrying cannot fix
-FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 #: the GOAWAY code with which the bridge tells an edge to shut down and not come back
 SHUTDOWN_CODE = ErrorCode.CANCEL
 #: a HELLO manifest larger than this goes in a MANIFEST frame after WELCOME instead
@@ -78,7 +69,9 @@ class EdgeService:
     """Run an edge: the plugin host plus a self-healing tunnel to the bridge.
 
     Give ``url`` (``http(s)://`` or ``ws(s)://``; the ``/register`` path is
-    added) with ``token`` and ``ca_file``, or a ``connector`` returning a
+    added) with ``token`` and ``ca_file``, or ``settings`` (from
+    :func:`radical_edge_tunnel.resolve_settings`: the environment and the
+    token file, as the command line does), or a ``connector`` returning a
     connected carrier (the bridge's in-process plugins use a memory carrier).
     ``plugins`` selects installed plugins (``"all"``, a comma list, unique
     prefixes; ``None`` for none); more can be added with :meth:`add_plugin`.
@@ -110,43 +103,37 @@ class EdgeService:
         drain_timeout: float = 30.0,
         rng: random.Random | None = None,
         max_body_bytes: int | None = None,
+        settings: BridgeSettings | None = None,
     ) -> None:
         reason = edge_name_error(name)
         if reason is not None and not (connector is not None and name.lower() in RESERVED_EDGE_NAMES):
             raise ValueError(reason)
         self.name = name
-        self.token = token
         self.backoff = backoff or Backoff()
         self.limits = limits
         self.connect_timeout = connect_timeout
         self.drain_timeout = drain_timeout
         self._rng = rng or random.Random()
-        if connector is None:
+        if settings is not None and (url is not None or token is not None or ca_file is not None):
+            raise ValueError("give the bridge as settings or as url/token/ca_file, not both")
+        if connector is None and settings is None:
             if url is None:
-                raise ValueError("give the bridge url (or a connector)")
-            self.url: str | None = websocket_url(url, "/register")
-            ssl_context: ssl.SSLContext | None = None
-            if self.url.startswith("wss:"):
-                ssl_context = client_ssl_context(ca_file, insecure_skip_tls_verify=insecure_skip_tls_verify)
-            elif ca_file is not None or insecure_skip_tls_verify:
-                log.warning("%s is not TLS: --cert / --insecure-skip-tls-verify have no effect", self.url)
-            self._ssl_context = ssl_context
-            connector = self._dial
-        else:
-            self.url = url
-        self._connector = connector
+                raise ValueError("give the bridge url (or settings, or a connector)")
+            settings = BridgeSettings.create(
+                url, token=token, cert=ca_file, insecure_skip_tls_verify=insecure_skip_tls_verify
+            )
+        #: where the bridge is (None with a connector)
+        self.settings = settings
+        self.token = settings.token if settings is not None else token
+        self.url: str | None = settings.websocket_url("/register") if connector is None and settings else url
+        self._manifest_deferred = False
 
-        #: the resume token of the last WELCOME (sent back in the next HELLO)
-        self.resume_token: str | None = None
-        #: handshakes completed since start
-        self.connections = 0
         #: "idle", "starting", "connecting", "connected", "waiting" (to reconnect), "draining", "stopped"
         self.state = "idle"
         self.tunnel: Tunnel | None = None
         self._seq = 0
         self._stopping = False
         self._stop_event: anyio.Event | None = None
-        self._attempt_scope: anyio.CancelScope | None = None
         self._manifest_dirty: anyio.Event | None = None
         self._loop_thread: int | None = None
         self._portal: BlockingPortal | None = None
@@ -162,6 +149,33 @@ class EdgeService:
         self.host.on_manifest_change = self._manifest_changed
         if plugins is not None:
             self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
+        self._redialer = Redialer(
+            settings,
+            role=PeerRole.EDGE,
+            name=name,
+            connector=connector,
+            credential=token if settings is None else None,
+            manifest=self._hello_manifest,
+            handler=self.host.handle,
+            on_event=self._on_event,
+            limits=limits,
+            backoff=self.backoff,
+            rng=self._rng,
+            connect_timeout=connect_timeout,
+            label=f"edge {name}",
+            logger=log,
+            on_state=self._on_redial_state,
+        )
+
+    @property
+    def resume_token(self) -> str | None:
+        """The resume token of the last WELCOME (sent back in the next HELLO)."""
+        return self._redialer.resume_token
+
+    @property
+    def connections(self) -> int:
+        """Handshakes completed since the service was made."""
+        return self._redialer.connections
 
     # ------------------------------------------------------------ embedding API
 
@@ -182,9 +196,9 @@ class EdgeService:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.host.run)
                 try:
-                    await self._connect_loop()
-                except EdgeFatalError as exc:
-                    fatal = exc
+                    await self._redialer.run(self._serve)
+                except FatalDialError as exc:
+                    fatal = EdgeFatalError(str(exc))
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -268,101 +282,30 @@ class EdgeService:
         log.info("edge %s: stopping", self.name)
         if self._stop_event is not None:
             self._stop_event.set()
-        if self._attempt_scope is not None:
-            self._attempt_scope.cancel()
+        self._redialer.stop()
 
     def _manifest_changed(self, manifest: dict[str, Any]) -> None:
         if self._manifest_dirty is not None:
             self._manifest_dirty.set()
 
-    async def _dial(self) -> Carrier:
-        assert self.url is not None
-        return await connect_websocket(
-            self.url, token=self.token, ssl_context=self._ssl_context, timeout=self.connect_timeout
-        )
+    def _on_redial_state(self, state: str) -> None:
+        if not self._stopping:
+            self.state = state
 
-    async def _connect_loop(self) -> None:
-        assert self._stop_event is not None
-        redial = Redial(self.backoff, self._rng)
-        while not self._stopping:
-            began = anyio.current_time()
-            outcome = await self._one_connection()
-            if outcome == "shutdown" or self._stopping:
-                return
-            if outcome == "served":
-                redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
-            elif outcome == "unreachable":
-                redial.unreachable()
-            delay = redial.next_delay()
-            self.state = "waiting"
-            log.info("edge %s: reconnecting in %.1f s", self.name, delay)
-            with anyio.move_on_after(delay):
-                await self._stop_event.wait()
-
-    async def _one_connection(self) -> str:
-        """Dial, handshake, serve; raises EdgeFatalError.
-
-        Returns "unreachable" (the dial did not reach the bridge), "refused" (the handshake
-        failed), "served" (a connection was up and ended) or "shutdown" (the bridge said so).
-        """
-        self.state = "connecting"
-        conn = Connection(Side.CONNECTOR, self.limits)
+    def _hello_manifest(self) -> dict[str, Any]:
+        """The manifest for HELLO; one too big for it follows in a MANIFEST frame after WELCOME."""
         manifest = self.host.manifest()
-        hello_manifest = manifest
-        if len(json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode()) > _HELLO_MANIFEST_LIMIT:
-            hello_manifest = {}  # too big for HELLO: it follows in a MANIFEST frame
-        carrier: Carrier | None = None
-        with anyio.CancelScope() as scope:
-            self._attempt_scope = scope
-            try:
-                with anyio.fail_after(self.connect_timeout * 2):
-                    carrier = await self._connector()
-                    welcome = await connect_handshake(
-                        conn,
-                        carrier,
-                        role=PeerRole.EDGE,
-                        name=self.name,
-                        credential=self.token or "",
-                        resume_token=self.resume_token,
-                        manifest=hello_manifest,
-                        timeout=self.connect_timeout,
-                    )
-            except UpgradeRejectedError as exc:
-                if exc.status in (401, 403):
-                    raise EdgeFatalError(f"the bridge refused the credential: {exc}") from None
-                log.warning("edge %s: %s", self.name, exc)
-                return "unreachable"
-            except ConnectError as exc:
-                log.warning("edge %s: %s", self.name, exc)
-                return "unreachable"
-            except HandshakeError as exc:
-                await _close_quietly(carrier)
-                if exc.code in FATAL_CODES:
-                    name = exc.code.name if isinstance(exc.code, ErrorCode) else str(exc.code)
-                    raise EdgeFatalError(f"the bridge refused edge {self.name!r} ({name}): {exc}") from None
-                log.warning("edge %s: handshake failed: %s", self.name, exc)
-                return "refused"
-            except TimeoutError:
-                await _close_quietly(carrier)
-                log.warning("edge %s: connecting timed out", self.name)
-                return "unreachable"
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await _close_quietly(carrier)
-                raise
-            finally:
-                self._attempt_scope = None
-        if scope.cancelled_caught or carrier is None:
-            await _close_quietly(carrier)
-            return "unreachable"
+        self._manifest_deferred = (
+            len(json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode()) > _HELLO_MANIFEST_LIMIT
+        )
+        return {} if self._manifest_deferred else manifest
 
-        self.resume_token = welcome.resume_token
-        self.connections += 1
-        tunnel = Tunnel(conn, carrier, handler=self.host.handle, on_event=self._on_event, name=f"edge {self.name}")
+    async def _serve(self, tunnel: Tunnel) -> None:
+        """Serve one connected tunnel until it ends (the redialer dials the next one)."""
         self.tunnel = tunnel
         log.info("edge %s connected to %s", self.name, self.url or "the bridge")
         assert self._manifest_dirty is not None
-        if hello_manifest is not manifest:
+        if self._manifest_deferred:
             self._manifest_dirty.set()
         try:
             async with anyio.create_task_group() as tg:
@@ -379,16 +322,12 @@ class EdgeService:
         finally:
             self.tunnel = None
         closed = tunnel.close_event
-        if closed is not None and closed.by_peer:
-            if closed.error_code == SHUTDOWN_CODE:
-                log.warning("edge %s: the bridge asked this edge to shut down: %s", self.name, closed.reason)
-                return "shutdown"
-            if closed.error_code in FATAL_CODES:
-                raise EdgeFatalError(f"the bridge ended the connection ({closed.error_code!r}): {closed.reason}")
-        if not self._stopping:
+        if closed is not None and closed.by_peer and closed.error_code == SHUTDOWN_CODE:
+            log.warning("edge %s: the bridge asked this edge to shut down: %s", self.name, closed.reason)
+            self._redialer.stop()
+        elif not self._stopping and not (closed is not None and closed.by_peer and closed.error_code in FATAL_CODES):
             reason = f"{closed.reason} ({closed.error_code!r})" if closed is not None else "connection lost"
             log.warning("edge %s: disconnected from the bridge: %s", self.name, reason)
-        return "served"
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, GoAway):
@@ -405,7 +344,7 @@ class EdgeService:
                 for notice in batch:
                     seq = self._seq + 1
                     try:
-                        tunnel.conn.send_event(self.name, notice.plugin, notice.topic, seq, notice.payload)
+                        tunnel.queue_event(self.name, notice.plugin, notice.topic, seq, notice.payload)
                     except LocalProtocolError as exc:
                         if exc.error_code is not ErrorCode.FRAME_SIZE_ERROR:
                             raise
@@ -428,27 +367,20 @@ class EdgeService:
             self._manifest_dirty = anyio.Event()
             manifest = self.host.manifest()
             try:
-                tunnel.conn.send_manifest(manifest)
+                await tunnel.send_manifest(manifest)
             except LocalProtocolError as exc:
                 if exc.error_code is ErrorCode.FRAME_SIZE_ERROR:
                     log.error("edge %s: the manifest is too large to send: %s", self.name, exc)
                     continue
                 return
-            await tunnel.flush()
 
     async def _drain_on_stop(self, tunnel: Tunnel) -> None:
         assert self._stop_event is not None
         await self._stop_event.wait()
         self.state = "draining"
-        log.info("edge %s: draining %d in-flight request(s)", self.name, len(tunnel.conn.open_streams))
+        log.info("edge %s: draining %d in-flight request(s)", self.name, tunnel.open_stream_count)
         with anyio.move_on_after(self.drain_timeout) as scope:
             await tunnel.drain("edge stopping")
         if scope.cancelled_caught:
             log.warning("edge %s: in-flight requests did not finish in %.0f s", self.name, self.drain_timeout)
             await tunnel.aclose(ErrorCode.NO_ERROR, "edge stopping")
-
-
-async def _close_quietly(carrier: Carrier | None) -> None:
-    if carrier is not None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            await carrier.aclose()

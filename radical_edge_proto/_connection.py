@@ -640,22 +640,30 @@ class Connection:
 
         Raises :class:`RemoteProtocolError` for anything the peer may not
         send; the connection is then closed with a GOAWAY (or REJECT) queued.
-        Bytes arriving after the connection closed are discarded.
+        Nothing is lost with it: the error's ``events`` hold the events of the
+        frames before the bad one, then the :class:`ConnectionClosed` and the
+        stream resets the error caused.  Bytes arriving after the connection
+        closed are discarded.
         """
         if self.state is ConnState.CLOSED:
             return []
         if data:
             self._rx_since_timer = True
         events: list[Event] = []
+        frames, error = self._decoder.feed_until_error(data)
         try:
-            for frame in self._decoder.feed(data):
+            for frame in frames:
                 self._dispatch(frame, events)
                 if self.closed:
-                    break
+                    return events  # whatever follows the end is discarded, a bad header too
+            if error is not None:
+                raise error
         except RemoteProtocolError as exc:
-            if not self.closed:
-                self._queue_goodbye(exc.error_code, str(exc))
-                self._terminate(exc.error_code, by_peer=False)
+            reason = str(exc)
+            self._queue_goodbye(exc.error_code, reason)
+            events.append(ConnectionClosed(exc.error_code, reason, by_peer=False))
+            events += self._terminate(exc.error_code, by_peer=False)
+            exc.events = events
             raise
         return events
 

@@ -13,6 +13,10 @@ GOAWAY or REJECT frame) when the error ends a stream or the connection.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._events import Event
 
 
 class ErrorCode(enum.IntEnum):
@@ -69,4 +73,14 @@ class RemoteProtocolError(ProtocolError):
     ``error_code`` (a REJECT if the hub had not answered the HELLO yet;
     nothing if a connector had not been welcomed): flush ``data_to_send()``
     and close the carrier.
+
+    ``events`` (from :meth:`Connection.receive_data`) are the events that call
+    would have returned: first those of the frames before the bad one, then a
+    :class:`ConnectionClosed` with this error's code and message, then a
+    :class:`StreamReset` with the same code for every stream that was open.
+    Handle them like any other events; an error raised elsewhere has none.
     """
+
+    def __init__(self, msg: str, error_code: ErrorCode = ErrorCode.PROTOCOL_ERROR) -> None:
+        super().__init__(msg, error_code)
+        self.events: list[Event] = []

@@ -128,6 +128,19 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawFrame]:
+        """The frames ``data`` completes; raises :class:`RemoteProtocolError` for a bad header."""
+        frames, error = self.feed_until_error(data)
+        if error is not None:
+            raise error
+        return frames
+
+    def feed_until_error(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[RawFrame], RemoteProtocolError | None]:
+        """Like :meth:`feed`, but a bad header is returned, with the whole frames before it.
+
+        The bad header and what follows it stay buffered.
+        """
         if self._buf:
             self._buf += data
             source: bytes | bytearray | memoryview = self._buf
@@ -135,7 +148,7 @@ class FrameDecoder:
             source = data
         view = memoryview(source)
         try:
-            frames, used = self._parse(view)
+            frames, used, error = self._parse(view)
             rest = len(view) - used
             if source is self._buf:
                 if used:
@@ -145,9 +158,9 @@ class FrameDecoder:
                 self._buf = bytearray(view[used:])
         finally:
             view.release()
-        return frames
+        return frames, error
 
-    def _parse(self, view: memoryview) -> tuple[list[RawFrame], int]:
+    def _parse(self, view: memoryview) -> tuple[list[RawFrame], int, RemoteProtocolError | None]:
         frames: list[RawFrame] = []
         pos = 0
         end = len(view)
@@ -165,13 +178,16 @@ class FrameDecoder:
                 or (rule[1] and stream_id)
                 or (rule[2] and not stream_id)
             ):
-                check_header(length, ftype, flags, stream_id, limit)  # raises, with the reason
+                try:
+                    check_header(length, ftype, flags, stream_id, limit)  # raises, with the reason
+                except RemoteProtocolError as exc:
+                    return frames, pos, exc
             stop = pos + HEADER_SIZE + length
             if stop > end:
                 break
             frames.append(RawFrame(ftype, flags, stream_id, bytes(view[pos + HEADER_SIZE : stop])))
             pos = stop
-        return frames, pos
+        return frames, pos, None
 
 
 def check_header(length: int, ftype: int, flags: int, stream_id: int, max_frame_size: int) -> None:

@@ -1,12 +1,27 @@
 """radical_edge_tunnel: runs the protocol core over anyio carriers (WebSocket, in-memory).
 
-Shared by the bridge, the edge service and the SDK.
+Shared by the bridge, the edge service and the SDK.  Everything that dials a
+bridge finds it with :func:`resolve_settings` and keeps its connection with a
+:class:`Redialer` (one backoff, one fatal policy: see ``_redial.py``).
 """
 
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._envelope import ERROR_CONTENT_TYPE, error_body, error_envelope
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
+from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
+from ._settings import (
+    DEFAULT_TOKEN_FILE,
+    ENV_CERT,
+    ENV_TOKEN,
+    ENV_URL,
+    BridgeSettings,
+    InsecureFileError,
+    check_private,
+    load_or_create_token,
+    read_token_file,
+    resolve_settings,
+)
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
     ConnectError,
@@ -18,13 +33,24 @@ from ._ws_client import (
 )
 
 __all__ = [
+    "DEFAULT_TOKEN_FILE",
+    "ENV_CERT",
+    "ENV_TOKEN",
+    "ENV_URL",
     "ERROR_CONTENT_TYPE",
+    "FATAL_CODES",
+    "FATAL_STATUSES",
     "Backoff",
+    "BridgeSettings",
     "Carrier",
     "ConnectError",
+    "Connector",
+    "FatalDialError",
     "HandshakeError",
+    "InsecureFileError",
     "MemoryCarrier",
     "Redial",
+    "Redialer",
     "StreamResetError",
     "TLSVerificationError",
     "Tunnel",
@@ -34,12 +60,17 @@ __all__ = [
     "UpgradeRejectedError",
     "WebSocketCarrier",
     "accept_handshake",
+    "check_private",
     "client_ssl_context",
     "connect_handshake",
     "connect_websocket",
     "error_body",
     "error_envelope",
+    "fatal_error_for",
+    "load_or_create_token",
     "memory_carrier_pair",
+    "read_token_file",
+    "resolve_settings",
     "tls_object",
     "websocket_url",
     "with_buffered_tls",

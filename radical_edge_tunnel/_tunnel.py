@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -20,6 +21,7 @@ import anyio.abc
 from radical_edge_proto import (
     Connection,
     ConnectionClosed,
+    ConnState,
     Data,
     ErrorCode,
     Event,
@@ -28,6 +30,7 @@ from radical_edge_proto import (
     Request,
     Response,
     StreamReset,
+    Subscription,
     WindowUpdated,
 )
 
@@ -39,19 +42,49 @@ HeaderList = Iterable[tuple[bytes | str, bytes | str]]
 
 
 class TunnelError(Exception):
-    """Base of the tunnel's errors; ``code`` is the protocol error code."""
+    """Base of the tunnel's errors; ``code`` is the protocol error code.
 
-    def __init__(self, msg: str, code: ErrorCode | int = ErrorCode.INTERNAL_ERROR) -> None:
+    ``close_event`` is how the connection ended, when the error comes from its end.
+    """
+
+    def __init__(
+        self,
+        msg: str,
+        code: ErrorCode | int = ErrorCode.INTERNAL_ERROR,
+        *,
+        close_event: ConnectionClosed | None = None,
+    ) -> None:
         super().__init__(msg)
         self.code = code
+        self.close_event = close_event
 
 
 class StreamResetError(TunnelError):
-    """The stream was reset (by the peer, by this side, or because the tunnel died)."""
+    """The stream was reset (by the peer, by this side, or because the tunnel ended).
+
+    When the tunnel's end took the stream with it, ``code`` is the code the
+    connection ended with (the peer's GOAWAY, the protocol error found in what
+    the peer sent, ``TIMEOUT``, ``CONNECTION_LOST`` for a dead carrier) and
+    ``close_event`` says why.
+    """
 
 
 class TunnelClosedError(TunnelError):
-    """The tunnel is closed or draining: no new stream can open on it."""
+    """The tunnel is closed or draining: no new stream can open on it.
+
+    ``code`` is ``REFUSED_STREAM`` (the request was not sent: another
+    connection may take it); ``close_event`` is why the tunnel ended, if it did.
+    """
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else str(code)
+
+
+def _describe(closed: ConnectionClosed) -> str:
+    """``"by the peer (INTERNAL_ERROR: reason)"``, ``"(TIMEOUT: reason)"``: who ended a connection and why."""
+    why = _code_name(closed.error_code) + (f": {closed.reason}" if closed.reason else "")
+    return f"by the peer ({why})" if closed.by_peer else f"({why})"
 
 
 class TunnelStream:
@@ -67,6 +100,7 @@ class TunnelStream:
         self._sent_end = False  # this side ended its half
         self._reset: ErrorCode | int | None = None
         self._reset_by_peer = False
+        self._reset_cause: ConnectionClosed | None = None  # the connection's end, when that reset it
         # events are made only when a task has to wait (most exchanges never do): an anyio
         # Event costs a backend lookup, and a stream is made per request
         self._wake: anyio.Event | None = None  # head, data, end or reset arrived
@@ -109,10 +143,11 @@ class TunnelStream:
             self._forget_if_done()
         self._notify()
 
-    def _on_reset(self, code: ErrorCode | int, by_peer: bool) -> None:
+    def _on_reset(self, code: ErrorCode | int, by_peer: bool, cause: ConnectionClosed | None = None) -> None:
         if self._reset is None:
             self._reset = code
             self._reset_by_peer = by_peer
+            self._reset_cause = cause
             if self._reset_seen is not None:
                 self._reset_seen.set()
             callbacks, self._reset_callbacks = self._reset_callbacks, []
@@ -122,7 +157,7 @@ class TunnelStream:
                 except Exception:
                     log.exception("stream %d: reset callback failed", self.id)
             self._run_head_callbacks()
-        if self._scope is not None and (by_peer or code == ErrorCode.CONNECTION_LOST):
+        if self._scope is not None and (by_peer or cause is not None):
             self._scope.cancel()  # nobody waits for this work any more: stop it
         self._notify()
 
@@ -140,15 +175,24 @@ class TunnelStream:
 
     def _raise_if_reset(self) -> None:
         if self._reset is not None:
-            who = "peer" if self._reset_by_peer else "tunnel"
-            name = self._reset.name if isinstance(self._reset, ErrorCode) else str(self._reset)
-            raise StreamResetError(f"stream {self.id} reset by the {who} ({name})", self._reset)
+            cause = self._reset_cause
+            if cause is not None:
+                msg = f"stream {self.id} reset: the connection was closed {_describe(cause)}"
+            else:
+                who = "peer" if self._reset_by_peer else "tunnel"
+                msg = f"stream {self.id} reset by the {who} ({_code_name(self._reset)})"
+            raise StreamResetError(msg, self._reset, close_event=cause)
 
     # ---------------------------------------------------------------- public
 
     @property
     def reset_code(self) -> ErrorCode | int | None:
         return self._reset
+
+    @property
+    def send_window(self) -> int:
+        """Body bytes :meth:`send` may write now without waiting for credit (0 once this side ended)."""
+        return self.tunnel._conn.send_window(self.id)
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (synchronously, once) when the stream is reset; at once if it already was.
@@ -208,7 +252,7 @@ class TunnelStream:
         chunk = self._chunks.popleft()
         if not self._chunks and self._ended:
             self._forget_if_done()
-        conn = self.tunnel.conn
+        conn = self.tunnel._conn
         if not conn.closed:
             conn.acknowledge_received_data(self.id, len(chunk))
             await self.tunnel.flush()
@@ -232,7 +276,7 @@ class TunnelStream:
         (one carrier message instead of two).
         """
         self._raise_if_reset()
-        self.tunnel.conn.send_response(self.id, status, headers, end_stream=end_stream)
+        self.tunnel._conn.send_response(self.id, status, headers, end_stream=end_stream)
         if end_stream:
             self._sent_end = True
             self._forget_if_done()
@@ -242,12 +286,12 @@ class TunnelStream:
 
     async def send(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes, waiting for credit as needed."""
-        conn = self.tunnel.conn
+        conn = self.tunnel._conn
         view = memoryview(data)
         while True:
             self._raise_if_reset()
             if conn.closed:
-                raise StreamResetError(f"stream {self.id}: the tunnel closed", ErrorCode.CONNECTION_LOST)
+                raise self.tunnel._stream_lost(self.id)
             window = conn.send_window(self.id)
             if view and not window:
                 await self.tunnel.flush()  # what is queued (a head sent with flush=False) must not wait with us
@@ -271,10 +315,11 @@ class TunnelStream:
 
     async def reset(self, code: ErrorCode = ErrorCode.CANCEL) -> None:
         """Abort the stream both ways; harmless if it already ended."""
-        if self._reset is None and not self.tunnel.conn.closed:
-            self.tunnel.conn.reset_stream(self.id, code)
+        if self._reset is None and not self.tunnel._conn.closed:
+            self.tunnel._conn.reset_stream(self.id, code)
             self._on_reset(code, by_peer=False)
             self.tunnel._streams.pop(self.id, None)
+            self.tunnel._wake_senders()  # a stream closed: drain() re-checks
             # a task being cancelled resets its streams: the RESET must still go out now, not with
             # whatever frame is flushed next (flush() would stop at its lock, leaving it queued)
             with anyio.CancelScope(shield=True):
@@ -291,6 +336,18 @@ class Tunnel:
     ``handler`` serves streams the peer opens (one task each); ``on_event``
     receives connection-level events (notifications, subscriptions, manifest
     updates, GOAWAY, the final ConnectionClosed) synchronously, in order.
+
+    The connection is the tunnel's own once handed over: send through the
+    tunnel's methods, which write what they queue (:meth:`send_event`,
+    :meth:`subscribe`, :meth:`unsubscribe`, :meth:`send_manifest`,
+    :meth:`request`, :meth:`drain`, :meth:`aclose`).  To send many events at
+    once, or from a synchronous callback, queue each with
+    :meth:`queue_event` and write them with one :meth:`flush`.
+
+    When the connection ends, :attr:`close_event` says why (the peer's
+    REJECT or GOAWAY, a protocol error found in what it sent, a heartbeat
+    timeout, a dead carrier, or :meth:`aclose` here), and every stream still
+    open ends with that code and reason.
     """
 
     def __init__(
@@ -302,7 +359,7 @@ class Tunnel:
         on_event: EventSink | None = None,
         name: str = "",
     ) -> None:
-        self.conn = conn
+        self._conn = conn
         self.carrier = carrier
         self.name = name
         self._handler = handler
@@ -313,7 +370,9 @@ class Tunnel:
         self._write_done: anyio.Event | None = None
         self._window: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        #: set once :meth:`run` has finished (the carrier is closed)
         self.closed = anyio.Event()
+        #: why the connection ended (``None`` while it has not)
         self.close_event: ConnectionClosed | None = None
         #: seconds a write may take before the carrier is given up
         self.write_timeout = 30.0
@@ -331,10 +390,11 @@ class Tunnel:
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
-            if not self.conn.closed:
-                self._dispatch(self.conn.connection_lost())
+            if not self._conn.closed:
+                self._dispatch(self._conn.connection_lost())
+            code = self.close_event.error_code if self.close_event is not None else ErrorCode.CONNECTION_LOST
             for stream in list(self._streams.values()):
-                stream._on_reset(ErrorCode.CONNECTION_LOST, by_peer=False)
+                stream._on_reset(code, by_peer=False, cause=self.close_event)
             self._streams.clear()
             self._wake_senders()
             self.closed.set()
@@ -342,21 +402,108 @@ class Tunnel:
                 await self.carrier.aclose()
 
     async def aclose(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        """End the connection now (GOAWAY with ``code``) and close the carrier."""
-        if not self.conn.closed:
-            self._dispatch(self.conn.close(code, reason))
+        """End the connection now (GOAWAY with ``code``) and close the carrier.
+
+        :attr:`close_event` becomes ``ConnectionClosed(code, reason, by_peer=False)``,
+        which ``on_event`` receives too.
+        """
+        if not self._conn.closed:
+            resets = self._conn.close(code, reason)
+            self._dispatch([ConnectionClosed(code, reason, by_peer=False), *resets])
             with anyio.move_on_after(2, shield=True):
                 await self.flush()
         await self.carrier.aclose()
 
     async def drain(self, reason: str = "draining") -> None:
         """Graceful stop: GOAWAY, let in-flight streams finish, then close."""
-        if self.conn.state.name == "OPEN":
-            self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
+        if self.is_open:
+            self._conn.send_goaway(ErrorCode.NO_ERROR, reason)
             await self.flush()
-        while self.conn.open_streams and not self.conn.closed:
+        while self._conn.open_streams and not self._conn.closed:
             await self.window_changed()
         await self.aclose()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def is_open(self) -> bool:
+        """Whether new streams may open: the handshake is done and neither side has sent GOAWAY."""
+        return self._conn.state is ConnState.OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection has ended (nothing more is sent or received on it).
+
+        A draining tunnel (GOAWAY sent or received) is neither open nor closed.
+        The carrier may still be closing: :attr:`closed` is set when that is done too.
+        """
+        return self._conn.closed
+
+    @property
+    def open_stream_count(self) -> int:
+        """Streams not yet finished in both directions."""
+        return len(self._conn.open_streams)
+
+    @property
+    def subscriptions(self) -> dict[int, Subscription]:
+        """(hub) The peer's subscriptions now, by id (a copy)."""
+        return self._conn.subscriptions
+
+    @property
+    def max_outbound_frame_size(self) -> int:
+        """The largest frame the peer accepts (an EVENT's payload must fit in it with its names)."""
+        return self._conn.max_outbound_frame_size
+
+    def _stream_lost(self, stream_id: int) -> StreamResetError:
+        """The error for a stream used after the connection ended: with the code and reason it ended with."""
+        cause = self.close_event
+        if cause is None:
+            return StreamResetError(f"stream {stream_id}: the connection was lost", ErrorCode.CONNECTION_LOST)
+        msg = f"stream {stream_id}: the connection was closed {_describe(cause)}"
+        return StreamResetError(msg, cause.error_code, close_event=cause)
+
+    def _not_open(self) -> TunnelClosedError:
+        cause = self.close_event
+        if cause is not None:
+            why = f"was closed {_describe(cause)}"
+        else:
+            why = "is closed" if self._conn.closed else "is draining"
+        return TunnelClosedError(f"tunnel {self.name} {why}", ErrorCode.REFUSED_STREAM, close_event=cause)
+
+    # ---------------------------------------------------------------- connection-level sending
+
+    def queue_event(self, source: str, plugin: str, topic: str, seq: int, payload: bytes) -> bool:
+        """Queue a notification without writing it: call :meth:`flush` after a batch.
+
+        As :meth:`Connection.send_event`: on the hub it is queued only if a
+        subscription of the peer wants it; returns whether it was.  Raises
+        ``LocalProtocolError`` (``FRAME_SIZE_ERROR``: too large for the peer's
+        frames; otherwise the connection is closing) and queues nothing then.
+        """
+        return self._conn.send_event(source, plugin, topic, seq, payload)
+
+    async def send_event(self, source: str, plugin: str, topic: str, seq: int, payload: bytes) -> bool:
+        """Send a notification now (:meth:`queue_event`, then :meth:`flush`); returns whether it was sent."""
+        queued = self._conn.send_event(source, plugin, topic, seq, payload)
+        await self.flush()
+        return queued
+
+    async def subscribe(
+        self, subscription_id: int, subscription: Subscription | None = None, *, resume_after: int | None = None
+    ) -> None:
+        """(connector) Ask for notifications (all of them by default); see :meth:`Connection.subscribe`."""
+        self._conn.subscribe(subscription_id, subscription, resume_after=resume_after)
+        await self.flush()
+
+    async def unsubscribe(self, subscription_id: int) -> None:
+        """(connector) Cancel a subscription."""
+        self._conn.unsubscribe(subscription_id)
+        await self.flush()
+
+    async def send_manifest(self, manifest: dict[str, Any]) -> None:
+        """(connector) Replace the plugin manifest the hub knows for this side."""
+        self._conn.send_manifest(manifest)
+        await self.flush()
 
     # ---------------------------------------------------------------- I/O
 
@@ -377,7 +524,7 @@ class Tunnel:
             if self._write_done is None:
                 self._write_done = anyio.Event()
             await self._write_done.wait()
-        data = self.conn.data_to_send()
+        data = self._conn.data_to_send()
         if not data:
             return
         self._writing = True
@@ -386,7 +533,7 @@ class Tunnel:
                 while data:
                     scope.deadline = anyio.current_time() + self.write_timeout
                     await self.carrier.send(data)
-                    data = self.conn.data_to_send()
+                    data = self._conn.data_to_send()
             if scope.cancelled_caught:
                 log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self.write_timeout)
                 await self.carrier.aclose()
@@ -411,30 +558,31 @@ class Tunnel:
         while True:
             data = await self.carrier.receive()
             if not data:
-                self._dispatch(self.conn.connection_lost())
+                self._dispatch(self._conn.connection_lost())
                 return
             try:
-                events = self.conn.receive_data(data)
+                events = self._conn.receive_data(data)
             except RemoteProtocolError as exc:
                 log.warning("%s: protocol error from peer: %s", self.name or "tunnel", exc)
+                # what came before the bad frame, then the end and its resets: streams learn the real cause
+                self._dispatch(exc.events)
                 with anyio.move_on_after(2):
                     await self.flush()
-                self._dispatch([ConnectionClosed(exc.error_code, str(exc), by_peer=False)])
                 return
             self._dispatch(events)
             await self.flush()
-            if self.conn.closed:
+            if self._conn.closed:
                 return
 
     async def _timer(self) -> None:
         while True:
-            due = self.conn.next_timer()
+            due = self._conn.next_timer()
             if due is None:
                 return
             await anyio.sleep_until(due)
-            self._dispatch(self.conn.handle_timer(anyio.current_time()))
+            self._dispatch(self._conn.handle_timer(anyio.current_time()))
             await self.flush()
-            if self.conn.closed:
+            if self._conn.closed:
                 await self.carrier.aclose()
                 return
 
@@ -446,7 +594,7 @@ class Tunnel:
                     stream._on_data(event)
                 else:
                     # nobody reads it any more: give the credit back at once
-                    self.conn.acknowledge_received_data(event.stream_id, len(event.data))
+                    self._conn.acknowledge_received_data(event.stream_id, len(event.data))
                 if event.end_stream:
                     self._wake_senders()  # a stream may have closed: drain() re-checks
             elif isinstance(event, WindowUpdated):
@@ -462,7 +610,8 @@ class Tunnel:
             elif isinstance(event, StreamReset):
                 stream = self._streams.pop(event.stream_id, None)
                 if stream is not None:
-                    stream._on_reset(event.error_code, event.by_peer)
+                    # after the ConnectionClosed, a reset is the connection's end taking the stream along
+                    stream._on_reset(event.error_code, event.by_peer, self.close_event)
                 self._wake_senders()
             else:
                 if isinstance(event, ConnectionClosed):
@@ -471,9 +620,11 @@ class Tunnel:
                     self._on_event(event)
 
     def _on_request(self, event: Request) -> None:
+        if self._conn.closed:
+            return  # it arrived with the connection's end, which reset it: nobody may serve it
         stream = TunnelStream(self, event.stream_id, event)
         if self._handler is None or self._tg is None:
-            self.conn.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
+            self._conn.reset_stream(event.stream_id, ErrorCode.REFUSED_STREAM)
             return
         self._streams[event.stream_id] = stream
         self._tg.start_soon(self._serve, stream, name=f"stream {event.stream_id}")
@@ -488,10 +639,10 @@ class Tunnel:
             pass
         except Exception:
             log.exception("%s: handler for stream %d failed", self.name or "tunnel", stream.id)
-            if not self.conn.closed:
+            if not self._conn.closed:
                 await stream.reset(ErrorCode.INTERNAL_ERROR)
         finally:
-            if stream.id in self._streams and stream.id not in self.conn.open_streams:
+            if stream.id in self._streams and stream.id not in self._conn.open_streams:
                 self._streams.pop(stream.id, None)
 
     # ---------------------------------------------------------------- opening streams
@@ -499,14 +650,17 @@ class Tunnel:
     async def request(
         self, method: str, path: str, headers: HeaderList = (), *, end_stream: bool = False
     ) -> TunnelStream:
-        """Open a stream with a request head; waits while the peer's stream limit is reached."""
+        """Open a stream with a request head; waits while the peer's stream limit is reached.
+
+        Raises :class:`TunnelClosedError` if the tunnel is draining or closed.
+        """
         while True:
-            if self.conn.closed or self.conn.state.name != "OPEN":
-                raise TunnelClosedError(f"tunnel {self.name} is not open", ErrorCode.REFUSED_STREAM)
+            if not self.is_open:
+                raise self._not_open()
             try:
-                stream_id = self.conn.send_request(method, path, headers, end_stream=end_stream)
+                stream_id = self._conn.send_request(method, path, headers, end_stream=end_stream)
             except LocalProtocolError as exc:
-                if exc.error_code is ErrorCode.REFUSED_STREAM and self.conn.peer_limits is not None:
+                if exc.error_code is ErrorCode.REFUSED_STREAM and self._conn.peer_limits is not None:
                     await self.window_changed()  # a stream slot frees up when a stream ends
                     continue
                 raise

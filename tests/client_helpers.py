@@ -27,7 +27,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from radical_edge_plugins.sysinfo import SysInfoPlugin
 
 from radical_edge_bridge import Bridge, BridgeConfig
-from radical_edge_client import Backoff, BridgeClient
+from radical_edge_client import AsyncBridgeClient, Backoff
 from radical_edge_edge import Backoff as EdgeBackoff
 from radical_edge_edge import EdgeService, Plugin, PluginHost, streaming_body
 
@@ -248,13 +248,13 @@ class Live:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def client(self, **options: Any) -> BridgeClient:
+    def client(self, **options: Any) -> AsyncBridgeClient:
         options.setdefault("token", TOKEN)
         options.setdefault("cert", self.tls.ca)
         options.setdefault("backoff", FAST)
         options.setdefault("timeout", 20)
         url = options.pop("url", self.url)
-        return BridgeClient(url, **options)
+        return AsyncBridgeClient(url, **options)
 
     async def start_bridge(self) -> None:
         bridge = Bridge(self.config if not self.port else _with_port(self.config, self.port))

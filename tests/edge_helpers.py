@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,44 @@ async def call(
 # ---------------------------------------------------------------- the example plugin, installed like a third party
 
 EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
+#: its distribution and package names
+EXAMPLE_DIST = "radical-edge-example-plugin"
+EXAMPLE_PACKAGE = "radical_edge_example_plugin"
 
 
 @pytest.fixture(scope="session")
-def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """pip-install ``tests/example_plugin`` into this venv (from a copy, so the tree stays clean)."""
-    dst = tmp_path_factory.mktemp("example") / "example_plugin"
-    shutil.copytree(EXAMPLE_PLUGIN, dst, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
-    cmd += ["--no-build-isolation", str(dst)]
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``tests/example_plugin`` installed like a third-party plugin, but never into the venv the tests run in.
+
+    pip builds it from its ``pyproject.toml`` (a copy, so the tree stays clean) and installs it into a
+    throw-away directory (``--target``): the package and its ``*.dist-info`` with the ``radical_edge.plugins``
+    entry points.  That directory goes first on ``sys.path`` (this process) and on ``PYTHONPATH`` (every
+    child Python: bridges, edges, the CLI), where ``importlib.metadata`` finds the entry points exactly as
+    it finds them in site-packages.  Both are put back when the session ends; ``.venv`` is never written to
+    (``tests/test_venv_untouched.py`` checks that), so ``scripts/demo`` never shows the test plugins.
+    """
+    work = tmp_path_factory.mktemp("example")
+    src, site = work / "src", work / "site"
+    shutil.copytree(EXAMPLE_PLUGIN, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-cache-dir"]
+    cmd += ["--no-deps", "--no-build-isolation", "--target", str(site), str(src)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"pip install of the example plugin failed:\n{done.stdout}\n{done.stderr}"
+    assert list(site.glob(f"{EXAMPLE_PACKAGE}-*.dist-info/entry_points.txt")), sorted(site.iterdir())
+    saved = os.environ.get("PYTHONPATH")
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), saved) if p)
     importlib.invalidate_caches()
-    return "hello"
+    try:
+        yield "hello"
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(site))
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+        importlib.invalidate_caches()
 
 
 # ---------------------------------------------------------------- a hub on the independent websockets server

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from radical_edge_cli._bench_load import ResponseReader
+from radical_edge_bench._load import ResponseReader
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -94,7 +94,7 @@ def test_quick_bench_reports_every_measurement() -> None:
 
 
 def test_the_table_names_the_driver_and_the_targets() -> None:
-    from radical_edge_cli._bench import render  # noqa: PLC0415
+    from radical_edge_bench import render  # noqa: PLC0415
 
     r = {"requests": 10, "seconds": 1.0, "errors": 0, "rps": 10.0, "p50_ms": 1.0, "p99_ms": 2.0}
     cpu = {"bridge": 0.5, "edge": 0.25, "bridge+edge": 0.75}

@@ -254,8 +254,8 @@ async def test_event_stream_snapshot_notifications_and_replay(bridge, client_ssl
             assert first[1]["topic"] == "topology"
             assert "e1" in first[1]["data"]["edges"]
             for n in range(3):
-                tunnel.conn.send_event("e1", "echo", "tick", n + 1, json.dumps({"n": n}).encode())
-                tunnel.conn.send_event("e1", "echo", "other", n + 1, b"{}")  # filtered out
+                tunnel.queue_event("e1", "echo", "tick", n + 1, json.dumps({"n": n}).encode())
+                tunnel.queue_event("e1", "echo", "other", n + 1, b"{}")  # filtered out
             await tunnel.flush()
             ticks = await read_sse(lines, 3)
         assert [e[1]["data"] for e in ticks] == [
@@ -329,12 +329,11 @@ async def test_sdk_client_endpoint_routes_streams_and_pushes_events(bridge, clie
         assert status == 404
         assert json.loads(body)["error"] is True
         # events: only what the subscription asks for
-        client.conn.subscribe(1, Subscription(edge="e1", plugin="echo", topic="tick"))
-        await client.flush()
+        await client.subscribe(1, Subscription(edge="e1", plugin="echo", topic="tick"))
         await anyio.sleep(0.05)
-        edge.conn.send_event("e1", "echo", "other", 1, b"{}")
-        edge.conn.send_event("e1", "echo", "tick", 2, b'{"n": 1}')
-        edge.conn.send_event("e1", "echo", "tick", 3, b'{"n": 2}')
+        edge.queue_event("e1", "echo", "other", 1, b"{}")
+        edge.queue_event("e1", "echo", "tick", 2, b'{"n": 1}')
+        edge.queue_event("e1", "echo", "tick", 3, b'{"n": 2}')
         await edge.flush()
         with anyio.fail_after(5):
             await got.wait()
@@ -354,8 +353,7 @@ async def test_sdk_client_endpoint_routes_streams_and_pushes_events(bridge, clie
 
         late, late_ws = await start_client(bridge, client_ssl, on_event=on_replay)
         await tg.start(late.run)
-        late.conn.subscribe(7, Subscription(topic="tick"), resume_after=first_seq)
-        await late.flush()
+        await late.subscribe(7, Subscription(topic="tick"), resume_after=first_seq)
         with anyio.fail_after(5):
             await done.wait()
         assert [json.loads(e.payload) for e in replayed] == [{"n": 2}]

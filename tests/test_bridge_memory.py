@@ -24,8 +24,8 @@ import trustme
 
 from radical_edge_bridge import Bridge, BridgeConfig
 from radical_edge_bridge._registry import EdgeRegistry
+from radical_edge_client import AsyncBridgeClient
 from radical_edge_client import Backoff as ClientBackoff
-from radical_edge_client import BridgeClient
 from radical_edge_edge import Backoff, EdgeService, PluginHost
 from radical_edge_proto import (
     MIN_FRAME_SIZE,
@@ -461,7 +461,7 @@ async def test_the_sdk_keeps_the_whole_edges_view_from_snapshot_and_changes(tls:
         await tg.start(proxy.serve)
         seen: list[dict[str, Any]] = []
         options: dict[str, Any] = {"token": TOKEN, "cert": tls.ca_file, "backoff": ClientBackoff(0.05, 0.3)}
-        async with BridgeClient(f"https://127.0.0.1:{proxy.port}", **options) as sdk:
+        async with AsyncBridgeClient(f"https://127.0.0.1:{proxy.port}", **options) as sdk:
             await sdk.register_topology_callback(seen.append)
             assert seen == []  # subscribing is not a change
             second, _ = await dial(bridge, tls, "e2")
@@ -506,8 +506,7 @@ async def test_the_replay_ring_is_bounded_in_bytes(tls: TLS) -> None:
         edge, _ = await dial(bridge, tls, "e1")
         tg.start_soon(edge.run)
         for n in range(60):  # 3 MB of notifications: three times the bound
-            edge.conn.send_event("e1", "echo", "big", n + 1, json.dumps({"n": n, "blob": blob}).encode())
-            await edge.flush()
+            await edge.send_event("e1", "echo", "big", n + 1, json.dumps({"n": n, "blob": blob}).encode())
         await wait_until(lambda: bridge.events.last_seq == 61)  # the connect, then 60 notifications
         hub = bridge.events
         assert hub.ring_bytes <= bound
@@ -556,8 +555,8 @@ async def test_an_event_too_large_for_a_clients_frames_is_a_gap_not_a_dead_conne
         conn.subscribe(1, Subscription(), resume_after=bridge.events.last_seq)
         await client.flush()
         await wait_until(lambda: len(got) == 1)  # the snapshot
-        edge.conn.send_event("e1", "echo", "big", 1, json.dumps({"blob": "x" * 30_000}).encode())
-        edge.conn.send_event("e1", "echo", "small", 2, b'{"n": 2}')
+        edge.queue_event("e1", "echo", "big", 1, json.dumps({"blob": "x" * 30_000}).encode())
+        edge.queue_event("e1", "echo", "small", 2, b'{"n": 2}')
         await edge.flush()
         await wait_until(lambda: len(got) == 3)
         gap, small = got[1:]

@@ -15,7 +15,9 @@ import httpx
 
 
 def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
-    env = {**os.environ, "HOME": str(tmp_path)}
+    # the venv as a user has it: without the test-only plugins the example_plugin fixture puts on PYTHONPATH
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HOME"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "radical_edge_cli", "demo", "--port", "0", "--name", "local"],
         env=env,
@@ -57,6 +59,7 @@ def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert proc.returncode == 0, out + rest
         assert "radical-edge demo stopped" in rest
         assert "Traceback" not in out + rest
+        assert not [line for line in (out + rest).splitlines() if "ERROR" in line], out + rest
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import io
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,22 @@ import anyio.to_thread
 import pytest
 
 from radical_edge_client import (
+    AsyncBridgeClient,
+    AsyncEdgeClient,
+    AsyncPluginClient,
+    AsyncPSIJClient,
+    AsyncQueueInfoClient,
+    AsyncStagingClient,
+    AsyncSysInfoClient,
     BridgeClient,
     EdgeClient,
     PluginClient,
-    PSIJClient,
-    QueueInfoClient,
     Response,
-    StagingClient,
-    SysInfoClient,
     _client,
+    blocking_class,
     plugin_client_class,
     register_plugin_client,
 )
-from radical_edge_client import sync as rsync
 
 from .client_helpers import TOKEN, Live, TLSFiles, echo_plugin, example_plugin, live, live_system, pattern, tls
 
@@ -54,7 +58,7 @@ async def test_bridge_level_methods(live: Live) -> None:
         assert raw.header("content-type") == "application/json"
         assert raw.json()["total"] == 1
         edge = await bridge.get_edge_client("e1")
-        assert isinstance(edge, EdgeClient)
+        assert isinstance(edge, AsyncEdgeClient)
         assert edge.name == "e1"
     assert bridge.state == "closed"
 
@@ -66,7 +70,7 @@ async def test_edge_and_plugin_methods(live: Live) -> None:
         assert plugins["sysinfo"]["type"] == "sysinfo"
         assert plugins["probe"]["version"] == "1.2.3"
         sysinfo = await edge.get_plugin("sysinfo")
-        assert isinstance(sysinfo, SysInfoClient)
+        assert isinstance(sysinfo, AsyncSysInfoClient)
         assert sysinfo.sid is not None
         assert sysinfo.namespace == "/e1/sysinfo"
         metrics = await sysinfo.get_metrics()
@@ -82,7 +86,7 @@ async def test_edge_and_plugin_methods(live: Live) -> None:
         assert sysinfo.sid in await sysinfo.list_sessions()
 
         hello = await edge.get_plugin("hello", ttl=600)
-        assert type(hello) is PluginClient
+        assert type(hello) is AsyncPluginClient
         greeting = await hello.get_json(f"greet/{hello.sid}", params={"name": "Ada"})
         assert greeting == {"greeting": "Hello, Ada!", "count": 1}
         assert (await hello.request("GET", hello.session_path("greet"))).json()["count"] == 2
@@ -162,18 +166,18 @@ async def test_client_resolves_url_token_and_cert_from_the_environment(
     monkeypatch.setenv("RADICAL_BRIDGE_URL", live.url)
     monkeypatch.setenv("RADICAL_BRIDGE_CERT", str(live.tls.ca))
     monkeypatch.setenv("RADICAL_BRIDGE_TOKEN", TOKEN)
-    async with BridgeClient() as bridge:
+    async with AsyncBridgeClient() as bridge:
         assert await bridge.list_edges() == ["e1"]
     # no token in the environment: the token file
     monkeypatch.delenv("RADICAL_BRIDGE_TOKEN")
     token_file = tmp_path / "bridge.token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    async with BridgeClient(token_file=token_file) as bridge:
+    async with AsyncBridgeClient(token_file=token_file) as bridge:
         assert await bridge.list_edges() == ["e1"]
     monkeypatch.delenv("RADICAL_BRIDGE_URL")
     with pytest.raises(ValueError, match="RADICAL_BRIDGE_URL"):
-        BridgeClient()
+        AsyncBridgeClient()
 
 
 async def test_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_plugin: str) -> None:
@@ -181,7 +185,7 @@ async def test_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_plugi
     async with live_system(tls, extra_plugins=extra) as system, system.client() as bridge:
         edge = await bridge.get_edge_client("e1")
         qi = await edge.get_plugin("queue_info")
-        assert isinstance(qi, QueueInfoClient)
+        assert isinstance(qi, AsyncQueueInfoClient)
         sid = qi.sid
         assert await qi.backend() == "slurm"
         assert (await qi.job_allocation() or {})["path"] == "job_allocation"
@@ -197,7 +201,7 @@ async def test_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_plugi
         assert (await qi.cancel_job("42"))["path"] == f"cancel/{sid}/42"
 
         psij = await edge.get_plugin("psij")
-        assert isinstance(psij, PSIJClient)
+        assert isinstance(psij, AsyncPSIJClient)
         spec = {"executable": "/bin/date", "attributes": {"duration": "100"}}
         submitted = await psij.submit_job(spec, executor="slurm")
         assert (submitted["method"], submitted["path"]) == ("POST", f"submit/{psij.sid}")
@@ -209,7 +213,7 @@ async def test_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_plugi
         assert (await psij.cancel_job("j1"))["path"] == f"cancel/{psij.sid}/j1"
 
         staging = await edge.get_plugin("staging")
-        assert isinstance(staging, StagingClient)
+        assert isinstance(staging, AsyncStagingClient)
         put = await staging.put("~/x.txt", b"data", overwrite=True)
         assert put["json"] == {"filename": "~/x.txt", "content": base64.b64encode(b"data").decode(), "overwrite": True}
         assert await staging.get("~/x.txt") == b"file-content"
@@ -221,13 +225,26 @@ async def test_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_plugi
 
 
 async def test_third_party_plugin_client_classes(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
-    class HelloClient(PluginClient):
+    """A plugin client written once, async, and registered: blocking too, with nothing more written."""
+
+    class HelloClient(AsyncPluginClient):
+        """The hello plugin, greeting by name."""
+
         plugin_type = "hello"
 
         async def greet(self, name: str) -> str:
+            """Greet ``name``."""
             return str((await self.get_json(self.session_path("greet"), params={"name": name}))["greeting"])
 
-    monkeypatch.setitem(_client._PLUGIN_CLIENTS, "hello", HelloClient)
+        async def aiter_greetings(self, *names: str) -> AsyncIterator[str]:
+            """One greeting after the other."""
+            for name in names:
+                yield await self.greet(name)
+
+        async def its_edge(self) -> AsyncEdgeClient:
+            return self.edge
+
+    monkeypatch.setattr(_client, "_PLUGIN_CLIENTS", dict(_client._PLUGIN_CLIENTS))  # registered for this test only
     assert register_plugin_client(HelloClient) is HelloClient
     assert plugin_client_class("hello") is HelloClient
     async with live.client() as bridge:
@@ -237,15 +254,38 @@ async def test_third_party_plugin_client_classes(live: Live, monkeypatch: pytest
         assert await hello.greet("Ada") == "Hello, Ada!"
         env = (live.url, TOKEN, str(live.tls.ca))
 
-    def blocking() -> str:
-        with rsync.BridgeClient(*env) as sync_bridge:
+    def blocking() -> list[Any]:
+        with BridgeClient(*env) as sync_bridge:
             sync_hello = sync_bridge.get_edge_client("e1").get_plugin("hello")
-            assert type(sync_hello) is rsync.PluginClient
-            return str(sync_hello.greet("Bo"))  # the async class's own method, made blocking
+            return [
+                sync_hello,
+                sync_hello.greet("Bo"),  # the async class's own method, blocking
+                list(sync_hello.iter_greetings("Cy", "Di")),
+                sync_hello.its_edge(),
+                sync_hello.edge.name,
+                sync_hello.bridge is sync_bridge,
+            ]
 
-    assert await anyio.to_thread.run_sync(blocking) == "Hello, Bo!"
+    sync_hello, greeting, greetings, its_edge, edge_name, same_bridge = await anyio.to_thread.run_sync(blocking)
+    assert type(sync_hello) is blocking_class(HelloClient)
+    assert isinstance(sync_hello, PluginClient)
+    assert type(sync_hello).__name__ == "HelloClient"
+    assert repr(sync_hello).startswith("HelloClient('/e1/hello', sid=")
+    assert greeting == "Hello, Bo!"
+    assert greetings == ["Hello, Cy!", "Hello, Di!"]
+    assert isinstance(its_edge, EdgeClient)
+    assert (edge_name, same_bridge) == ("e1", True)
+    # its docstrings, and the blocking return annotations
+    blocking_hello: Any = type(sync_hello)  # a type checker knows it as PluginClient only
+    assert blocking_hello.__doc__ == "The hello plugin, greeting by name."
+    assert blocking_hello.greet.__doc__ == "Greet ``name``."
+    assert str(inspect.signature(blocking_hello.greet)) == "(self, name: 'str') -> str"
+    assert inspect.signature(sync_hello.greet).return_annotation is str
+    assert inspect.signature(blocking_hello.iter_greetings).return_annotation == Iterator[str]
+    assert inspect.signature(blocking_hello.its_edge).return_annotation is EdgeClient
+    assert set(blocking_hello._derived) == {"greet", "iter_greetings", "its_edge", "plugin_type"}
     with pytest.raises(ValueError, match="plugin_type"):
-        register_plugin_client(PluginClient)
+        register_plugin_client(AsyncPluginClient)
 
 
 async def test_bodies_are_never_held_whole(live: Live) -> None:
@@ -300,7 +340,7 @@ async def test_the_context_manager_passes_errors_and_cancellation_through(live: 
     assert bridge.state == "closed"
     # connect() and close() without a context manager
     client = live.client()
-    assert repr(client).startswith("BridgeClient('https://127.0.0.1:")
+    assert repr(client).startswith("AsyncBridgeClient('https://127.0.0.1:")
     with pytest.raises(RuntimeError, match="not connected"):
         await client.list_edges()
     await client.connect()

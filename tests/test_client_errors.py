@@ -14,15 +14,15 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from radical_edge_client import (
+    AsyncBridgeClient,
     AuthError,
-    BridgeClient,
+    BridgeProtocolError,
     BridgeUnavailable,
     EdgeNotFound,
     EdgeUnavailable,
     HTTPError,
     NotFound,
     PluginNotFound,
-    ProtocolError,
     RadicalEdgeError,
     RequestTimeout,
     SessionExpired,
@@ -66,7 +66,7 @@ async def test_untrusted_certificate_and_unreachable_bridge(live: Live) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         live.client(cert=live.tls.ca.parent / "missing-ca.pem")
     with pytest.raises(ValueError, match="looks like a CA file"):  # radical.edge's BridgeClient(url, cert)
-        BridgeClient(live.url, str(live.tls.ca))
+        AsyncBridgeClient(live.url, str(live.tls.ca))
 
 
 async def test_unknown_edge(live: Live) -> None:
@@ -115,7 +115,7 @@ async def test_edge_disconnected(live: Live) -> None:
                     errors.append(exc)
 
             tg.start_soon(slow)
-            await wait_for(lambda: len(live.service.tunnel.conn.open_streams) > 0 if live.service.tunnel else False)
+            await wait_for(lambda: live.service.tunnel.open_stream_count > 0 if live.service.tunnel else False)
             assert live.service.tunnel is not None
             with anyio.fail_after(5):
                 await live.service.tunnel.carrier.aclose()
@@ -183,7 +183,7 @@ async def test_unreadable_answers_and_other_statuses(live: Live) -> None:
         probe = await edge.get_plugin("probe", session=False)
         answer = await probe.request("GET", "text")
         assert answer.text == "this is not JSON"
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(BridgeProtocolError) as info:
             answer.json()
         assert info.value.status == 200
         with pytest.raises(HTTPError) as boom:
@@ -209,8 +209,8 @@ async def test_a_peer_that_breaks_the_protocol(tls: TLSFiles) -> None:
 
     async with serve(garbage, "127.0.0.1", 0, ssl=ctx) as server:
         port = server.sockets[0].getsockname()[1]
-        with anyio.fail_after(10), pytest.raises(ProtocolError) as info:
-            async with BridgeClient(f"https://127.0.0.1:{port}", token=TOKEN, cert=tls.ca):
+        with anyio.fail_after(10), pytest.raises(BridgeProtocolError) as info:
+            async with AsyncBridgeClient(f"https://127.0.0.1:{port}", token=TOKEN, cert=tls.ca):
                 pass
         assert info.value.status is None
         assert info.value.code in (ErrorCode.PROTOCOL_ERROR, ErrorCode.FRAME_SIZE_ERROR)
@@ -231,7 +231,7 @@ async def test_errors_carry_status_and_detail_and_pickle() -> None:
         PluginNotFound,
         SessionExpired,
         RequestTimeout,
-        ProtocolError,
+        BridgeProtocolError,
     ):
         assert issubclass(cls, RadicalEdgeError)
 

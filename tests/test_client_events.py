@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from radical_edge_client import BridgeClient, EventGap
+from radical_edge_client import AsyncBridgeClient, EventGap
 
 from .client_helpers import Live, TLSFiles, example_plugin, live, live_system, tls, wait_for
 
@@ -275,4 +275,4 @@ async def test_a_client_closed_while_waiting_for_events(live: Live) -> None:
     assert rec.events == []
     with pytest.raises(Exception, match="closed"):
         await client.list_edges()
-    assert isinstance(client, BridgeClient)
+    assert isinstance(client, AsyncBridgeClient)

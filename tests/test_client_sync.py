@@ -1,14 +1,18 @@
-"""The blocking SDK facade (from a worker thread here, and from a plain script in a subprocess), and
-the SDK working with only the ``client`` extra: no fastapi, psutil, edge or bridge code imported."""
+"""The blocking SDK (from a worker thread here, from a plain script and from inside an event loop in a
+subprocess), how it is derived from the async one, and the SDK working with only the ``client`` extra:
+no fastapi, psutil, edge or bridge code imported."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,34 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from radical_edge_client import AuthError, PluginNotFound, SessionExpired
-from radical_edge_client import sync as rsync
+import radical_edge_client
+import radical_edge_client.sync as radical_edge_sync
+import radical_edge_proto
+from radical_edge_client import (
+    AsyncBridgeClient,
+    AsyncEdgeClient,
+    AsyncPluginClient,
+    AsyncPSIJClient,
+    AsyncQueueInfoClient,
+    AsyncStagingClient,
+    AsyncStreamResponse,
+    AsyncSysInfoClient,
+    AuthError,
+    BridgeClient,
+    BridgeProtocolError,
+    EdgeClient,
+    PluginClient,
+    PluginNotFound,
+    PSIJClient,
+    QueueInfoClient,
+    SessionExpired,
+    StagingClient,
+    StreamResponse,
+    SysInfoClient,
+    blocking_class,
+    register_plugin_client,
+)
+from radical_edge_client._blocking import Blocking
 
 from .client_helpers import TOKEN, Live, TLSFiles, echo_plugin, example_plugin, live, live_system, pattern, tls
 
@@ -59,7 +89,7 @@ async def test_sync_facade_from_a_thread(live: Live, tmp_path: Path) -> None:
             if len(got) == 2:
                 arrived.set()
 
-        with rsync.BridgeClient(env["RADICAL_BRIDGE_URL"], TOKEN, env["RADICAL_BRIDGE_CERT"], timeout=20) as bridge:
+        with BridgeClient(env["RADICAL_BRIDGE_URL"], TOKEN, env["RADICAL_BRIDGE_CERT"], timeout=20) as bridge:
             assert bridge.connected
             assert bridge.list_edges() == ["e1"]
             assert bridge.edges()[0]["name"] == "e1"
@@ -70,7 +100,12 @@ async def test_sync_facade_from_a_thread(live: Live, tmp_path: Path) -> None:
             assert set(edge.list_plugins()) >= {"sysinfo", "hello", "probe"}
             assert "/probe/slow" in edge.openapi()["paths"]
             sysinfo = edge.get_plugin("sysinfo")
-            assert isinstance(sysinfo, rsync.SysInfoClient)
+            assert isinstance(sysinfo, SysInfoClient)
+            assert {"sid", "name", "info", "get_metrics"} <= set(dir(sysinfo))  # instance attributes too
+            assert (sysinfo.edge.name, sysinfo.bridge) == ("e1", bridge)  # async objects come back blocking
+            bridge.timeout = 30  # set on the async client
+            assert bridge.timeout == 30
+            assert "timeout" not in vars(bridge)
             metrics = sysinfo.get_metrics()
             role = sysinfo.host_role()
             home = sysinfo.homedir()
@@ -83,7 +118,7 @@ async def test_sync_facade_from_a_thread(live: Live, tmp_path: Path) -> None:
                 edge.get_plugin("nope")
             assert missing.value.status == 404
             hello = edge.get_plugin("hello", ttl=0.2)
-            assert type(hello) is rsync.PluginClient
+            assert type(hello) is PluginClient
             assert hello.get_json(hello.session_path("greet"), params={"name": "Bo"})["greeting"] == "Hello, Bo!"
             threading.Event().wait(0.4)
             with pytest.raises(SessionExpired) as expired:
@@ -132,7 +167,7 @@ async def test_sync_facade_from_a_thread(live: Live, tmp_path: Path) -> None:
 
 async def test_sync_facade_errors_in_the_constructor(live: Live) -> None:
     def wrong_token() -> None:
-        rsync.BridgeClient(live.url, "wrong", live.tls.ca)
+        BridgeClient(live.url, "wrong", live.tls.ca)
 
     with pytest.raises(AuthError) as info:
         await anyio.to_thread.run_sync(wrong_token)
@@ -146,7 +181,7 @@ async def test_sync_facade_from_a_plain_script(live: Live) -> None:
         live,
         """
         import json, threading
-        from radical_edge_client.sync import BridgeClient
+        from radical_edge_client import BridgeClient
 
         got, done = [], threading.Event()
 
@@ -177,13 +212,49 @@ async def test_a_script_that_forgets_close_exits(live: Live) -> None:
         live,
         """
         import json
-        from radical_edge_client.sync import BridgeClient
+        from radical_edge_client.sync import BridgeClient  # the old address of the blocking client still works
         bridge = BridgeClient()
         print(json.dumps({"edges": bridge.list_edges()}))
         """,
         timeout=30,
     )
     assert result == {"edges": ["e1"]}
+
+
+async def test_the_blocking_client_inside_a_running_event_loop(live: Live) -> None:
+    """As in a notebook cell: blocking calls from the thread of a running event loop, which is not touched."""
+    result = await run_script(
+        live,
+        """
+        import asyncio, json
+        from radical_edge_client import BridgeClient
+
+        async def cell():
+            loop = asyncio.get_running_loop()
+            loop.slow_callback_duration = 60  # this cell blocks its loop on purpose (no -X dev complaint)
+            ran = []
+            loop.call_soon(ran.append, "the cell's loop")
+            with BridgeClient() as bridge:
+                edges = bridge.list_edges()
+                sysinfo = bridge.get_edge_client("e1").get_plugin("sysinfo")
+                home = sysinfo.homedir()
+                cpu = "cpu" in sysinfo.get_metrics()
+            await asyncio.sleep(0)
+            try:  # async code written for the async client gets told what to use
+                async with BridgeClient():
+                    pass
+            except TypeError as exc:
+                hint = str(exc)
+            return {"edges": edges, "home": home, "cpu": cpu, "ran": ran, "hint": hint}
+
+        print(json.dumps(asyncio.run(cell())))
+        """,
+    )
+    assert result["edges"] == ["e1"]
+    assert result["home"] == str(Path.home())
+    assert result["cpu"] is True
+    assert result["ran"] == ["the cell's loop"]
+    assert "use radical_edge_client.AsyncBridgeClient" in result["hint"]
 
 
 CLIENT_ONLY = """
@@ -201,11 +272,10 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 
 import radical_edge_client
-from radical_edge_client import sync
-from radical_edge_client import BridgeClient as AsyncBridgeClient
+from radical_edge_client import AsyncBridgeClient, BridgeClient
 import anyio
 
-with sync.BridgeClient() as bridge:
+with BridgeClient() as bridge:
     edges = bridge.list_edges()
     home = bridge.get_edge_client("e1").get_plugin("sysinfo").homedir()
 
@@ -231,14 +301,14 @@ async def test_sync_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_
         env = (system.url, TOKEN, str(tls.ca))
 
         def script() -> list[Any]:
-            with rsync.BridgeClient(*env) as bridge:
+            with BridgeClient(*env) as bridge:
                 edge = bridge.get_edge_client("e1")
                 qi = edge.get_plugin("queue_info")
                 psij = edge.get_plugin("psij")
                 staging = edge.get_plugin("staging")
-                assert isinstance(qi, rsync.QueueInfoClient)
-                assert isinstance(psij, rsync.PSIJClient)
-                assert isinstance(staging, rsync.StagingClient)
+                assert isinstance(qi, QueueInfoClient)
+                assert isinstance(psij, PSIJClient)
+                assert isinstance(staging, StagingClient)
                 assert repr(qi).startswith("QueueInfoClient('/e1/queue_info', sid=")
                 assert (qi.name, qi.edge_name, qi.namespace) == ("queue_info", "e1", "/e1/queue_info")
                 assert qi.info["type"] == "queue_info"
@@ -278,3 +348,80 @@ async def test_sync_clients_of_the_other_builtin_plugins(tls: TLSFiles, example_
         {"path": "~"},
         True,
     ]
+
+
+# ---------------------------------------------------------------- how the blocking classes are made
+
+BLOCKING = {
+    BridgeClient: AsyncBridgeClient,
+    EdgeClient: AsyncEdgeClient,
+    PluginClient: AsyncPluginClient,
+    SysInfoClient: AsyncSysInfoClient,
+    QueueInfoClient: AsyncQueueInfoClient,
+    PSIJClient: AsyncPSIJClient,
+    StagingClient: AsyncStagingClient,
+    StreamResponse: AsyncStreamResponse,
+}
+
+
+async def test_each_blocking_class_is_derived_from_its_async_class() -> None:
+    for blocking, wrapped in BLOCKING.items():
+        assert blocking_class(wrapped) is blocking
+        assert getattr(radical_edge_sync, blocking.__name__) is blocking  # the old module is an alias
+        # every member a type checker does not see by name is at least annotated (instance data, plugin_type)
+        annotated = {name for klass in blocking.__mro__ for name in vars(klass).get("__annotations__", {})}
+        assert set(blocking._derived) <= annotated, (blocking, blocking._derived)
+    assert blocking_class(AsyncPluginClient) is PluginClient
+    assert issubclass(SysInfoClient, PluginClient)
+    assert (SysInfoClient.plugin_type, PluginClient.plugin_type) == ("sysinfo", "")
+    # the async methods' docstrings and parameters; the blocking return annotation
+    method = SysInfoClient.get_metrics
+    assert method.__doc__ == AsyncSysInfoClient.get_metrics.__doc__
+    assert method.__wrapped__ is AsyncSysInfoClient.get_metrics  # type: ignore[attr-defined]
+    assert (method.__name__, method.__qualname__) == ("get_metrics", "SysInfoClient.get_metrics")
+    assert inspect.signature(method).return_annotation == dict[str, Any]
+    assert inspect.signature(BridgeClient.get_edge_client).return_annotation is EdgeClient
+    assert inspect.signature(EdgeClient.get_plugin).return_annotation is PluginClient
+    get_plugin = inspect.signature(EdgeClient.get_plugin).parameters
+    assert list(get_plugin) == ["self", "name", "session", "session_options"]
+    assert inspect.signature(PluginClient.stream).return_annotation == AbstractContextManager[StreamResponse]
+    assert inspect.signature(StreamResponse.iter_bytes).return_annotation == Iterator[bytes]
+    assert inspect.signature(BridgeClient).parameters.keys() == inspect.signature(AsyncBridgeClient).parameters.keys()
+    assert "radical-edge bridge" in (BridgeClient.__doc__ or "")
+    assert "queues, jobs and allocations" in (QueueInfoClient.__doc__ or "")
+
+
+async def test_what_is_not_a_blocking_client() -> None:
+    class Mine(PluginClient):  # the old way to write a plugin client: it is written async now
+        plugin_type = "mine"
+
+        async def shout(self) -> None: ...
+
+    with pytest.raises(TypeError, match="not an AsyncPluginClient subclass"):
+        register_plugin_client(Mine)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match="not an async client class"):
+        blocking_class(dict)
+    with pytest.raises(TypeError, match="name the async class it wraps"):
+
+        class Bare(Blocking):
+            pass
+
+    with pytest.raises(TypeError, match="already has a blocking class"):
+
+        class Again(Blocking, wraps=AsyncSysInfoClient):
+            pass
+
+    class Helpful(SysInfoClient):  # a blocking class of one's own, with helpers: it wraps what its base wraps
+        def cpus(self) -> int:
+            return int(self.get_metrics()["cpu"]["count"])
+
+    assert Helpful._wraps is AsyncSysInfoClient
+    assert blocking_class(AsyncSysInfoClient) is SysInfoClient
+
+
+async def test_the_old_name_of_bridge_protocol_error() -> None:
+    with pytest.warns(DeprecationWarning, match="BridgeProtocolError"):
+        from radical_edge_client import ProtocolError  # noqa: PLC0415
+    assert ProtocolError is BridgeProtocolError
+    assert not issubclass(ProtocolError, radical_edge_proto.ProtocolError)  # one meaning per name
+    assert "ProtocolError" not in radical_edge_client.__all__

@@ -624,6 +624,47 @@ def test_remote_error_goaway_carries_the_last_processed_stream():
     assert goaway_fields(pair.hub.data_to_send())[:2] == (3, FS)
 
 
+def test_events_decoded_before_garbage_are_kept_with_why_the_connection_ended():
+    """One receive_data call: an EVENT, a request, then a bad frame header.  The error carries the
+    events decoded before it, then the ConnectionClosed and the stream resets the error caused."""
+    pair = ConnectionPair()
+    pair.connector.send_event("edge1", "sysinfo", "load", 7, b'{"load": 1}')
+    sid = pair.connector.send_request("GET", "/x", end_stream=True)
+    garbage = struct.pack("!IBBI", 0, 0xEE, 0, 0)  # an unknown frame type
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.hub.receive_data(pair.connector.data_to_send() + garbage)
+    err = info.value
+    assert err.error_code == PE
+    notification, request, closed, reset = err.events
+    assert notification == Notification("edge1", "sysinfo", "load", 7, b'{"load": 1}')
+    assert isinstance(request, Request)
+    assert (request.stream_id, request.path) == (sid, "/x")
+    assert closed == ConnectionClosed(PE, str(err), by_peer=False)
+    assert "unknown frame type" in closed.reason
+    assert reset == StreamReset(sid, PE, by_peer=False)
+    assert pair.hub.closed
+    assert goodbye(pair.hub) == (FrameType.GOAWAY, PE)
+
+
+def test_events_decoded_before_a_bad_payload_are_kept_with_why_the_connection_ended():
+    """The same when the error is in a frame's payload: the DATA before it is not lost."""
+    pair = ConnectionPair()
+    sid = open_stream(pair)
+    bad_ping = encode_frame(FrameType.PING, 0, 0, b"x" * 65)
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.hub.receive_data(raw_data(sid, b"body") + bad_ping)
+    err = info.value
+    assert err.events == [
+        Data(sid, b"body", False),
+        ConnectionClosed(FS, str(err), by_peer=False),
+        StreamReset(sid, FS, by_peer=False),
+    ]
+
+
+def test_a_remote_error_made_by_hand_carries_no_events():
+    assert RemoteProtocolError("made up").events == []
+
+
 # ---------------------------------------------------------------- the frame decoder
 
 

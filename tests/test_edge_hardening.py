@@ -384,7 +384,7 @@ async def test_streaming_marker_for_starlette_mounts_and_whole_apps() -> None:
 def test_streaming_routes_of_the_shipped_apps_are_marked(example_plugin: str) -> None:
     from radical_edge_example_plugin.bulk import BulkPlugin  # noqa: PLC0415
 
-    from radical_edge_cli._bench_app import build_app  # noqa: PLC0415
+    from radical_edge_bench._app import build_app  # noqa: PLC0415
     from radical_edge_edge._body import route_streams_body  # noqa: PLC0415
 
     def scope(method: str, path: str) -> dict[str, Any]:

@@ -162,7 +162,19 @@ def goodbye_code(frame: tuple[int, int, int, bytes]) -> int:
 
 
 def check_after_error(conn: Connection, state_before: ConnState, exc: RemoteProtocolError, piece: bytes) -> None:
-    """After a RemoteProtocolError: closed, a goodbye carrying the error's code queued, deaf from now on."""
+    """After a RemoteProtocolError: closed, a goodbye carrying the error's code queued, deaf from now on;
+    the error carries the events decoded before it, then why the connection ended and the resets it caused."""
+    allowed = _EVENTS_BY_SIDE[conn.side]
+    closes = [i for i, event in enumerate(exc.events) if isinstance(event, ConnectionClosed)]
+    assert len(closes) == 1, f"{exc.events!r} must hold exactly one ConnectionClosed"
+    before, (closed, *resets) = exc.events[: closes[0]], exc.events[closes[0] :]
+    for event in before:
+        assert isinstance(event, allowed), f"{conn.side.name} reported {event!r}"
+    assert closed == ConnectionClosed(exc.error_code, str(exc), by_peer=False)
+    for reset in resets:
+        assert isinstance(reset, StreamReset)
+        assert (reset.error_code, reset.by_peer) == (exc.error_code, False)
+    assert len({reset.stream_id for reset in resets}) == len(resets)
     assert conn.state is ConnState.CLOSED
     assert conn.closed
     out = parse_frames(conn.data_to_send())

@@ -6,7 +6,7 @@ token file the bridge makes lands there (and the edge finds it there), free port
 certificate.  Every wait has a deadline; every process is killed in the fixture's ``finally``.
 
 The edge loads the test-only ``bulk`` plugin of ``tests/example_plugin`` (installed like a third-party
-plugin): streaming download, hashing upload, a slow route.
+plugin, on ``PYTHONPATH``: see the ``example_plugin`` fixture): streaming download, hashing upload, a slow route.
 
 "Edge killed with 20 requests in flight -> all 503 within 1 s" is not repeated here:
 ``test_bridge.py::test_edge_killed_with_requests_in_flight_all_get_503_fast`` drives the same bridge
@@ -191,8 +191,8 @@ def tls(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def system(tmp_path: Path, tls: dict[str, Path]) -> Iterator[System]:
-    s = System(tmp_path, tls)
+def system(tmp_path: Path, tls: dict[str, Path], example_plugin: str) -> Iterator[System]:
+    s = System(tmp_path, tls)  # after example_plugin: its environment has the plugin's PYTHONPATH
     try:
         yield s
     finally:

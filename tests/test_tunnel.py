@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import struct
+
 import anyio
 import pytest
 
-from radical_edge_proto import Connection, ErrorCode, Limits, PeerRole, Side
+from radical_edge_proto import (
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    Event,
+    Limits,
+    ManifestUpdated,
+    Notification,
+    PeerRole,
+    Side,
+    Subscribed,
+    Subscription,
+    Unsubscribed,
+)
 from radical_edge_tunnel import (
     HandshakeError,
     StreamResetError,
     Tunnel,
+    TunnelClosedError,
     TunnelStream,
     accept_handshake,
     connect_handshake,
     memory_carrier_pair,
 )
+
+from .wire_helpers import raw_headers, response_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +54,7 @@ async def _accept(hello):
     return True, ErrorCode.NO_ERROR, "resume-1", 5.0
 
 
-async def open_pair(handler=echo, limits=SMALL, credential="good"):
+async def open_pair(handler=echo, limits=SMALL, credential="good", *, on_client_event=None, on_hub_event=None):
     a, b = memory_carrier_pair()
     client = Connection(Side.CONNECTOR, limits)
     hub = Connection(Side.HUB, limits)
@@ -58,7 +76,10 @@ async def open_pair(handler=echo, limits=SMALL, credential="good"):
         raise
     assert welcome.resume_token == "resume-1"
     assert not hub_errors
-    return Tunnel(client, a, name="client"), Tunnel(hub, b, handler=handler, name="hub")
+    return (
+        Tunnel(client, a, on_event=on_client_event, name="client"),
+        Tunnel(hub, b, handler=handler, on_event=on_hub_event, name="hub"),
+    )
 
 
 async def test_echo_large_body_with_backpressure():
@@ -80,7 +101,7 @@ async def test_echo_large_body_with_backpressure():
         async for chunk in stream:
             received += chunk
             # what the hub may hold is bounded by the windows, whatever the body size
-            assert hub.conn.receive_window() <= SMALL.connection_window_size
+            assert hub._conn.receive_window() <= SMALL.connection_window_size
         await client.aclose()
     assert bytes(received) == payload
 
@@ -134,7 +155,148 @@ async def test_finished_streams_are_forgotten_on_both_sides():
             while hub._streams:  # the hub's handler tasks finish just after their last frame
                 await anyio.sleep(0.01)
         assert client._streams == {}
-        assert client.conn.open_streams == ()
-        assert hub.conn.open_streams == ()
+        assert client.open_stream_count == 0
+        assert hub.open_stream_count == 0
         await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def wait_for(condition) -> None:
+    with anyio.fail_after(2):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+def stalling_handler() -> tuple[anyio.Event, object]:
+    started = anyio.Event()
+
+    async def stall(stream: TunnelStream) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    return started, stall
+
+
+async def test_a_peer_goaway_with_an_error_ends_streams_with_its_code_and_reason():
+    started, stall = stalling_handler()
+    client, hub = await open_pair(handler=stall)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        stream = await client.request("POST", "/slow")
+        await started.wait()
+        await hub.aclose(ErrorCode.INTERNAL_ERROR, "hub exploded")
+        with anyio.fail_after(2):
+            with pytest.raises(StreamResetError) as info:
+                await stream.wait_response()
+            await client.closed.wait()
+        assert info.value.code is ErrorCode.INTERNAL_ERROR
+        assert "hub exploded" in str(info.value)
+        assert client.close_event == ConnectionClosed(ErrorCode.INTERNAL_ERROR, "hub exploded", by_peer=True)
+        assert hub.close_event == ConnectionClosed(ErrorCode.INTERNAL_ERROR, "hub exploded", by_peer=False)
+        with pytest.raises(StreamResetError) as info:
+            await stream.send(b"more")
+        assert info.value.code is ErrorCode.INTERNAL_ERROR
+        with pytest.raises(TunnelClosedError) as closed_info:
+            await client.request("GET", "/again")
+        assert "hub exploded" in str(closed_info.value)
+        assert closed_info.value.close_event == client.close_event
+        tg.cancel_scope.cancel()
+
+
+async def test_a_malformed_frame_ends_streams_with_the_protocol_error_and_keeps_what_came_before():
+    async def bad_answer(stream: TunnelStream) -> None:
+        # a valid response head and, in the same carrier message, a frame of an unknown type
+        garbage = struct.pack("!IBBI", 0, 0xEE, 0, 0)
+        await stream.tunnel.carrier.send(raw_headers(stream.id, response_payload(200)) + garbage)
+        await anyio.sleep_forever()
+
+    client, hub = await open_pair(handler=bad_answer)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        stream = await client.request("GET", "/bad", end_stream=True)
+        with anyio.fail_after(2):
+            await client.closed.wait()
+        assert stream.response is not None  # decoded before the garbage: not lost
+        assert stream.response.status == 200
+        with pytest.raises(StreamResetError) as info:
+            await stream.receive()
+        assert info.value.code is ErrorCode.PROTOCOL_ERROR
+        assert "unknown frame type 0xee" in str(info.value)
+        assert stream.reset_code is ErrorCode.PROTOCOL_ERROR
+        assert client.close_event == ConnectionClosed(ErrorCode.PROTOCOL_ERROR, "unknown frame type 0xee", False)
+        # the hub was told why, in a GOAWAY
+        with anyio.fail_after(2):
+            await hub.closed.wait()
+        assert hub.close_event == ConnectionClosed(ErrorCode.PROTOCOL_ERROR, "unknown frame type 0xee", True)
+        tg.cancel_scope.cancel()
+
+
+async def test_tunnel_methods_send_at_once_and_is_open_follows_the_connection():
+    client_events: list[Event] = []
+    hub_events: list[Event] = []
+    client, hub = await open_pair(on_client_event=client_events.append, on_hub_event=hub_events.append)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        assert client.is_open
+        assert hub.is_open
+        assert not client.is_closed
+        assert not hub.is_closed
+        # no flush() anywhere: each method writes what it queued
+        await client.subscribe(5, Subscription(topic="tick"), resume_after=3)
+        await client.send_manifest({"echo": {}})
+        await wait_for(lambda: len(hub_events) == 2)
+        assert hub_events == [Subscribed(5, Subscription(topic="tick"), 3), ManifestUpdated({"echo": {}})]
+        assert hub.subscriptions == {5: Subscription(topic="tick")}
+        assert await hub.send_event("e1", "echo", "tick", 4, b"{}") is True
+        assert await hub.send_event("e1", "echo", "other", 5, b"{}") is False  # no subscription wants it
+        # a batch: queued without writing, then one flush
+        assert hub.queue_event("e1", "echo", "tick", 6, b"1")
+        assert hub.queue_event("e1", "echo", "tick", 7, b"2")
+        await hub.flush()
+        await wait_for(lambda: len(client_events) == 3)
+        assert all(isinstance(e, Notification) for e in client_events)
+        assert [e.seq for e in client_events if isinstance(e, Notification)] == [4, 6, 7]
+        await client.unsubscribe(5)
+        await wait_for(lambda: len(hub_events) == 3)
+        assert hub_events[-1] == Unsubscribed(5)
+        assert hub.subscriptions == {}
+        await client.aclose()
+        with anyio.fail_after(2):
+            await hub.closed.wait()
+        assert not client.is_open
+        assert client.is_closed
+        assert not hub.is_open
+        assert hub.is_closed
+        tg.cancel_scope.cancel()
+
+
+async def test_open_stream_count_send_window_and_draining():
+    started, stall = stalling_handler()
+    client, hub = await open_pair(handler=stall)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        stream = await client.request("POST", "/x")
+        await started.wait()
+        assert client.open_stream_count == hub.open_stream_count == 1
+        assert stream.send_window == SMALL.initial_window_size
+        await stream.send(b"x" * 1000)
+        assert stream.send_window == SMALL.initial_window_size - 1000
+        tg.start_soon(client.drain)
+        await wait_for(lambda: not hub.is_open)
+        # draining: neither open for new streams nor closed
+        assert not client.is_open
+        assert not client.is_closed
+        assert not hub.is_closed
+        await stream.reset()
+        assert stream.send_window == 0
+        with anyio.fail_after(2):
+            await client.closed.wait()
+            await hub.closed.wait()
+        assert client.open_stream_count == hub.open_stream_count == 0
+        assert client.is_closed
+        assert hub.is_closed
         tg.cancel_scope.cancel()

@@ -1,6 +1,6 @@
-"""The benchmark's server processes: ``python -m radical_edge_cli._bench_procs ROLE ...``.
+"""The benchmark's server processes: ``python -m radical_edge_bench._procs ROLE ...``.
 
-* ``bridge``: the real bridge CLI (``radical-edge-bridge``), in its own process;
+* ``bridge``: the real bridge command (``python -m radical_edge_bridge``), in its own process;
 * ``edge``: an edge service whose only plugin is the benchmark app, mounted as ``bench``;
 * ``direct``: the same app served directly over HTTPS by uvicorn (h11, asyncio: the
   same HTTP parser and event loop as the bridge), the floor the tunnel is compared to.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import runpy
 import signal
 import socket
 import sys
@@ -35,22 +36,23 @@ def _die_with_parent(max_seconds: float) -> None:
 
 
 def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
-    from radical_edge_bridge._cli import main  # noqa: PLC0415
-
-    return main(["--cert", args.cert, "--key", args.key, *rest])
+    """Run ``python -m radical_edge_bridge`` in this process (which dies with its parent)."""
+    sys.argv = ["radical-edge-bridge", "--cert", args.cert, "--key", args.key, *rest]
+    runpy.run_module("radical_edge_bridge", run_name="__main__", alter_sys=True)  # exits with the bridge's status
+    return 0
 
 
 def _run_edge(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
     from radical_edge_edge import EdgeService  # noqa: PLC0415
+    from radical_edge_tunnel import resolve_settings  # noqa: PLC0415
 
-    from ._bench_app import build_app  # noqa: PLC0415
+    from ._app import build_app  # noqa: PLC0415
 
     async def serve() -> None:
-        service = EdgeService(
-            args.name, url=args.url, token=os.environ.get("RADICAL_BRIDGE_TOKEN"), ca_file=args.ca, plugins=None
-        )
+        # the bridge as every edge finds it: the URL and CA given, the token from RADICAL_BRIDGE_TOKEN
+        service = EdgeService(args.name, settings=resolve_settings(args.url, cert=args.ca), plugins=None)
         await service.host.add_app("bench", build_app(), version="1")
         async with anyio.create_task_group() as tg:
             tg.start_soon(service.run)
@@ -73,7 +75,7 @@ def _run_edge(args: argparse.Namespace) -> int:
 def _run_direct(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from ._bench_app import build_app  # noqa: PLC0415
+    from ._app import build_app  # noqa: PLC0415
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,7 +98,7 @@ def _run_direct(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="radical_edge_cli._bench_procs")
+    p = argparse.ArgumentParser(prog="python -m radical_edge_bench._procs")
     p.add_argument("role", choices=["bridge", "edge", "direct"])
     p.add_argument("--max-seconds", type=float, default=3600.0)
     p.add_argument("--url")

@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from radical_edge_proto import Connection, PeerRole, Side
-from radical_edge_tunnel import Tunnel, client_ssl_context, connect_handshake, connect_websocket, websocket_url
+from radical_edge_proto import PeerRole
+from radical_edge_tunnel import BridgeSettings, Redialer, Tunnel
 
 
 @dataclass(frozen=True)
@@ -347,21 +347,19 @@ async def run_http_load(
 
 
 class TunnelClient:
-    """A client connection to the bridge's ``/connect``: the protocol the SDK speaks, driven directly."""
+    """A client connection to the bridge's ``/connect``: the protocol the SDK speaks, driven directly.
+
+    It finds and dials the bridge as the SDK does (:class:`~radical_edge_tunnel.BridgeSettings`,
+    :class:`~radical_edge_tunnel.Redialer`), but once: a load run that loses its connection failed.
+    """
 
     def __init__(self, url: str, token: str, ca: str) -> None:
-        self.url = url
-        self.token = token
-        self.ca = ca
+        self.settings = BridgeSettings.create(url, token=token, cert=ca)
         self.tunnel: Tunnel | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        carrier = await connect_websocket(
-            websocket_url(self.url, "/connect"), token=self.token, ssl_context=client_ssl_context(self.ca)
-        )
-        conn = Connection(Side.CONNECTOR)
-        await connect_handshake(conn, carrier, role=PeerRole.CLIENT, name="bench", credential=self.token)
-        self.tunnel = Tunnel(conn, carrier, name="bench client")
+        dialer = Redialer(self.settings, role=PeerRole.CLIENT, name="bench", label="bench client")
+        self.tunnel = await dialer.connect()
         async with anyio.create_task_group() as tg:
             await tg.start(self.tunnel.run)
             task_status.started()

@@ -1,0 +1,86 @@
+"""The benchmark's command line: ``python -m radical_edge_bench`` and ``radical-edge bench``.
+
+Only the standard library here (and in :mod:`._report`): the command line parses,
+and ``--help`` answers, without the benchmark's dependencies; they are imported to run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from ._report import render
+
+DESCRIPTION = (
+    "Start a bridge, an edge and a direct HTTPS server on loopback and measure latency, "
+    "throughput, CPU per request, bulk transfer rates, memory and latency under load; print a table "
+    "with the targets."
+)
+
+
+def build_parser(prog: str = "python -m radical_edge_bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    p.add_argument("--quick", action="store_true", help="small sizes and 1 s runs: a smoke test (~15 s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per latency/throughput run (default 5)")
+    p.add_argument("--size-mib", type=int, default=None, help="bulk download/upload size in MiB (default 256)")
+    p.add_argument(
+        "--big-mib", type=int, default=None, help="size of the RSS and loaded-latency transfers in MiB (default 1024)"
+    )
+    p.add_argument("--connections", type=int, default=64, help="concurrent connections/streams (default 64)")
+    p.add_argument(
+        "--driver",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="HTTP load driver: wrk if installed (auto), else the Python raw-socket client",
+    )
+    p.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="requests in flight per connection for the Python driver's concurrent run (default 1, like wrk)",
+    )
+    return p
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    json: bool = False
+    duration: float = 5.0
+    size_mib: int = 256
+    big_mib: int = 1024
+    connections: int = 64
+    driver: str = "auto"
+    pipeline: int = 1
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        quick = bool(args.quick)
+        return cls(
+            quick=quick,
+            json=bool(args.json),
+            duration=args.duration if args.duration is not None else (1.0 if quick else 5.0),
+            size_mib=args.size_mib if args.size_mib is not None else (8 if quick else 256),
+            big_mib=args.big_mib if args.big_mib is not None else (32 if quick else 1024),
+            connections=args.connections,
+            driver=args.driver,
+            pipeline=max(1, getattr(args, "pipeline", 1)),
+        )
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run the benchmark, print the table or the JSON."""
+    args = build_parser(prog or "python -m radical_edge_bench").parse_args(argv)
+    options = Options.from_args(args)
+    from ._bench import run  # noqa: PLC0415  (needs the bench extra: the parser does not)
+
+    results = run(options)
+    print(json.dumps(results, indent=2) if options.json else render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
