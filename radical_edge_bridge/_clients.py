@@ -29,8 +29,9 @@ replay ring.  The payload is JSON:
 Sequence 0 is never an event's number: a client tells snapshots and gaps from
 numbered events by it, and never dedupes them.  The hub delivers only what
 matches a subscription, so clients subscribe to ``bridge/bridge/*`` to see
-topology and gaps.  A client too slow to take its events is disconnected (its
-queue is bounded) and resumes after reconnecting.
+topology and gaps.  A client too slow to take its events is disconnected
+(``GOAWAY`` with ``NO_ERROR``: its queue is bounded) and resumes after
+reconnecting.  The names above are :mod:`radical_edge_proto.profile`'s.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from urllib.parse import parse_qs
 import anyio
 import h11
 
-from radical_edge_proto import Connection, ErrorCode, Event, Hello, PeerRole, Side, Subscribed
+from radical_edge_proto import Connection, ErrorCode, Event, Hello, PeerRole, Side, Subscribed, profile
 from radical_edge_tunnel import Carrier, HandshakeError, Tunnel, TunnelStream, accept_handshake
 
 from ._auth import Authenticator
@@ -56,6 +57,9 @@ from ._exchange import Exchange, RequestHead, TunnelExchange
 from ._http import ClientGone
 
 log = logging.getLogger("radical_edge.bridge")
+
+#: ``(source, plugin)`` of the bridge's own events
+_BRIDGE = (profile.BRIDGE_SOURCE, profile.BRIDGE_SOURCE)
 
 Dispatch = Callable[[Exchange, RequestHead], Awaitable[None]]
 
@@ -86,20 +90,20 @@ def push_event(tunnel: Tunnel, where: tuple[str, str, str], seq: int, payload: b
     detail = f"event {seq} ({len(payload)} bytes) is larger than this connection's frames ({room} bytes)"
     log.warning("client: %r/%r/%r: %s; sending a gap instead", source, plugin, topic, detail)
     gap = {"after": seq - 1, "oldest": seq + 1, "detail": detail}
-    return tunnel.queue_event("bridge", "bridge", "gap", 0, encode(gap))
+    return tunnel.queue_event(*_BRIDGE, profile.TOPIC_GAP, profile.UNNUMBERED, encode(gap))
 
 
 def send_bridge_event(tunnel: Tunnel, event: BridgeEvent) -> bool:
     """Queue one bridge event for a client, if a subscription wants it (the caller flushes the tunnel)."""
-    where = event.source if event.source is not None else ("bridge", "bridge", event.topic)
+    where = event.source if event.source is not None else (*_BRIDGE, event.topic)
     return push_event(tunnel, where, event.seq, event.payload)
 
 
 def send_snapshot(tunnel: Tunnel, topology: dict[str, Any], as_of: int) -> bool:
     """Queue the whole topology for a client as sequence-0 ``topology`` events that fit its frames."""
-    if not _wanted(tunnel, "bridge", "bridge", "topology"):
+    if not _wanted(tunnel, *_BRIDGE, profile.TOPIC_TOPOLOGY):
         return False
-    room = _room(tunnel, "bridge", "bridge", "topology")
+    room = _room(tunnel, *_BRIDGE, profile.TOPIC_TOPOLOGY)
     head = b'{"bridge": ' + encode(topology.get("bridge", {})) + b', "as_of": ' + str(as_of).encode() + b', "more": '
     fixed = len(head) + len(b'false, "edges": {}}')
     parts: list[list[bytes]] = [[]]
@@ -121,7 +125,8 @@ def send_snapshot(tunnel: Tunnel, topology: dict[str, Any], as_of: int) -> bool:
         parts[-1].append(item)
     for n, items in enumerate(parts):
         more = b"true" if n < len(parts) - 1 else b"false"
-        tunnel.queue_event("bridge", "bridge", "topology", 0, head + more + b', "edges": {' + b", ".join(items) + b"}}")
+        part = head + more + b', "edges": {' + b", ".join(items) + b"}}"
+        tunnel.queue_event(*_BRIDGE, profile.TOPIC_TOPOLOGY, profile.UNNUMBERED, part)
     return True
 
 
@@ -170,7 +175,7 @@ class ClientHub:
                         replay = events.replay(event.resume_after)
                         if replay.gap:
                             gap = {"after": event.resume_after, "oldest": replay.oldest}
-                            tunnel.queue_event("bridge", "bridge", "gap", 0, encode(gap))
+                            tunnel.queue_event(*_BRIDGE, profile.TOPIC_GAP, profile.UNNUMBERED, encode(gap))
                         for past in replay.events:
                             send_bridge_event(tunnel, past)
                     # the whole topology as of now, after what was replayed: changes after it follow
@@ -188,7 +193,7 @@ class ClientHub:
                         await tunnel.flush()
                 if sub.dropped and not tunnel.is_closed:
                     log.warning("client too slow for its events: disconnecting it (it resumes on reconnect)")
-                    await tunnel.aclose(ErrorCode.CANCEL, "too slow to receive events; reconnect and resume")
+                    await tunnel.aclose(ErrorCode.NO_ERROR, "too slow to receive events; reconnect and resume")
 
             tg.start_soon(pump)
             try:
@@ -226,12 +231,12 @@ class ClientHub:
                 replay = events.replay(after, edge, plugin, topic) if after >= 0 else None
                 if replay is None or replay.gap:
                     oldest = replay.oldest if replay else 0
-                    gap = {"topic": "gap", "data": {"last_event_id": last_id, "oldest_available": oldest}}
+                    gap = {"topic": profile.TOPIC_GAP, "data": {"last_event_id": last_id, "oldest_available": oldest}}
                     await exchange.send_body(_sse_frame(None, gap))
                 for event in replay.events if replay else []:
                     await exchange.send_body(_sse_event(event))
                 sent = max([sent, *(e.seq for e in (replay.events if replay else []))])
-            await exchange.send_body(_sse_frame(sent, {"topic": "topology", "data": events.snapshot()}))
+            await exchange.send_body(_sse_frame(sent, {"topic": profile.TOPIC_TOPOLOGY, "data": events.snapshot()}))
             assert sub.receive is not None
             while True:
                 with anyio.move_on_after(self.config.sse_keepalive) as scope:

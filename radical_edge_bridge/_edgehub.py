@@ -28,6 +28,7 @@ from radical_edge_proto import (
     PeerRole,
     Side,
     edge_name_error,
+    profile,
 )
 from radical_edge_tunnel import Carrier, HandshakeError, Tunnel, accept_handshake, memory_carrier_pair
 
@@ -37,10 +38,6 @@ from ._eventhub import EventHub
 from ._registry import BRIDGE_EDGE, Claim, EdgeEntry, EdgeRegistry, NameTaken
 
 log = logging.getLogger("radical_edge.bridge")
-
-#: GOAWAY code an edge reads as "shut down, do not reconnect"
-SHUTDOWN_CODE = ErrorCode.CANCEL
-
 
 class EdgeHub:
     """The edges: their registration and handshake, the registry, topology, expiry and edge events."""
@@ -69,6 +66,10 @@ class EdgeHub:
                 reason = edge_name_error(hello.name)
             if reason is not None:
                 return False, ErrorCode.NAME_CONFLICT, reason, 0.0
+            try:
+                profile.check_manifest(hello.manifest)
+            except ValueError as exc:
+                return False, ErrorCode.PROTOCOL_ERROR, f"bad manifest: {exc}", 0.0
             try:
                 claim = self.registry.claim(hello.name, hello.resume_token)
             except NameTaken as exc:
@@ -121,12 +122,12 @@ class EdgeHub:
             await EdgeService(BRIDGE_EDGE, plugins=plugins, connector=connector).run()
 
     async def disconnect(self, name: str, reason: str) -> bool:
-        """Close the connection of the edge ``name`` with :data:`SHUTDOWN_CODE` (it does not reconnect);
+        """Close the connection of the edge ``name`` with ``STOP`` (it does not reconnect);
         False if there is no such connected edge."""
         entry = self.registry.get(name)
         if entry is None or entry.tunnel is None:
             return False
-        await entry.tunnel.aclose(SHUTDOWN_CODE, reason)
+        await entry.tunnel.aclose(profile.STOP_CODE, reason)
         return True
 
     def _edge_event(self, entry: EdgeEntry, event: object) -> None:
@@ -140,7 +141,11 @@ class EdgeHub:
                 "notification", {"edge": entry.name, "plugin": event.plugin, "topic": event.topic, "data": data}
             )
         elif isinstance(event, ManifestUpdated):
-            entry.manifest = event.manifest
+            try:
+                entry.manifest = profile.check_manifest(event.manifest)
+            except ValueError as exc:
+                log.warning("edge %s: manifest update ignored: %s", entry.name, exc)
+                return
             self._publish_topology(entry, "updated")
         elif isinstance(event, GoAway | ConnectionClosed):
             log.info("edge %s: %s", entry.name, event)
@@ -158,7 +163,7 @@ class EdgeHub:
         every event, and the replay ring, grow with the number of edges).
         """
         state = None if change == "removed" else edge_state(entry)
-        self.events.publish("topology_change", {"edge": entry.name, "change": change, "state": state})
+        self.events.publish(profile.TOPIC_TOPOLOGY_CHANGE, {"edge": entry.name, "change": change, "state": state})
 
     # ---------------------------------------------------------------- expiry
 

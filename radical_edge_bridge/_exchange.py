@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from radical_edge_proto import ErrorCode
-from radical_edge_tunnel import StreamResetError, TunnelStream, error_body
+from radical_edge_proto.profile import error_body
+from radical_edge_tunnel import StreamResetError, TunnelStream
 
 
 @dataclass(frozen=True)

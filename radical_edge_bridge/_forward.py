@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from radical_edge_proto import ErrorCode, Response
+from radical_edge_proto import ErrorCode, Response, profile
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
 
 from ._exchange import Exchange, RequestHead
@@ -28,27 +28,6 @@ from ._http import BadRequest, ClientGone
 from ._metrics import Metrics
 
 TunnelStreamOpener = Callable[[str, str, list[tuple[bytes, bytes]], bool], Awaitable[TunnelStream]]
-
-#: request headers that describe the client hop or carry the bridge credential: never forwarded
-_HOP_REQUEST = frozenset(
-    {
-        b"authorization",
-        b"cookie",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    }
-)
-#: headers only the bridge may set on a forwarded request (the caller's copies are dropped)
-BRIDGE_HEADER_PREFIX = b"x-radical-"
-_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
-
 
 async def forward(
     channel: Exchange,
@@ -62,13 +41,7 @@ async def forward(
     metrics: Metrics,
 ) -> None:
     """Forward ``request`` (whose body is still unread) and write the answer to ``channel``."""
-    headers = [
-        (n, v) for n, v in request.headers if n not in _HOP_REQUEST and not n.startswith(BRIDGE_HEADER_PREFIX)
-    ]
-    content_length = next((v for n, v in request.headers if n == b"content-length"), None)
-    if content_length is not None:
-        headers.append((b"content-length", content_length))
-    headers += [(b"x-radical-caller", caller.encode()), (b"x-radical-root-path", root_path.encode())]
+    headers = profile.forwarded_request_headers(request.headers, caller=caller, root_path=root_path)
     has_body = request.has_body
     started = time.perf_counter()
     status = 502
@@ -161,7 +134,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 async def _start(channel: Exchange, stream: TunnelStream, response: Response) -> None:
-    headers = [(n, v) for n, v in response.headers if n not in _HOP_RESPONSE]
+    headers = [(n, v) for n, v in response.headers if n not in profile.HOP_RESPONSE_HEADERS]
     if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
         headers.append((b"transfer-encoding", b"chunked"))
     # a body that is already here leaves together with the head

@@ -22,7 +22,8 @@ import anyio
 import anyio.abc
 import h11
 
-from radical_edge_tunnel import error_body, tls_object, with_buffered_tls
+from radical_edge_proto.profile import error_body
+from radical_edge_tunnel import tls_object, with_buffered_tls
 
 from ._exchange import BodyTooLarge
 

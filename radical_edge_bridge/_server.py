@@ -23,7 +23,9 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.utilities import generate_accept_token
 
-from radical_edge_tunnel import Carrier, TunnelStream, WebSocketCarrier, error_body
+from radical_edge_proto import profile
+from radical_edge_proto.profile import error_body
+from radical_edge_tunnel import Carrier, TunnelStream, WebSocketCarrier
 
 from ._auth import Authenticator, session_cookie
 from ._clients import ClientHub
@@ -67,8 +69,8 @@ class Bridge:
         self.routes = self._route_table()
         #: the WebSocket endpoints: path -> who serves the connection once it is upgraded
         self.websocket_routes: dict[str, Callable[[Carrier], Awaitable[None]]] = {
-            "/register": self.edge_hub.serve_edge,
-            "/connect": self.client_hub.serve,
+            profile.REGISTER_PATH: self.edge_hub.serve_edge,
+            profile.CONNECT_PATH: self.client_hub.serve,
         }
 
     @property

@@ -25,6 +25,8 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from radical_edge_proto import profile
+
 log = logging.getLogger("radical_edge.client")
 
 #: ``callback(edge, plugin, topic, data)``: a plain function or a coroutine function
@@ -35,7 +37,7 @@ TopologyCallback: TypeAlias = Callable[[dict[str, Any]], Any]
 GapCallback: TypeAlias = Callable[["EventGap"], Any]
 
 #: the (edge, plugin, topic) a gap is reported under to a callback without ``on_gap``
-GAP_SOURCE = ("bridge", "bridge", "gap")
+GAP_SOURCE = (profile.BRIDGE_SOURCE, profile.BRIDGE_SOURCE, profile.TOPIC_GAP)
 
 
 @dataclass(frozen=True)

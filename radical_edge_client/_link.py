@@ -53,6 +53,7 @@ from radical_edge_proto import (
     Notification,
     PeerRole,
     Subscription,
+    profile,
 )
 from radical_edge_proto import Event as ProtoEvent
 from radical_edge_tunnel import Backoff as _Backoff
@@ -114,7 +115,7 @@ class Link:
     ) -> None:
         self.settings = settings
         #: the WebSocket URL of the bridge's client endpoint
-        self.url = settings.websocket_url("/connect")
+        self.url = settings.websocket_url(profile.CONNECT_PATH)
         self.dispatcher = dispatcher
         self.name = name
         self.connect_timeout = connect_timeout
@@ -139,7 +140,7 @@ class Link:
             settings,
             role=PeerRole.CLIENT,
             name=name,
-            path="/connect",
+            path=profile.CONNECT_PATH,
             on_event=self._on_event,
             limits=limits,
             backoff=self.backoff,
@@ -198,6 +199,13 @@ class Link:
                 self.last_error = error
                 self._fail(error)
                 return
+        stopped = self._redialer.stopped_by_peer
+        if stopped is not None and not self._closing:
+            # the bridge ended this connection on purpose and asked it not to come back
+            error = BridgeUnavailable(f"the bridge closed this client's connection for good: {stopped.reason}")
+            self.last_error = error
+            self._fail(error)
+            return
         self.state = "closed"
         self._notify()
 
@@ -442,11 +450,11 @@ class Link:
             log.debug("connection closed: %s", event)
 
     def _on_notification(self, event: Notification) -> None:
-        from_bridge = event.source == "bridge" and event.plugin == "bridge"
-        if from_bridge and event.seq == 0:  # not a numbered event: a gap or a snapshot
-            if event.topic == "gap":
+        from_bridge = profile.is_bridge_event(event.source, event.plugin)
+        if from_bridge and event.seq == profile.UNNUMBERED:  # not a numbered event: a gap or a snapshot
+            if event.topic == profile.TOPIC_GAP:
                 self._on_gap(_json(event.payload))
-            elif event.topic == "topology":
+            elif event.topic == profile.TOPIC_TOPOLOGY:
                 self._on_snapshot(_json(event.payload))
             else:
                 log.debug("ignoring the bridge's unnumbered event %r", event.topic)
@@ -456,9 +464,9 @@ class Link:
             return
         self.position = event.seq
         data = _json(event.payload)
-        if from_bridge and event.topic == "topology_change":
+        if from_bridge and event.topic == profile.TOPIC_TOPOLOGY_CHANGE:
             self._on_topology_change(data, event.seq)
-        elif from_bridge and event.topic == "topology":
+        elif from_bridge and event.topic == profile.TOPIC_TOPOLOGY:
             # a bridge that numbers whole topologies (an older one): each is a snapshot and a change
             self._change_unseen = True
             self._on_snapshot({**data, "as_of": event.seq, "more": False} if isinstance(data, dict) else {})

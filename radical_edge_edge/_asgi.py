@@ -28,7 +28,8 @@ import anyio
 import anyio.abc
 
 from radical_edge_proto import ErrorCode
-from radical_edge_tunnel import ERROR_CONTENT_TYPE, StreamResetError, TunnelStream, error_body
+from radical_edge_proto.profile import ERROR_CONTENT_TYPE, error_body
+from radical_edge_tunnel import StreamResetError, TunnelStream
 
 log = logging.getLogger("radical_edge.edge")
 

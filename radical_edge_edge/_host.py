@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import anyio
 import anyio.abc
 
-from radical_edge_proto import ErrorCode
+from radical_edge_proto import ErrorCode, profile
 from radical_edge_tunnel import StreamResetError, TunnelStream
 
 from ._asgi import ASGIApp, LifespanError, build_scope, run_lifespan, send_error, send_json_bytes, serve_stream
@@ -35,10 +35,6 @@ from ._plugin import Plugin, check_plugin_name
 
 log = logging.getLogger("radical_edge.edge")
 
-#: the header the bridge uses to say under which path prefix the edge is reachable (``/{edge}``)
-ROOT_PATH_HEADER = b"x-radical-root-path"
-#: headers with this prefix are set by the bridge; only the last occurrence of each counts
-BRIDGE_HEADER_PREFIX = b"x-radical-"
 #: body bytes of a request the application did not read that are discarded before the stream is cut
 DISCARD_LIMIT = 1024 * 1024
 
@@ -59,13 +55,7 @@ class _Mount:
     stopped: anyio.Event | None = None
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "version": self.version,
-            "enabled": self.error is None,
-            "ui_config": self.ui_config,
-            "error": self.error,
-        }
+        return profile.manifest_entry(self.type, self.version, ui_config=self.ui_config, error=self.error)
 
 
 class PluginHost:
@@ -328,19 +318,19 @@ def bridge_headers_last(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[by
     last: dict[bytes, int] = {}
     count = 0
     for index, (key, _) in enumerate(items):
-        if key.startswith(BRIDGE_HEADER_PREFIX):
+        if key.startswith(profile.HEADER_PREFIX):
             last[key] = index
             count += 1
     if count == len(last):
         return items  # no duplicates (the usual case)
-    return [(k, v) for i, (k, v) in enumerate(items) if not k.startswith(BRIDGE_HEADER_PREFIX) or last[k] == i]
+    return [(k, v) for i, (k, v) in enumerate(items) if not k.startswith(profile.HEADER_PREFIX) or last[k] == i]
 
 
 def _root_path(headers: list[tuple[bytes, bytes]]) -> str:
     """Where the edge is reachable through the bridge: the last ``x-radical-root-path`` if it is a path."""
-    values = [value for key, value in headers if key == ROOT_PATH_HEADER]
-    if values:
-        text = values[-1].decode("latin-1").rstrip("/")
+    value = profile.bridge_header(headers, profile.ROOT_PATH_HEADER)
+    if value is not None:
+        text = value.decode("latin-1").rstrip("/")
         if text.startswith("/") and "?" not in text and "#" not in text:
             return text
     return ""

@@ -25,7 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from radical_edge_tunnel import error_envelope
+from radical_edge_proto import profile
+from radical_edge_proto.profile import error_envelope
 
 from ._sessions import DEFAULT_TTL, Session, SessionError, SessionStore
 
@@ -37,7 +38,7 @@ T = TypeVar("T")
 #: what a plugin (mount) name may look like: it is one URL path segment
 PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 #: the header the bridge sets to the authenticated caller's identity
-CALLER_HEADER = "x-radical-caller"
+CALLER_HEADER = profile.CALLER_HEADER.decode()
 #: longest time-to-live a caller may ask for in register_session (seconds)
 MAX_SESSION_TTL = 7 * 24 * 3600.0
 

@@ -6,8 +6,9 @@ HELLO (with the manifest and the resume token of the previous WELCOME),
 serve until the tunnel ends, then wait a capped, jittered, growing delay and
 dial again.  A refusal that cannot get better by retrying (wrong credential,
 protocol version the bridge does not speak, a token file others can read)
-is fatal (:class:`EdgeFatalError`); so is the bridge telling this edge to
-shut down.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
+is fatal (:class:`EdgeFatalError`); the bridge telling this edge to stop
+(``GOAWAY`` with ``STOP``, an operator's disconnect) ends the service
+normally, without redialling.  ``stop()`` drains: GOAWAY, in-flight requests finish, then the end.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from radical_edge_proto import (
     LocalProtocolError,
     PeerRole,
     edge_name_error,
+    profile,
 )
 from radical_edge_tunnel import (
-    FATAL_CODES,
     Backoff,
     BridgeSettings,
     Connector,
@@ -53,10 +54,8 @@ from ._plugin import Plugin
 
 log = logging.getLogger("radical_edge.edge")
 
-__all__ = ["FATAL_CODES", "SHUTDOWN_CODE", "Connector", "EdgeFatalError", "EdgeService"]
+__all__ = ["Connector", "EdgeFatalError", "EdgeService"]
 
-#: the GOAWAY code with which the bridge tells an edge to shut down and not come back
-SHUTDOWN_CODE = ErrorCode.CANCEL
 #: a HELLO manifest larger than this goes in a MANIFEST frame after WELCOME instead
 _HELLO_MANIFEST_LIMIT = MIN_FRAME_SIZE - 2048
 
@@ -125,7 +124,7 @@ class EdgeService:
         #: where the bridge is (None with a connector)
         self.settings = settings
         self.token = settings.token if settings is not None else token
-        self.url: str | None = settings.websocket_url("/register") if connector is None and settings else url
+        self.url: str | None = settings.websocket_url(profile.REGISTER_PATH) if connector is None and settings else url
         self._manifest_deferred = False
 
         #: "idle", "starting", "connecting", "connected", "waiting" (to reconnect), "draining", "stopped"
@@ -322,10 +321,8 @@ class EdgeService:
         finally:
             self.tunnel = None
         closed = tunnel.close_event
-        if closed is not None and closed.by_peer and closed.error_code == SHUTDOWN_CODE:
-            log.warning("edge %s: the bridge asked this edge to shut down: %s", self.name, closed.reason)
-            self._redialer.stop()
-        elif not self._stopping and not (closed is not None and closed.by_peer and closed.error_code in FATAL_CODES):
+        ending = closed is not None and closed.by_peer and not profile.should_reconnect(closed.error_code)
+        if not self._stopping and not ending:
             reason = f"{closed.reason} ({closed.error_code!r})" if closed is not None else "connection lost"
             log.warning("edge %s: disconnected from the bridge: %s", self.name, reason)
 

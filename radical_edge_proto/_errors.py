@@ -38,6 +38,8 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 11
     #: Never sent: reported locally for streams of a connection whose carrier died.
     CONNECTION_LOST = 12
+    #: ``GOAWAY``: the connection is ended on purpose and the connector must not reconnect.
+    STOP = 13
 
     @classmethod
     def from_wire(cls, value: int) -> ErrorCode | int:

@@ -7,7 +7,6 @@ bridge finds it with :func:`resolve_settings` and keeps its connection with a
 
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
-from ._envelope import ERROR_CONTENT_TYPE, error_body, error_envelope
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
@@ -37,7 +36,6 @@ __all__ = [
     "ENV_CERT",
     "ENV_TOKEN",
     "ENV_URL",
-    "ERROR_CONTENT_TYPE",
     "FATAL_CODES",
     "FATAL_STATUSES",
     "Backoff",
@@ -64,8 +62,6 @@ __all__ = [
     "client_ssl_context",
     "connect_handshake",
     "connect_websocket",
-    "error_body",
-    "error_envelope",
     "fatal_error_for",
     "load_or_create_token",
     "memory_carrier_pair",

@@ -20,6 +20,10 @@ them --
 * a token file that group or others can access (:class:`InsecureFileError`,
   naming the ``chmod 600`` to run).
 
+A connection the bridge ends with ``STOP`` (an operator's disconnect) ends
+:meth:`Redialer.run` normally, with :attr:`Redialer.stopped_by_peer` set: the
+side was told not to come back.
+
 Everything else is retried: a bridge that cannot be reached (refused, DNS,
 timeout, TLS, an HTTP error instead of the upgrade) lets the delays grow; a
 bridge that was reached but refused the handshake (``NAME_CONFLICT`` for a
@@ -50,7 +54,16 @@ from typing import Any
 
 import anyio
 
-from radical_edge_proto import PROTOCOL_VERSION, Connection, ErrorCode, Limits, PeerRole, Side
+from radical_edge_proto import (
+    PROTOCOL_VERSION,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    Limits,
+    PeerRole,
+    Side,
+    profile,
+)
 
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier
@@ -64,8 +77,8 @@ log = logging.getLogger("radical_edge.tunnel")
 #: returns a connected carrier (an in-memory pair, a custom transport); raises ConnectError
 Connector = Callable[[], Awaitable[Carrier]]
 
-#: handshake refusals (and connection-ending codes) that retrying cannot fix
-FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
+#: handshake refusals (and connection-ending codes) that retrying cannot fix (the application profile's)
+FATAL_CODES = profile.FATAL_CODES
 #: HTTP answers to the upgrade that retrying cannot fix
 FATAL_STATUSES = frozenset({401, 403})
 
@@ -157,7 +170,7 @@ class Redialer:
         self.role = role
         self.name = name
         if path is None:
-            path = "/register" if role == PeerRole.EDGE else "/connect"
+            path = profile.endpoint_path(role)
         #: the WebSocket URL dialled (None with a connector)
         self.url: str | None = settings.websocket_url(path) if settings is not None and connector is None else None
         self._connector = connector
@@ -180,6 +193,8 @@ class Redialer:
         self.state = "idle"
         #: the error of the last failed attempt (None after a success)
         self.last_error: TunnelError | None = None
+        #: set when the bridge ended a connection with ``STOP`` (do not reconnect): :meth:`run` returned
+        self.stopped_by_peer: ConnectionClosed | None = None
         self._stopping = False
         self._running = False
         self._stop_event: anyio.Event | None = None
@@ -303,6 +318,10 @@ class Redialer:
                             f"the bridge ended the connection ({_code_name(closed.error_code)}): {closed.reason}",
                             closed.error_code,
                         )
+                    if closed is not None and closed.by_peer and closed.error_code == profile.STOP_CODE:
+                        self.log.warning("%s: the bridge asked this side to stop: %s", self.label, closed.reason)
+                        self.stopped_by_peer = closed
+                        break
                     redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
                 delay = redial.next_delay()
                 self._set_state("waiting")

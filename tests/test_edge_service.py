@@ -287,9 +287,21 @@ async def test_bridge_shutdown_request_ends_the_service() -> None:
             async with anyio.create_task_group() as inner:
                 inner.start_soon(service.run)
                 await hub.wait_for(lambda: len(hub.tunnels) == 1)
-                await hub.live.aclose(ErrorCode.CANCEL, "disconnected by the bridge operator")
+                await hub.live.aclose(ErrorCode.STOP, "disconnected by the bridge operator")
         assert service.state == "stopped"
         assert len(hub.attempts) == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_a_connection_ended_with_cancel_is_redialled() -> None:
+    """Only STOP means "do not come back"; any other code (here CANCEL, a stream code) means reconnect."""
+    async with anyio.create_task_group() as tg:
+        hub = Hub(tg)
+        service = make_service(hub)
+        async with running(service):
+            await hub.wait_for(lambda: len(hub.tunnels) == 1)
+            await hub.live.aclose(ErrorCode.CANCEL, "not a stop")
+            await hub.wait_for(lambda: len(hub.tunnels) == 2)
         tg.cancel_scope.cancel()
 
 
