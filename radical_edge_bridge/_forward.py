@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from radical_edge_proto import ErrorCode, Response, profile
+from radical_edge_proto import ErrorCode, ResponseReceived, profile
 from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
 
 from ._exchange import Exchange, RequestHead
@@ -133,7 +133,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-async def _start(channel: Exchange, stream: TunnelStream, response: Response) -> None:
+async def _start(channel: Exchange, stream: TunnelStream, response: ResponseReceived) -> None:
     headers = [(n, v) for n, v in response.headers if n not in profile.HOP_RESPONSE_HEADERS]
     if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
         headers.append((b"transfer-encoding", b"chunked"))

@@ -203,7 +203,7 @@ class ConnectionServer:
                 )
         except _HANDSHAKE_FAILED as exc:
             self.gate.stats.tls_handshake_failures += 1
-            log.debug("TLS handshake with %s failed: %s", peer, _describe(exc))
+            log.debug("TLS handshake with %s failed: %s", peer, _describe_error(exc))
             return None
 
 
@@ -226,7 +226,7 @@ def socket_listeners(listener: anyio.abc.Listener[Any]) -> list[anyio.abc.Socket
     return found
 
 
-def _describe(exc: BaseException) -> str:
+def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, anyio.EndOfStream):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -68,26 +71,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from ._demo import run_demo  # noqa: PLC0415  (needs the bridge and edge extras)
+
+    anyio.run(run_demo, args.host, args.port, args.plugins, args.name, Path(args.home))
+    return 0
+
+
+def _verb(args: argparse.Namespace, rest: list[str]) -> int:
+    from ._verbs import run  # noqa: PLC0415  (needs the client extra only)
+
+    return run(args.command, args)
+
+
+#: what ``radical-edge bench`` runs: the benchmark's own command line, in a new program.  Not imported here:
+#: radical_edge_bench imports this package (its public ensure_dev_tls), and two packages never import each other
+_BENCH_PROGRAM = "import sys; from radical_edge_bench import main; sys.exit(main(prog='radical-edge bench'))"
+
+
+def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    command = [sys.executable, "-c", _BENCH_PROGRAM, *rest]  # running it needs the bench extra
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":  # the benchmark takes this process over: its output, Ctrl-C and exit status are direct
+        os.execv(sys.executable, command)
+    return subprocess.call(command)  # pragma: no cover - the benchmark runs on Linux only
+
+
+#: sub-command (or alias) -> handler(its arguments, the arguments left over)
+COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
+    "demo": _demo,
+    "up": _demo,
+    "ls": _verb,
+    "call": _verb,
+    "events": _verb,
+    "bench": _bench,
+}
+#: the sub-commands that take their own options as given (the others refuse what the parser did not know)
+PASS_THROUGH = frozenset({"bench"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "bench":
+    if rest and args.command not in PASS_THROUGH:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("demo", "up"):
-        from ._demo import run_demo  # noqa: PLC0415  (needs the bridge and edge extras)
-
-        anyio.run(run_demo, args.host, args.port, args.plugins, args.name, Path(args.home))
-        return 0
-    if args.command in ("ls", "call", "events"):
-        from ._verbs import run  # noqa: PLC0415  (needs the client extra only)
-
-        return run(args.command, args)
-    if args.command == "bench":
-        from radical_edge_bench import main as bench  # noqa: PLC0415  (its own package; running needs the bench extra)
-
-        return bench(rest, prog="radical-edge bench")
-    return 2  # pragma: no cover - argparse requires a command
+    return COMMANDS[args.command](args, rest)
 
 
 if __name__ == "__main__":

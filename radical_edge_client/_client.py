@@ -342,7 +342,7 @@ class AsyncBridgeClient:
     ) -> AsyncIterator[StreamResponse]:
         self._check_open()
         body, implied = _http.encode_body(json, data)
-        async with _http.open_stream(
+        async with _http.request_stream(
             self._link,
             method.upper(),
             _http.build_target(path, params),
@@ -620,17 +620,17 @@ class AsyncPluginClient(_Scoped):
 
     async def health(self) -> dict[str, Any]:
         """``{status, plugin, version, uptime_seconds, active_sessions}``."""
-        return _dict(await self.get_json("health"))
+        return _dict_or_empty(await self.get_json("health"))
 
     async def version(self) -> str:
-        return str(_dict(await self.get_json("version")).get("version"))
+        return str(_dict_or_empty(await self.get_json("version")).get("version"))
 
     async def ui_config(self) -> dict[str, Any]:
-        return _dict(await self.get_json("ui_config"))
+        return _dict_or_empty(await self.get_json("ui_config"))
 
     async def list_sessions(self) -> list[str]:
         """This caller's live sessions with the plugin."""
-        return list(_dict(await self.get_json("list_sessions")).get("sessions", []))
+        return list(_dict_or_empty(await self.get_json("list_sessions")).get("sessions", []))
 
     # ------------------------------------------------------------ requests
 
@@ -693,7 +693,7 @@ class AsyncPluginClient(_Scoped):
         return f"{self._base}/{path.lstrip('/')}"
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def _dict_or_empty(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 

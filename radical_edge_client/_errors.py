@@ -136,10 +136,6 @@ class BridgeProtocolError(RadicalEdgeError):
     """
 
 
-#: the old name, for the modules that still import it (the package warns when it is used from outside)
-ProtocolError = BridgeProtocolError
-
-
 class HTTPError(RadicalEdgeError):
     """Any other error status (400, 409, 422, 500, ...)."""
 

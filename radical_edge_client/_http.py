@@ -24,11 +24,10 @@ from urllib.parse import quote, urlencode
 import anyio
 import anyio.to_thread
 
-from radical_edge_proto import ErrorCode, LocalProtocolError
-from radical_edge_proto import Response as ProtoResponse
+from radical_edge_proto import ErrorCode, LocalProtocolError, ResponseReceived
 from radical_edge_tunnel import StreamResetError, TunnelStream
 
-from ._errors import ProtocolError, RequestTimeout, error_for_status
+from ._errors import BridgeProtocolError, RequestTimeout, error_for_status
 from ._link import Link
 
 #: how much is read from a file object at a time
@@ -143,12 +142,12 @@ class Response(ResponseHead):
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON; :class:`ProtocolError` if it is not JSON."""
+        """The body parsed as JSON; :class:`BridgeProtocolError` if it is not JSON."""
         try:
             return jsonlib.loads(self.content)
         except (ValueError, UnicodeDecodeError):
             snippet = self.content[:200].decode("utf-8", "replace")
-            raise ProtocolError(f"{self.where}: the answer is not JSON: {snippet!r}", self.status) from None
+            raise BridgeProtocolError(f"{self.where}: the answer is not JSON: {snippet!r}", self.status) from None
 
 
 class StreamResponse(ResponseHead):
@@ -316,17 +315,17 @@ async def _reset(stream: TunnelStream, code: ErrorCode = ErrorCode.CANCEL) -> No
         await stream.reset(code)
 
 
-def _head_of(response: ProtoResponse) -> ResponseHead:
+def _head_of(response: ResponseReceived) -> ResponseHead:
     return ResponseHead(
         response.status, [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in response.headers]
     )
 
 
-# ---------------------------------------------------------------- one exchange
+# ---------------------------------------------------------------- one request
 
 
 @asynccontextmanager
-async def exchange(
+async def request_any_status(
     link: Link,
     method: str,
     target: str,
@@ -392,7 +391,7 @@ async def fetch(
 ) -> Response:
     """One request, the whole answer read; error statuses raise the matching :class:`RadicalEdgeError`."""
     where = f"{method} {target}"
-    async with exchange(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
+    async with request_any_status(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
         content = await answer.read(None if answer.ok else ERROR_BODY_LIMIT)
     if not answer.ok:
         raise error_for_status(answer.status, content, where=where)
@@ -400,7 +399,7 @@ async def fetch(
 
 
 @asynccontextmanager
-async def open_stream(
+async def request_stream(
     link: Link,
     method: str,
     target: str,
@@ -411,7 +410,7 @@ async def open_stream(
 ) -> AsyncIterator[StreamResponse]:
     """One request whose answer body is read by the caller; error statuses raise before yielding."""
     where = f"{method} {target}"
-    async with exchange(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
+    async with request_any_status(link, method, target, headers=headers, body=body, timeout=timeout) as answer:
         if not answer.ok:
             content = await answer.read(ERROR_BODY_LIMIT)
             raise error_for_status(answer.status, content, where=where)
@@ -435,9 +434,9 @@ __all__ = [
     "StreamResponse",
     "build_target",
     "encode_body",
-    "exchange",
     "fetch",
     "header_list",
-    "open_stream",
     "quote_segment",
+    "request_any_status",
+    "request_stream",
 ]

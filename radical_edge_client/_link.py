@@ -72,8 +72,8 @@ from radical_edge_tunnel import (
 from . import _events
 from ._errors import (
     AuthError,
+    BridgeProtocolError,
     BridgeUnavailable,
-    ProtocolError,
     RadicalEdgeError,
     error_for_status,
     error_from_tunnel,
@@ -221,7 +221,7 @@ class Link:
             return error_from_tunnel(exc.cause, where=self.url)
         if exc.code == ErrorCode.UNAUTHORIZED:
             return AuthError(str(exc), code=exc.code)
-        return ProtocolError(str(exc), code=exc.code)
+        return BridgeProtocolError(str(exc), code=exc.code)
 
     def attach(self, spawner: Spawner) -> None:
         """How background work of this link is started (in the client's task group)."""
@@ -378,7 +378,7 @@ class Link:
         try:
             return json.loads(body)
         except ValueError:
-            raise ProtocolError(f"{where}: the answer is not JSON", head.status) from None
+            raise BridgeProtocolError(f"{where}: the answer is not JSON", head.status) from None
 
     # ------------------------------------------------------------ events
 
@@ -453,9 +453,9 @@ class Link:
         from_bridge = profile.is_bridge_event(event.source, event.plugin)
         if from_bridge and event.seq == profile.UNNUMBERED:  # not a numbered event: a gap or a snapshot
             if event.topic == profile.TOPIC_GAP:
-                self._on_gap(_json(event.payload))
+                self._on_gap(_payload_data(event.payload))
             elif event.topic == profile.TOPIC_TOPOLOGY:
-                self._on_snapshot(_json(event.payload))
+                self._on_snapshot(_payload_data(event.payload))
             else:
                 log.debug("ignoring the bridge's unnumbered event %r", event.topic)
             return
@@ -463,7 +463,7 @@ class Link:
             self.duplicates += 1
             return
         self.position = event.seq
-        data = _json(event.payload)
+        data = _payload_data(event.payload)
         if from_bridge and event.topic == profile.TOPIC_TOPOLOGY_CHANGE:
             self._on_topology_change(data, event.seq)
         elif from_bridge and event.topic == profile.TOPIC_TOPOLOGY:
@@ -540,7 +540,8 @@ class Link:
             self.dispatcher.put(_events.TopologyChange({"bridge": self._bridge_info, "edges": parts}, self._view_seq))
 
 
-def _json(payload: bytes) -> Any:
+def _payload_data(payload: bytes) -> Any:
+    """An event payload as data: its JSON value, else its text; None when empty."""
     if not payload:
         return None
     try:

@@ -21,7 +21,7 @@ from ._errors import BridgeProtocolError
 from ._http import quote_segment
 
 
-def _dict(value: Any, where: str) -> dict[str, Any]:
+def _expect_dict(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BridgeProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -44,16 +44,16 @@ class AsyncSysInfoClient(AsyncPluginClient):
 
     async def get_metrics(self) -> dict[str, Any]:
         """``{system, cpu, memory, disks, network, gpus}``, measured now."""
-        return _dict(await self.get_json(self.session_path("metrics")), "sysinfo metrics")
+        return _expect_dict(await self.get_json(self.session_path("metrics")), "sysinfo metrics")
 
     async def homedir(self) -> str:
         """The home directory of the account the edge runs as."""
-        answer = _dict(await self.get_json("homedir"), "sysinfo homedir")
+        answer = _expect_dict(await self.get_json("homedir"), "sysinfo homedir")
         return str(answer["homedir"])
 
     async def host_role(self) -> dict[str, Any]:
         """``{role: bridge|login|compute, scheduler, job_id}``."""
-        return _dict(await self.get_json("host_role"), "sysinfo host_role")
+        return _expect_dict(await self.get_json("host_role"), "sysinfo host_role")
 
 
 @register_plugin_client
@@ -79,22 +79,22 @@ class AsyncQueueInfoClient(AsyncPluginClient):
 
     async def get_info(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{queues: {NAME: {state, time_limit, nodes_total, ...}}}``."""
-        return _dict(await self.get_json(self.session_path("get_info"), params=_query(user, force)), "get_info")
+        return _expect_dict(await self.get_json(self.session_path("get_info"), params=_query(user, force)), "get_info")
 
     async def list_jobs(self, queue: str, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{jobs: [...]}`` of one queue."""
         path = f"{self.session_path('list_jobs')}/{quote_segment(queue)}"
-        return _dict(await self.get_json(path, params=_query(user, force)), "list_jobs")
+        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_jobs")
 
     async def list_all_jobs(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{jobs: [...]}`` of every queue."""
         path = self.session_path("list_all_jobs")
-        return _dict(await self.get_json(path, params=_query(user, force)), "list_all_jobs")
+        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_all_jobs")
 
     async def list_allocations(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{allocations: [{account, user, fairshare, qos, ...}]}``."""
         path = self.session_path("list_allocations")
-        return _dict(await self.get_json(path, params=_query(user, force)), "list_allocations")
+        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_allocations")
 
     async def cancel_job(self, job_id: str) -> Any:
         """Cancel a batch job."""
@@ -113,13 +113,13 @@ class AsyncPSIJClient(AsyncPluginClient):
         Returns ``{job_id, native_id}``.
         """
         answer = await self.post_json(self.session_path("submit"), json={"job_spec": job_spec, "executor": executor})
-        return _dict(answer, "psij submit")
+        return _expect_dict(answer, "psij submit")
 
     async def get_job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> dict[str, Any]:
         """State, exit code and the new stdout/stderr text from those offsets (with the new offsets)."""
         path = f"{self.session_path('status')}/{quote_segment(str(job_id))}"
         params = {"stdout_offset": stdout_offset, "stderr_offset": stderr_offset}
-        return _dict(await self.get_json(path, params=params), "psij status")
+        return _expect_dict(await self.get_json(path, params=params), "psij status")
 
     async def list_jobs(self) -> Any:
         """The jobs of this session."""
@@ -143,11 +143,12 @@ class AsyncStagingClient(AsyncPluginClient):
         """Write ``content`` to ``filename`` on the edge; returns ``{path, size}``."""
         raw = content.encode() if isinstance(content, str) else bytes(content)
         body = {"filename": filename, "content": base64.b64encode(raw).decode("ascii"), "overwrite": overwrite}
-        return _dict(await self.post_json(self.session_path("put"), json=body), "staging put")
+        return _expect_dict(await self.post_json(self.session_path("put"), json=body), "staging put")
 
     async def get(self, filename: str) -> bytes:
         """The content of ``filename`` on the edge, as bytes."""
-        answer = _dict(await self.post_json(self.session_path("get"), json={"filename": filename}), "staging get")
+        got = await self.post_json(self.session_path("get"), json={"filename": filename})
+        answer = _expect_dict(got, "staging get")
         try:
             return base64.b64decode(answer["content"], validate=True)
         except (KeyError, ValueError, TypeError):
@@ -155,7 +156,7 @@ class AsyncStagingClient(AsyncPluginClient):
 
     async def list(self, path: str = "~") -> dict[str, Any]:
         """``{path, entries: [{name, type, size}]}`` of a directory on the edge."""
-        return _dict(await self.post_json(self.session_path("list"), json={"path": path}), "staging list")
+        return _expect_dict(await self.post_json(self.session_path("list"), json={"path": path}), "staging list")
 
     async def put_file(
         self, local: str | os.PathLike[str], filename: str, *, overwrite: bool = False

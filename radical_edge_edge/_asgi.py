@@ -122,6 +122,11 @@ class _AsgiCall:
         self._headers: list[tuple[bytes, bytes]] = []
         self._response_done: anyio.Event | None = None  # made only if the app waits for a disconnect
 
+    @property
+    def head_sent(self) -> bool:
+        """The response head went out on the stream (an error can then only reset it)."""
+        return self.started and not self._status
+
     async def receive(self) -> Message:
         if not self.body_done:
             try:
@@ -267,7 +272,7 @@ async def _fail(
 ) -> None:
     """Answer ``status`` with the envelope, or reset the stream with ``code`` if the response head went out."""
     try:
-        if ex.started and not ex._status:
+        if ex.head_sent:
             await stream.reset(code)  # the head went out: all we can do is cut it
         else:
             await send_error(stream, status, detail)

@@ -28,8 +28,8 @@ from ._events import (
     PeerRole,
     PingReceived,
     PongReceived,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     Side,
     StreamReset,
     Subscribed,
@@ -761,14 +761,14 @@ class Connection:
             stream.remote = HALF_TRANSITIONS[(HalfState.IDLE, half_input)]
             self._streams[sid] = stream
             self._open_remote += 1
-            events.append(Request(sid, method, path, headers, end))
+            events.append(RequestReceived(sid, method, path, headers, end))
             return
         self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
         # a stream the peer opened already had its HEADERS: the table refuses a second one
         new = _half_move(stream.remote, half_input, RemoteProtocolError, sid)
         status, headers = _decode_response(frame.payload)
         stream.remote = new
-        events.append(Response(sid, status, headers, end))
+        events.append(ResponseReceived(sid, status, headers, end))
         self._retire_if_done(stream)
 
     def _on_data(self, frame: RawFrame, events: list[Event]) -> None:

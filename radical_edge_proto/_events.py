@@ -138,7 +138,7 @@ class ConnectionClosed(Event):
 
 
 @dataclass(frozen=True)
-class Request(Event):
+class RequestReceived(Event):
     """The peer opened a stream."""
 
     stream_id: int
@@ -149,7 +149,7 @@ class Request(Event):
 
 
 @dataclass(frozen=True)
-class Response(Event):
+class ResponseReceived(Event):
     """The peer answered a stream this side opened."""
 
     stream_id: int

@@ -41,7 +41,7 @@ class Backoff:
 class Redial:
     """The reconnect delays of one dialling loop, following the module's policy.
 
-    Call :meth:`connected` after a connection that completed the handshake
+    Call :meth:`connection_ended` after a connection that completed the handshake
     ended (with how long it was up), :meth:`unreachable` after a dial that did not reach the bridge
     (refused, unresolvable, timed out, TLS failure, an HTTP error instead of
     the upgrade), nothing after a refused handshake, then :meth:`next_delay`.
@@ -54,7 +54,7 @@ class Redial:
         #: a connection completed the handshake and no dial failed to reach the bridge since
         self.reachable = False
 
-    def connected(self, lasted: float) -> None:
+    def connection_ended(self, lasted: float) -> None:
         if lasted >= self.backoff.healthy_after:
             self.attempt = 0
         else:  # no higher than the attempt whose delay is about reachable_maximum

@@ -69,7 +69,7 @@ from ._backoff import Backoff, Redial
 from ._carrier import Carrier
 from ._handshake import HandshakeError, connect_handshake
 from ._settings import BridgeSettings, InsecureFileError
-from ._tunnel import EventSink, Handler, Tunnel, TunnelError
+from ._tunnel import EventSink, Handler, Tunnel, TunnelError, _code_name
 from ._ws_client import ConnectError, UpgradeRejectedError, connect_websocket
 
 log = logging.getLogger("radical_edge.tunnel")
@@ -109,10 +109,6 @@ class FatalDialError(TunnelError):
         super().__init__(msg, code)
         self.status = status
         self.cause = cause
-
-
-def _code_name(code: ErrorCode | int) -> str:
-    return code.name if isinstance(code, ErrorCode) else str(code)
 
 
 def fatal_error_for(exc: BaseException, who: str = "this side") -> FatalDialError | None:
@@ -322,7 +318,7 @@ class Redialer:
                         self.log.warning("%s: the bridge asked this side to stop: %s", self.label, closed.reason)
                         self.stopped_by_peer = closed
                         break
-                    redial.connected(anyio.current_time() - began)  # the bridge is there: short delays
+                    redial.connection_ended(anyio.current_time() - began)  # the bridge is there: short delays
                 delay = redial.next_delay()
                 self._set_state("waiting")
                 self.log.info("%s: reconnecting in %.2f s", self.label, delay)

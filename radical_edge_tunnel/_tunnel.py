@@ -27,8 +27,8 @@ from radical_edge_proto import (
     Event,
     LocalProtocolError,
     RemoteProtocolError,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     StreamReset,
     Subscription,
     WindowUpdated,
@@ -90,11 +90,11 @@ def _describe(closed: ConnectionClosed) -> str:
 class TunnelStream:
     """One request/response exchange on a tunnel."""
 
-    def __init__(self, tunnel: Tunnel, stream_id: int, head: Request | None = None) -> None:
+    def __init__(self, tunnel: Tunnel, stream_id: int, head: RequestReceived | None = None) -> None:
         self.tunnel = tunnel
         self.id = stream_id
         self.request = head
-        self.response: Response | None = None
+        self.response: ResponseReceived | None = None
         self._chunks: deque[bytes] = deque()
         self._ended = False  # the peer's side ended (all its body is in _chunks)
         self._sent_end = False  # this side ended its half
@@ -114,7 +114,7 @@ class TunnelStream:
 
     # ---------------------------------------------------------------- called by the tunnel
 
-    def _on_response(self, event: Response) -> None:
+    def _on_response(self, event: ResponseReceived) -> None:
         self.response = event
         self._ended = event.end_stream
         self._run_head_callbacks()
@@ -234,7 +234,7 @@ class TunnelStream:
         assert self._reset is not None
         return self._reset
 
-    async def wait_response(self) -> Response:
+    async def wait_response(self) -> ResponseReceived:
         """(opener) Wait for the peer's response head."""
         while self.response is None and self._reset is None:
             await self._wait()
@@ -599,13 +599,13 @@ class Tunnel:
                     self._wake_senders()  # a stream may have closed: drain() re-checks
             elif isinstance(event, WindowUpdated):
                 self._wake_senders()
-            elif isinstance(event, Response):
+            elif isinstance(event, ResponseReceived):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream._on_response(event)
                 if event.end_stream:
                     self._wake_senders()
-            elif isinstance(event, Request):
+            elif isinstance(event, RequestReceived):
                 self._on_request(event)
             elif isinstance(event, StreamReset):
                 stream = self._streams.pop(event.stream_id, None)
@@ -619,7 +619,7 @@ class Tunnel:
                 if self._on_event is not None:
                     self._on_event(event)
 
-    def _on_request(self, event: Request) -> None:
+    def _on_request(self, event: RequestReceived) -> None:
         if self._conn.closed:
             return  # it arrived with the connection's end, which reset it: nobody may serve it
         stream = TunnelStream(self, event.stream_id, event)

@@ -11,7 +11,9 @@ count too.  The rules (DESIGN.md's package table; the issue "one home for each m
 - the edge imports neither the bridge nor a plugin module (it finds plugins through entry points);
 - the bridge imports no plugin module, and the edge only where :data:`EXCEPTIONS` says (inside a function);
 - the bridge and the edge import neither the CLI nor the bench (the tools sit on top of the libraries);
-- the CLI, the bench, the plugins and the portal are constrained by the next rule only;
+- the CLI, the bench, the plugins and the portal are constrained by the next two rules only;
+- no two packages import each other, directly or through others (the bench uses the CLI's ``ensure_dev_tls``,
+  so ``radical-edge bench`` runs the benchmark as a program instead of importing it);
 - a package uses only the public API of another: no ``radical_edge_x._private`` module or ``_private`` name
   imported across packages.
 
@@ -26,6 +28,7 @@ offending sources to prove each rule can fail.
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -229,6 +232,46 @@ def violations(imports: Iterator[Import] | list[Import]) -> list[str]:
     return found
 
 
+def package_cycles(imports: Iterator[Import] | list[Import]) -> list[str]:
+    """One line per cycle of packages importing each other (directly, or through other packages)."""
+    edges: dict[str, dict[str, Import]] = {}  # importer package -> imported package -> one import that does it
+    for imp in imports:
+        if imp.top != imp.package and imp.top in PACKAGES:
+            edges.setdefault(imp.package, {}).setdefault(imp.top, imp)
+
+    def path(start: str, goal: str) -> list[str] | None:
+        """The packages from ``start`` to ``goal`` along imports (breadth first), or None."""
+        came: dict[str, str] = {start: start}
+        todo = [start]
+        while todo:
+            here = todo.pop(0)
+            if here == goal:
+                way = [here]
+                while way[-1] != start:
+                    way.append(came[way[-1]])
+                return way[::-1]
+            for there in sorted(edges.get(here, {})):
+                if there not in came:
+                    came[there] = here
+                    todo.append(there)
+        return None
+
+    found: dict[tuple[str, ...], str] = {}
+    for package in sorted(edges):
+        for top in sorted(edges[package]):
+            back = path(top, package)
+            if back is None:
+                continue
+            cycle = [package, *back]  # package -> top -> ... -> package
+            turn = cycle.index(min(cycle[:-1]))
+            key = tuple(cycle[turn:-1] + cycle[:turn])
+            if key not in found:
+                ring = [*key, key[0]]
+                steps = "; ".join(str(edges[a][b]) for a, b in itertools.pairwise(ring))
+                found[key] = f"{' -> '.join(ring)}: packages must not import each other ({steps})"
+    return list(found.values())
+
+
 def check_source(module: str, source: str) -> list[str]:
     return violations(imports_in(source, module, f"<{module}>"))
 
@@ -239,6 +282,11 @@ def check_source(module: str, source: str) -> list[str]:
 def test_the_import_graph_keeps_the_architecture() -> None:
     found = violations(project_imports())
     assert not found, "forbidden imports:\n  " + "\n  ".join(found)
+
+
+def test_no_two_packages_import_each_other() -> None:
+    found = package_cycles(project_imports())
+    assert not found, "import cycles between packages:\n  " + "\n  ".join(found)
 
 
 def test_every_package_is_known_to_the_rules() -> None:
@@ -402,3 +450,44 @@ def test_relative_imports_are_resolved() -> None:
     assert [i.target for i in mod] == [f"{PLUGINS}.sysinfo._probe.p", f"{PLUGINS}.y"]
     with pytest.raises(AssertionError, match="beyond the top-level"):
         imports_in("from ... import z\n", f"{EDGE}._fake", "f")
+
+
+def _sources(*modules_and_sources: tuple[str, str]) -> list[Import]:
+    return [imp for module, source in modules_and_sources for imp in imports_in(source, module, f"<{module}>")]
+
+
+#: (test id, (importing module, its source) of each module): the packages they name import each other
+CYCLES = [
+    (
+        "cli-bench-both-ways",
+        ((f"{BENCH}._fake", "from radical_edge_cli import ensure_dev_tls\n"),
+         (f"{CLI}._fake", "def f():\n    from radical_edge_bench import main\n")),
+        "radical_edge_bench -> radical_edge_cli -> radical_edge_bench",
+    ),
+    (
+        "through-a-third-package",
+        ((f"{CLI}._fake", "import radical_edge_bench\n"),
+         (f"{BENCH}._fake", "from radical_edge_plugins import x\n"),
+         (f"{PLUGINS}.x._fake", "import importlib\nimportlib.import_module('radical_edge_cli')\n")),
+        "radical_edge_bench -> radical_edge_plugins -> radical_edge_cli -> radical_edge_bench",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sources", "expected"), [pytest.param(*case[1:], id=case[0]) for case in CYCLES])
+def test_the_checker_catches_packages_importing_each_other(
+    sources: tuple[tuple[str, str], ...], expected: str
+) -> None:
+    found = package_cycles(_sources(*sources))
+    assert len(found) == 1, found  # one cycle, however many of its packages it starts from
+    assert found[0].startswith(expected), found
+    assert "<radical_edge_cli._fake>:" in found[0]  # it names an import of each step
+
+
+def test_the_checker_allows_imports_one_way() -> None:
+    one_way = _sources(
+        (f"{BENCH}._fake", "from radical_edge_cli import ensure_dev_tls\nimport radical_edge_client\n"),
+        (f"{CLI}._fake", "import radical_edge_client\nfrom . import _demo\n"),
+        (f"{CLIENT}._fake", "from radical_edge_tunnel import Tunnel\n"),
+    )
+    assert package_cycles(one_way) == []

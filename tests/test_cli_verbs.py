@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
@@ -92,3 +93,26 @@ async def test_events_tails_notifications(live: Live) -> None:
     assert len(lines) == 2
     assert all(line["topic"] == "tick" for line in lines)
     assert lines[1]["data"]["n"] == lines[0]["data"]["n"] + 1  # consecutive: nothing lost in between
+
+
+def test_every_sub_command_has_a_handler() -> None:
+    from radical_edge_cli._cli import COMMANDS, PASS_THROUGH, build_parser  # noqa: PLC0415
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)  # every name and alias, nothing else
+    assert set(COMMANDS) >= PASS_THROUGH
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "radical_edge_cli", "bench", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_bench_runs_as_its_own_program_with_its_own_options() -> None:
+    done = bench("--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: radical-edge bench ")
+    assert "--quick" in done.stdout
+    refused = bench("--no-such-option")
+    assert refused.returncode == 2
+    assert "radical-edge bench: error: unrecognized arguments: --no-such-option" in refused.stderr

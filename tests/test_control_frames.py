@@ -28,8 +28,8 @@ from radical_edge_proto import (
     ProtocolError,
     RawFrame,
     RemoteProtocolError,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     StreamReset,
     Subscribed,
     Subscription,
@@ -89,13 +89,13 @@ def test_goaway_refuses_streams_above_last_id_which_may_be_retried():
     # REFUSED_STREAM means never processed: retry on a new connection
     fresh = ConnectionPair()
     retried = fresh.connector.send_request("POST", "/raced", end_stream=True)
-    assert fresh.deliver(fresh.connector) == [Request(retried, "POST", "/raced", (), True)]
+    assert fresh.deliver(fresh.connector) == [RequestReceived(retried, "POST", "/raced", (), True)]
 
     # the stream below the last id finishes normally
     pair.connector.end_stream(kept)
     pair.deliver(pair.connector)
     pair.hub.send_response(kept, 200, end_stream=True)
-    assert pair.deliver(pair.hub) == [Response(kept, 200, (), True)]
+    assert pair.deliver(pair.hub) == [ResponseReceived(kept, 200, (), True)]
     assert pair.connector.drained
     assert pair.hub.drained
 
@@ -637,7 +637,7 @@ def test_events_decoded_before_garbage_are_kept_with_why_the_connection_ended():
     assert err.error_code == PE
     notification, request, closed, reset = err.events
     assert notification == Notification("edge1", "sysinfo", "load", 7, b'{"load": 1}')
-    assert isinstance(request, Request)
+    assert isinstance(request, RequestReceived)
     assert (request.stream_id, request.path) == (sid, "/x")
     assert closed == ConnectionClosed(PE, str(err), by_peer=False)
     assert "unknown frame type" in closed.reason

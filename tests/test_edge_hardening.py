@@ -574,19 +574,19 @@ def test_backoff_policy_with_default_delays() -> None:
         delays = [redial.next_delay() for _ in range(12)]
         assert max(delays) > backoff.maximum / 2
         for _ in range(3):  # sessions, each ended by a bridge restart that refuses two dials
-            redial.connected(lasted=60.0)
+            redial.connection_ended(lasted=60.0)
             waited = redial.next_delay()
             for _ in range(2):
                 redial.unreachable()
                 waited += redial.next_delay()
             assert waited < 4.0, waited
-        redial.connected(lasted=60.0)
+        redial.connection_ended(lasted=60.0)
         refused = [redial.next_delay() for _ in range(20)]  # a reachable bridge refusing the handshake
         assert max(refused) <= backoff.reachable_maximum
         # a bridge that accepts and drops at once: the delays climb to reachable_maximum, no tight loop
         flapping = []
         for _ in range(20):
-            redial.connected(lasted=0.01)
+            redial.connection_ended(lasted=0.01)
             flapping.append(redial.next_delay())
         assert min(flapping[-5:]) >= backoff.reachable_maximum / 2
         assert max(flapping) <= backoff.reachable_maximum

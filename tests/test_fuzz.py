@@ -45,8 +45,8 @@ from radical_edge_proto import (
     PingReceived,
     PongReceived,
     RemoteProtocolError,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     Side,
     StreamReset,
     Subscribed,
@@ -66,8 +66,8 @@ _EVENTS_BY_SIDE: dict[Side, tuple[type[Event], ...]] = {
     Side.HUB: (
         Hello,
         ConnectionClosed,
-        Request,
-        Response,
+        RequestReceived,
+        ResponseReceived,
         Data,
         StreamReset,
         WindowUpdated,
@@ -82,8 +82,8 @@ _EVENTS_BY_SIDE: dict[Side, tuple[type[Event], ...]] = {
     Side.CONNECTOR: (
         Welcome,
         ConnectionClosed,
-        Request,
-        Response,
+        RequestReceived,
+        ResponseReceived,
         Data,
         StreamReset,
         WindowUpdated,
@@ -613,9 +613,10 @@ def test_roundtrip_headers(
     pair = ConnectionPair()
     client, server = both_ways(pair, connector_first)
     sid = client.send_request(method, path, headers, end_stream=end_stream)
-    assert deliver(pair, client, chunks) == [Request(sid, method, path, expected_headers(headers), end_stream)]
+    assert deliver(pair, client, chunks) == [RequestReceived(sid, method, path, expected_headers(headers), end_stream)]
     server.send_response(sid, status, response_headers, end_stream=response_end)
-    assert deliver(pair, server, chunks) == [Response(sid, status, expected_headers(response_headers), response_end)]
+    answer = ResponseReceived(sid, status, expected_headers(response_headers), response_end)
+    assert deliver(pair, server, chunks) == [answer]
 
 
 @st.composite
@@ -816,7 +817,7 @@ def test_request_line_sent_exactly_or_refused(method: str, path: str) -> None:
     events = _refused_or_sent(pair, pair.connector, lambda: pair.connector.send_request(method, path))
     if events is not None:
         (request,) = events
-        assert isinstance(request, Request)
+        assert isinstance(request, RequestReceived)
         assert (request.method, request.path) == (method, path)
 
 
@@ -829,7 +830,7 @@ def test_header_sent_exactly_or_refused(name: str, value: str) -> None:
     events = _refused_or_sent(pair, pair.connector, lambda: pair.connector.send_request("GET", "/", [(name, value)]))
     if events is not None:
         (request,) = events
-        assert isinstance(request, Request)
+        assert isinstance(request, RequestReceived)
         assert request.headers == ((name.lower().encode("latin-1"), value.encode("latin-1")),)
 
 

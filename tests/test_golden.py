@@ -44,8 +44,8 @@ from radical_edge_proto import (
     PeerRole,
     PingReceived,
     PongReceived,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     Side,
     StreamReset,
     Subscribed,
@@ -395,7 +395,7 @@ def recv_reject(data: bytes, feed: Feed) -> None:
 def recv_headers_request_end_stream(data: bytes, feed: Feed) -> None:
     pair = _open_pair()
     assert feed(pair.hub, data) == [
-        Request(1, "GET", "/edge1/sysinfo/homedir", ((b"accept", b"application/json"),), end_stream=True)
+        RequestReceived(1, "GET", "/edge1/sysinfo/homedir", ((b"accept", b"application/json"),), end_stream=True)
     ]
     assert pair.hub.open_streams == (1,)
 
@@ -403,13 +403,13 @@ def recv_headers_request_end_stream(data: bytes, feed: Feed) -> None:
 def recv_headers_request(data: bytes, feed: Feed) -> None:
     pair = _open_pair()
     assert feed(pair.hub, data) == [
-        Request(1, "POST", "/edge1/psij/jobs", ((b"content-type", b"application/json"),), end_stream=False)
+        RequestReceived(1, "POST", "/edge1/psij/jobs", ((b"content-type", b"application/json"),), end_stream=False)
     ]
 
 
 def recv_headers_response(data: bytes, feed: Feed) -> None:
     pair = _get_stream()
-    assert feed(pair.connector, data) == [Response(1, 200, ((b"content-type", b"application/json"),), False)]
+    assert feed(pair.connector, data) == [ResponseReceived(1, 200, ((b"content-type", b"application/json"),), False)]
 
 
 def recv_data(data: bytes, feed: Feed) -> None:

@@ -24,8 +24,8 @@ from radical_edge_proto import (
     Hello,
     Notification,
     PeerRole,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     Subscribed,
     Subscription,
     profile,
@@ -180,7 +180,7 @@ def recv_edge_hello(data: bytes, feed: Feed) -> None:
 def recv_forwarded_request(data: bytes, feed: Feed) -> None:
     pair = _edge_pair()
     (request,) = feed(pair.connector, data)
-    assert isinstance(request, Request)
+    assert isinstance(request, RequestReceived)
     assert (request.method, request.path, request.end_stream) == ("GET", "/sysinfo/homedir", True)
     headers = list(request.headers)
     names = [n for n, _ in headers]
@@ -196,7 +196,7 @@ def recv_error_head(data: bytes, feed: Feed) -> None:
     pair.hub.send_request("GET", "/psij/jobs", [], end_stream=True)
     pair.deliver(pair.hub)
     (response,) = feed(pair.hub, data)
-    assert isinstance(response, Response)
+    assert isinstance(response, ResponseReceived)
     assert response.status == 404
     assert dict(response.headers)[b"content-type"] == profile.ERROR_CONTENT_TYPE.encode()
 

@@ -52,8 +52,8 @@ from radical_edge_proto import (
     PingReceived,
     PongReceived,
     RawFrame,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     Side,
     StreamReset,
     Subscribed,
@@ -84,8 +84,8 @@ class StreamView:
     reset_by_self: bool = False
     refused: bool = False
     reset_code: ErrorCode | None = None  # the code of the RESET frame this side sent
-    request: Request | None = None  # (mine) what the peer must report when it opens
-    response: Response | None = None  # (peer's) what the peer must report as the answer
+    request: RequestReceived | None = None  # (mine) what the peer must report when it opens
+    response: ResponseReceived | None = None  # (peer's) what the peer must report as the answer
     sent: bytearray = field(default_factory=bytearray)
     received: bytearray = field(default_factory=bytearray)
     unconsumed: int = 0  # received, not yet acknowledged by the application
@@ -257,7 +257,7 @@ class ConnectionPairMachine(RuleBasedStateMachine):
                     refusals = {
                         sid for sid, v in me.streams.items() if v.mine and sid > ev.last_stream_id and v.present
                     }
-            elif isinstance(ev, Request):
+            elif isinstance(ev, RequestReceived):
                 sid = ev.stream_id
                 assert sid not in me.streams
                 assert sid > me.highest_remote
@@ -266,7 +266,7 @@ class ConnectionPairMachine(RuleBasedStateMachine):
                 assert theirs.request == ev
                 remote = HalfState.CLOSED if ev.end_stream else HalfState.OPEN
                 me.streams[sid] = StreamView(sid, mine=False, remote=remote)
-            elif isinstance(ev, Response):
+            elif isinstance(ev, ResponseReceived):
                 mine = me.streams[ev.stream_id]
                 assert mine.mine
                 assert mine.present
@@ -329,7 +329,7 @@ class ConnectionPairMachine(RuleBasedStateMachine):
         sid = me.conn.send_request(method, path, headers, end_stream=end_stream)
         assert sid == expected_id + 2
         view = StreamView(sid, mine=True, local=HalfState.CLOSED if end_stream else HalfState.OPEN)
-        view.request = Request(sid, method, path, normalized(headers), end_stream)
+        view.request = RequestReceived(sid, method, path, normalized(headers), end_stream)
         me.streams[sid] = view
         if not end_stream and data.draw(st.booleans(), label="with body"):
             self.write_body(data, side, sid)
@@ -351,7 +351,7 @@ class ConnectionPairMachine(RuleBasedStateMachine):
         view = self.peers[side].streams[sid]
         self.peers[side].conn.send_response(sid, status, headers, end_stream=end_stream)
         view.local = HalfState.CLOSED if end_stream else HalfState.OPEN
-        view.response = Response(sid, status, normalized(headers), end_stream)
+        view.response = ResponseReceived(sid, status, normalized(headers), end_stream)
         if not end_stream and data.draw(st.booleans(), label="with body"):
             self.write_body(data, side, sid)
         self.pump()

@@ -15,8 +15,8 @@ from radical_edge_proto import (
     FrameType,
     Limits,
     LocalProtocolError,
-    Request,
-    Response,
+    RequestReceived,
+    ResponseReceived,
     StreamReset,
     Subscription,
     encode_frame,
@@ -54,10 +54,10 @@ def test_request_and_response_without_bodies():
     sid = pair.connector.send_request("DELETE", "/jobs/17", end_stream=True)
     assert sid == 1
     assert pair.connector.open_streams == (1,)
-    assert pair.deliver(pair.connector) == [Request(1, "DELETE", "/jobs/17", (), True)]
+    assert pair.deliver(pair.connector) == [RequestReceived(1, "DELETE", "/jobs/17", (), True)]
     pair.hub.send_response(sid, 204, end_stream=True)
     assert_forgotten(pair.hub)
-    assert pair.deliver(pair.hub) == [Response(1, 204, (), True)]
+    assert pair.deliver(pair.hub) == [ResponseReceived(1, 204, (), True)]
     assert_forgotten(pair.connector)
 
 
@@ -69,7 +69,7 @@ def test_request_and_response_with_bodies():
     pair.connector.end_stream(sid)
     events = pair.deliver(pair.connector)
     assert events == [
-        Request(sid, "PUT", "/files/a", ((b"content-length", b"6"),), False),
+        RequestReceived(sid, "PUT", "/files/a", ((b"content-length", b"6"),), False),
         Data(sid, b"abc", False),
         Data(sid, b"def", False),
         Data(sid, b"", True),
@@ -78,7 +78,7 @@ def test_request_and_response_with_bodies():
     pair.hub.send_response(sid, 200)
     pair.hub.send_data(sid, b"stored", end_stream=True)
     assert_forgotten(pair.hub)
-    assert pair.deliver(pair.hub) == [Response(sid, 200, (), False), Data(sid, b"stored", True)]
+    assert pair.deliver(pair.hub) == [ResponseReceived(sid, 200, (), False), Data(sid, b"stored", True)]
     assert pair.connector.open_streams == ()
     assert sid in pair.connector._streams  # kept until the body is acknowledged
     pair.connector.acknowledge_received_data(sid, 6)
@@ -93,15 +93,15 @@ def test_stream_ids_are_odd_for_the_connector_and_even_for_the_hub():
     connector_events = pair.deliver(pair.hub)
     assert [e.stream_id for e in hub_events] == [1, 3, 5]
     assert [e.stream_id for e in connector_events] == [2, 4, 6]
-    assert all(isinstance(e, Request) for e in hub_events + connector_events)
+    assert all(isinstance(e, RequestReceived) for e in hub_events + connector_events)
 
 
 def test_hub_opened_stream():
     pair = ConnectionPair()
     sid = pair.hub.send_request("GET", "/edge/health", [("x-id", "1")], end_stream=True)
-    assert pair.deliver(pair.hub) == [Request(sid, "GET", "/edge/health", ((b"x-id", b"1"),), True)]
+    assert pair.deliver(pair.hub) == [RequestReceived(sid, "GET", "/edge/health", ((b"x-id", b"1"),), True)]
     pair.connector.send_response(sid, 200, end_stream=True)
-    assert pair.deliver(pair.connector) == [Response(sid, 200, (), True)]
+    assert pair.deliver(pair.connector) == [ResponseReceived(sid, 200, (), True)]
     assert_forgotten(pair.connector, pair.hub)
 
 
@@ -314,7 +314,7 @@ def test_responder_resets():
     pair.hub.send_response(sid, 200)
     pair.hub.reset_stream(sid, ErrorCode.INTERNAL_ERROR)
     assert pair.deliver(pair.hub) == [
-        Response(sid, 200, (), False),
+        ResponseReceived(sid, 200, (), False),
         StreamReset(sid, ErrorCode.INTERNAL_ERROR, by_peer=True),
     ]
     assert_forgotten(pair.connector, pair.hub)
@@ -469,7 +469,7 @@ def test_max_concurrent_streams_is_enforced_remotely():
     # once a slot is free a new stream is accepted
     pair.hub.send_response(first, 200, end_stream=True)
     (req,) = pair.hub.receive_data(raw_headers(7, request_payload(b"GET", b"/")))
-    assert req == Request(7, "GET", "/", (), False)
+    assert req == RequestReceived(7, "GET", "/", (), False)
 
 
 def test_an_opener_following_the_limit_is_never_refused():
@@ -486,7 +486,7 @@ def test_an_opener_following_the_limit_is_never_refused():
     for ending in endings * 3:
         sid = c.send_request("POST", "/")
         events = pair.deliver(c)  # possibly the previous stream's END_STREAM or RESET first
-        assert events[-1] == Request(sid, "POST", "/", (), False), ending
+        assert events[-1] == RequestReceived(sid, "POST", "/", (), False), ending
         h.send_response(sid, 200)
         pair.deliver(h)
         if ending == "request-then-response":
@@ -758,7 +758,7 @@ def test_well_formed_raw_request_is_accepted():
     # the builders used by the tables above produce valid frames when given valid fields
     pair = ConnectionPair()
     frame = raw_headers(1, request_payload(b"GET", b"/p", ((b"x", b"v"),)), end_stream=True)
-    assert pair.hub.receive_data(frame) == [Request(1, "GET", "/p", ((b"x", b"v"),), True)]
+    assert pair.hub.receive_data(frame) == [RequestReceived(1, "GET", "/p", ((b"x", b"v"),), True)]
     assert encode_frame(FrameType.HEADERS, 1, 1, request_payload(b"GET", b"/p", ((b"x", b"v"),))) == frame
     pair.hub.send_response(1, 200, [("x", "v")])
     (resp,) = frames_of(pair.hub.data_to_send())
