@@ -107,7 +107,7 @@ def run(verb: str, args: Any) -> int:
     fn = {"ls": ls, "call": call, "events": events}[verb]
     try:
         return anyio.run(fn, args)
-    except RadicalEdgeError as exc:
+    except (RadicalEdgeError, PermissionError) as exc:  # PermissionError: a token file others can read
         sys.stderr.write(f"radical-edge {verb}: {type(exc).__name__}: {exc}\n")
         return 1
     except KeyboardInterrupt:

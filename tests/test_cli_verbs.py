@@ -116,3 +116,19 @@ def test_bench_runs_as_its_own_program_with_its_own_options() -> None:
     refused = bench("--no-such-option")
     assert refused.returncode == 2
     assert "radical-edge bench: error: unrecognized arguments: --no-such-option" in refused.stderr
+
+
+async def test_a_token_file_others_can_read_is_one_clear_line(live: Live, tmp_path) -> None:
+    token_file = tmp_path / ".radical" / "edge" / "bridge.token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o644)
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "RADICAL_BRIDGE_URL": live.url}
+    env["RADICAL_BRIDGE_CERT"] = str(live.tls.ca)
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-m", "radical_edge_cli", "ls"], check=False, env=env)
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+    assert f"chmod 600 {token_file}" in err
