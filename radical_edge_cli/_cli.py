@@ -1,4 +1,4 @@
-"""``radical-edge``: the user's command (demo, ls, call, events, bench)."""
+"""``radical-edge``: the user's command (demo, ls, call, events, queues, submit, jobs, cancel, bench)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+
+from ._hpc import add_parsers as add_hpc_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--topic", default=None, help="only this topic")
     events.add_argument("--count", type=int, default=0, help="stop after this many")
     connection_options(events)
+    add_hpc_parsers(sub, connection_options)
 
     # the benchmark is its own package (radical_edge_bench) with its own options: they are passed on as given
     sub.add_parser(
@@ -105,17 +108,34 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
     "ls": _verb,
     "call": _verb,
     "events": _verb,
+    "queues": _verb,
+    "submit": _verb,
+    "jobs": _verb,
+    "cancel": _verb,
     "bench": _bench,
 }
 #: the sub-commands that take their own options as given (the others refuse what the parser did not know)
 PASS_THROUGH = frozenset({"bench"})
+#: the sub-commands that take a command after ``--`` (``args.cmd``), given to them word for word
+TAKES_COMMAND = frozenset({"submit"})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(argv)
+    if args.command in TAKES_COMMAND and "--" in argv:
+        # what follows the first "--" is the command, word for word (argparse would drop a second "--")
+        split = argv.index("--")
+        args, rest = parser.parse_known_args(argv[:split])
+        if args.cmd:
+            parser.error(f"{args.command}: the command goes after '--' only, not before it: {' '.join(args.cmd)}")
+        args.cmd = argv[split + 1 :]
     if rest and args.command not in PASS_THROUGH:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        hint = " (put the command after '--')" if args.command in TAKES_COMMAND else ""
+        parser.error(f"unrecognized arguments: {' '.join(rest)}{hint}")
+    if args.command in TAKES_COMMAND and not args.cmd:
+        parser.error(f"{args.command}: no command given: radical-edge {args.command} EDGE [options] -- CMD [ARGS...]")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return COMMANDS[args.command](args, rest)
 

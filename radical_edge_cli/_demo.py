@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
+import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import anyio
@@ -21,17 +24,36 @@ log = logging.getLogger("radical_edge.demo")
 HOME = Path("~/.radical/edge")
 
 
-def snippet(url: str, ca: Path, token_file: Path, edge: str) -> str:
-    return f"""\
-export RADICAL_BRIDGE_URL={url}
-export RADICAL_BRIDGE_CERT={ca}
-export RADICAL_BRIDGE_TOKEN=$(cat {token_file})
-python - <<'PY'
+def command_name() -> str:
+    """How to run ``radical-edge`` from another shell: the name if that finds this installation, else its path."""
+    mine = Path(sys.executable).parent / "radical-edge"
+    found = shutil.which("radical-edge")
+    if found is not None and mine.exists() and Path(found).resolve() == mine.resolve():
+        return "radical-edge"
+    return str(mine) if mine.exists() else f"{sys.executable} -m radical_edge_cli"
+
+
+def snippet(url: str, ca: Path, token_file: Path, edge: str, plugins: Collection[str] = ()) -> str:
+    """What to try from another shell; the command-line lines for the plugins the edge runs."""
+    cli = command_name()
+    lines = [
+        f"export RADICAL_BRIDGE_URL={url}",
+        f"export RADICAL_BRIDGE_CERT={ca}",
+        f"export RADICAL_BRIDGE_TOKEN=$(cat {token_file})",
+        f"{cli} ls",
+    ]
+    if "queue_info" in plugins:
+        lines.append(f"{cli} queues {edge}")
+    if "psij" in plugins:
+        lines.append(f"{cli} submit {edge} --executor local --follow -- sh -c 'hostname; date'")
+        lines.append(f"{cli} jobs {edge}")
+    lines.append(f"""{sys.executable} - <<'PY'
 from radical_edge_client import BridgeClient
 with BridgeClient() as bc:
     print(bc.list_edges())
     print(bc.get_edge_client("{edge}").get_plugin("sysinfo").get_metrics()["cpu"])
-PY"""
+PY""")
+    return "\n".join(lines)
 
 
 async def run_demo(host: str, port: int, plugins: str, edge_name: str | None, home: Path) -> None:
@@ -62,16 +84,22 @@ async def run_demo(host: str, port: int, plugins: str, edge_name: str | None, ho
         tg.start_soon(run_edge)
         with anyio.fail_after(30):
             await edge.wait_connected()
-        print(
-            f"radical-edge is up: a bridge and the edge {name!r}\n"
-            f"  portal:  {url}/   (sign in with the token)\n"
-            f"  token:   {token_file}\n"
-            f"  CA:      {tls.ca}\n"
-            f"  stop:    Ctrl-C\n\n"
-            f"Try it from another shell:\n{snippet(url, tls.ca, token_file, name)}\n",
-            flush=True,
-        )
+        manifest = edge.host.manifest()
+        enabled = sorted(p for p, entry in manifest.items() if entry.get("enabled"))
+        unavailable = {p: entry.get("error") for p, entry in manifest.items() if not entry.get("enabled")}
+        # Ctrl-C is ours from before the "up" message: one pressed as soon as it shows stops cleanly
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            print(
+                f"radical-edge is up: a bridge and the edge {name!r}\n"
+                f"  plugins: {', '.join(enabled) or 'none'}\n"
+                + "".join(f"           ({p}: {why})\n" for p, why in sorted(unavailable.items()))
+                + f"  portal:  {url}/   (sign in with the token)\n"
+                f"  token:   {token_file}\n"
+                f"  CA:      {tls.ca}\n"
+                f"  stop:    Ctrl-C\n\n"
+                f"Try it from another shell:\n{snippet(url, tls.ca, token_file, name, enabled)}\n",
+                flush=True,
+            )
             async for signum in signals:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 break

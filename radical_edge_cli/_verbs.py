@@ -1,16 +1,19 @@
-"""The user verbs of ``radical-edge``: ls, call, events (through the SDK)."""
+"""The user verbs of ``radical-edge`` (through the SDK): ls, call, events; queues, submit, jobs, cancel in ``_hpc``."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
 from radical_edge_client import AsyncBridgeClient, RadicalEdgeError
+
+from . import _hpc
 
 
 def _client(args: Any) -> AsyncBridgeClient:
@@ -103,12 +106,30 @@ async def events(args: Any, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+#: verb -> its coroutine function(args) -> exit status
+VERBS: dict[str, Callable[[Any], Awaitable[int]]] = {
+    "ls": ls,
+    "call": call,
+    "events": events,
+    "queues": _hpc.queues,
+    "submit": _hpc.submit,
+    "jobs": _hpc.jobs,
+    "cancel": _hpc.cancel,
+}
+
+
 def run(verb: str, args: Any) -> int:
-    fn = {"ls": ls, "call": call, "events": events}[verb]
+    fn = VERBS[verb]
     try:
         return anyio.run(fn, args)
     except (RadicalEdgeError, PermissionError) as exc:  # PermissionError: a token file others can read
         sys.stderr.write(f"radical-edge {verb}: {type(exc).__name__}: {exc}\n")
         return 1
     except KeyboardInterrupt:
+        following = getattr(args, "following", None)
+        if following:  # submit --follow: stopping to follow does not stop the job
+            sys.stderr.write(
+                f"radical-edge {verb}: stopped following; job {following} goes on "
+                f"(radical-edge cancel {args.edge} {following} stops it)\n"
+            )
         return 130

@@ -50,7 +50,13 @@ from ._events import EventGap, GapCallback, NotificationCallback, TopologyCallba
 from ._http import BodySource, Response
 from ._http import StreamResponse as AsyncStreamResponse
 from ._link import Backoff
-from ._plugins import AsyncPSIJClient, AsyncQueueInfoClient, AsyncStagingClient, AsyncSysInfoClient
+from ._plugins import (
+    AsyncPSIJClient,
+    AsyncQueueInfoClient,
+    AsyncRhapsodyClient,
+    AsyncStagingClient,
+    AsyncSysInfoClient,
+)
 from ._settings import DEFAULT_TOKEN_FILE
 from ._sync import (
     BridgeClient,
@@ -58,10 +64,12 @@ from ._sync import (
     PluginClient,
     PSIJClient,
     QueueInfoClient,
+    RhapsodyClient,
     StagingClient,
     StreamResponse,
     SysInfoClient,
 )
+from ._watch import FINAL_STATES, JOB_STATES, JobUpdate
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -71,6 +79,7 @@ __all__ = [
     "AsyncPSIJClient",
     "AsyncPluginClient",
     "AsyncQueueInfoClient",
+    "AsyncRhapsodyClient",
     "AsyncStagingClient",
     "AsyncStreamResponse",
     "AsyncSysInfoClient",
@@ -84,8 +93,11 @@ __all__ = [
     "EdgeNotFound",
     "EdgeUnavailable",
     "EventGap",
+    "FINAL_STATES",
     "GapCallback",
     "HTTPError",
+    "JOB_STATES",
+    "JobUpdate",
     "NotFound",
     "NotificationCallback",
     "PSIJClient",
@@ -94,6 +106,7 @@ __all__ = [
     "QueueInfoClient",
     "RadicalEdgeError",
     "RequestTimeout",
+    "RhapsodyClient",
     "Response",
     "SessionExpired",
     "SessionNotFound",

@@ -53,7 +53,13 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._blocking import Blocking, Portal, attribute, blocking, direct
 from ._client import AsyncBridgeClient, AsyncEdgeClient, AsyncPluginClient
 from ._http import StreamResponse as AsyncStreamResponse
-from ._plugins import AsyncPSIJClient, AsyncQueueInfoClient, AsyncStagingClient, AsyncSysInfoClient
+from ._plugins import (
+    AsyncPSIJClient,
+    AsyncQueueInfoClient,
+    AsyncRhapsodyClient,
+    AsyncStagingClient,
+    AsyncSysInfoClient,
+)
 
 __all__ = [
     "BridgeClient",
@@ -61,6 +67,7 @@ __all__ = [
     "PSIJClient",
     "PluginClient",
     "QueueInfoClient",
+    "RhapsodyClient",
     "StagingClient",
     "StreamResponse",
     "SysInfoClient",
@@ -144,9 +151,11 @@ class QueueInfoClient(PluginClient, wraps=AsyncQueueInfoClient):
 
 class PSIJClient(PluginClient, wraps=AsyncPSIJClient):
     submit_job = blocking(AsyncPSIJClient.submit_job)
+    executors = blocking(AsyncPSIJClient.executors)
     get_job_status = blocking(AsyncPSIJClient.get_job_status)
     list_jobs = blocking(AsyncPSIJClient.list_jobs)
     cancel_job = blocking(AsyncPSIJClient.cancel_job)
+    watch = blocking(AsyncPSIJClient.watch)
 
 
 class StagingClient(PluginClient, wraps=AsyncStagingClient):
@@ -154,6 +163,18 @@ class StagingClient(PluginClient, wraps=AsyncStagingClient):
     get = blocking(AsyncStagingClient.get)
     list = blocking(AsyncStagingClient.list)
     put_file = blocking(AsyncStagingClient.put_file)
+
+
+class RhapsodyClient(PluginClient, wraps=AsyncRhapsodyClient):
+    register_session = blocking(AsyncRhapsodyClient.register_session)
+    session_status = blocking(AsyncRhapsodyClient.session_status)
+    backends = blocking(AsyncRhapsodyClient.backends)
+    submit_tasks = blocking(AsyncRhapsodyClient.submit_tasks)
+    wait_tasks = blocking(AsyncRhapsodyClient.wait_tasks)
+    list_tasks = blocking(AsyncRhapsodyClient.list_tasks)
+    get_task = blocking(AsyncRhapsodyClient.get_task)
+    cancel_task = blocking(AsyncRhapsodyClient.cancel_task)
+    cancel_all = blocking(AsyncRhapsodyClient.cancel_all)
 
 
 class EdgeClient(Blocking, wraps=AsyncEdgeClient):

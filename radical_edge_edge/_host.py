@@ -37,6 +37,8 @@ log = logging.getLogger("radical_edge.edge")
 
 #: body bytes of a request the application did not read that are discarded before the stream is cut
 DISCARD_LIMIT = 1024 * 1024
+#: how the manifest's ``error`` of a plugin that cannot work on this host begins
+UNAVAILABLE_PREFIX = "not available on this host: "
 
 ManifestListener = Callable[[dict[str, Any]], None]
 
@@ -114,7 +116,7 @@ class PluginHost:
         """
         reason = plugin.unavailable_reason()
         if reason:
-            self.add_failed(plugin.name, f"not available on this host: {reason}", plugin_type=plugin.type_name)
+            self.add_unavailable(plugin.name, reason, plugin_type=plugin.type_name)
             return
         plugin.attach(self.edge_name, self.events.put)
         try:
@@ -138,12 +140,23 @@ class PluginHost:
         await self._add(_Mount(name, app, None, plugin_type or name, version, dict(ui_config or {})))
 
     def add_failed(self, name: str, error: str, *, plugin_type: str | None = None) -> None:
-        """Report a plugin that could not be loaded: in the manifest with ``enabled: false`` and ``error``."""
+        """Report a plugin that failed to load: in the manifest with ``enabled: false`` and ``error``; logged
+        as an error (something is broken)."""
+        self._add_disabled(name, error, plugin_type)
+        log.error("plugin %s not loaded: %s", name, error)
+
+    def add_unavailable(self, name: str, reason: str, *, plugin_type: str | None = None) -> None:
+        """Report a plugin that cannot work on this host (no scheduler, not inside an allocation, ...): in the
+        manifest like a failed one, with ``error`` ``"not available on this host: {reason}"``; logged as
+        information only (nothing is broken: ``--plugins all`` tries every plugin everywhere)."""
+        self._add_disabled(name, f"{UNAVAILABLE_PREFIX}{reason}", plugin_type)
+        log.info("plugin %s not available on this host: %s", name, reason)
+
+    def _add_disabled(self, name: str, error: str, plugin_type: str | None) -> None:
         check_plugin_name(name)
         if name in self._mounts:
             raise ValueError(f"a plugin named {name!r} is already mounted")
         self._mounts[name] = _Mount(name, None, None, plugin_type or name, "", {}, error=error)
-        log.error("plugin %s not loaded: %s", name, error)
         self._changed()
 
     async def _add(self, mount: _Mount) -> None:
@@ -186,7 +199,7 @@ class PluginHost:
             try:
                 plugin = instantiate(name, available[name])
             except PluginUnavailable as exc:
-                self.add_failed(name, f"not available on this host: {exc}")
+                self.add_unavailable(name, str(exc))
                 continue
             except Exception as exc:
                 # one line for the operator; the traceback only when asked for (--log-level DEBUG)

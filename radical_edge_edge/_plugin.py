@@ -14,11 +14,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, ClassVar, ParamSpec, TypeVar
 
 import anyio
+import anyio.abc
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -122,6 +123,7 @@ class Plugin:
         self.sessions = SessionStore(ttl=session_ttl or self.session_ttl, clock=clock)
         self.notifications_dropped = 0
         self._sink: NotifySink | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
         self.app = FastAPI(
             title=f"{self.name} plugin",
             version=self.version,
@@ -155,6 +157,10 @@ class Plugin:
     async def create_session(self, sid: str, owner: str, options: dict[str, Any]) -> Session:
         """Make the session object for a ``register_session`` call (``options`` is its JSON body)."""
         return self.session_class(sid, owner, ttl=self._session_ttl(options), now=self.sessions.now())
+
+    async def session_added(self, session: Session) -> None:
+        """Called once a new session is stored (after :meth:`create_session`): start its background work here,
+        so a session refused for quota never starts any."""
 
     def ui_config(self) -> dict[str, Any]:
         """The UI description the portal renders; by default built from ``ui``."""
@@ -190,6 +196,22 @@ class Plugin:
     async def run_sync(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``func`` in a worker thread, so the event loop (and the heartbeat) never stall."""
         return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+
+    def start_background(self, func: Callable[[], Awaitable[Any]], *, name: str | None = None) -> None:
+        """Run ``func()`` as a task for as long as the plugin runs (a watcher, a poller).
+
+        Call it from :meth:`startup` or later.  The task is cancelled when the plugin stops, before
+        :meth:`shutdown`; an exception it raises is logged and ends only that task, never the plugin.
+        """
+        if self._task_group is None:
+            raise RuntimeError(f"plugin {self.name}: background tasks start in startup() or later, while it runs")
+        self._task_group.start_soon(self._background, func, name=name or getattr(func, "__name__", None))
+
+    async def _background(self, func: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await func()
+        except Exception:
+            log.exception("plugin %s: background task %r failed", self.name, getattr(func, "__name__", func))
 
     # ------------------------------------------------------------ host interface
 
@@ -241,11 +263,17 @@ class Plugin:
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
-            await self.startup()
+            self._task_group = tg
+            try:
+                await self.startup()
+            except BaseException:
+                self._task_group = None
+                raise
             tg.start_soon(self._cleanup_loop)
             try:
                 yield
             finally:
+                self._task_group = None
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     for session in self.sessions.clear():
@@ -258,21 +286,22 @@ class Plugin:
         @app.post("/register_session", tags=["session"])
         async def register_session(
             request: Request, options: Annotated[dict[str, Any] | None, Body()] = None
-        ) -> dict[str, str]:
+        ) -> dict[str, Any]:
             """Create a session (optional body: ``{"ttl": seconds}``), or renew yours with ``{"sid": ...}``."""
             options = options or {}
             caller = caller_of(request)
             sid = options.get("sid")
             if sid is not None:
                 session = await plugin.session(str(sid), request)
-                return {"sid": session.sid}
+                return {**session.register_reply(), "sid": session.sid}
             session = await plugin.create_session(SessionStore.new_id(), caller, options)
             try:
                 plugin.sessions.add(session)
             except SessionError as exc:
                 await plugin._close(session, "refused")
                 raise HTTPException(exc.status, exc.detail) from None
-            return {"sid": session.sid}
+            await plugin.session_added(session)
+            return {**session.register_reply(), "sid": session.sid}
 
         @app.post("/unregister_session/{sid}", tags=["session"])
         async def unregister_session(sid: str, request: Request) -> dict[str, bool]:

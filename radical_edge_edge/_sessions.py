@@ -18,6 +18,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 #: a session idle for longer than this expires (seconds)
 DEFAULT_TTL = 3600.0
@@ -56,6 +57,10 @@ class Session:
 
     def expired(self, now: float) -> bool:
         return now - self.last_used > self.ttl
+
+    def register_reply(self) -> dict[str, Any]:
+        """Fields the ``register_session`` answer carries besides ``sid`` (e.g. a ``status``); none by default."""
+        return {}
 
     async def close(self) -> None:
         """Release what the session holds; the default holds nothing."""

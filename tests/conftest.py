@@ -21,6 +21,8 @@ from hypothesis import HealthCheck, settings
 
 from radical_edge_bridge import Bridge, BridgeConfig
 
+from .slurm_helpers import _slurm_cluster, slurm  # noqa: F401 - the real Slurm for every test module (tests/slurm_helpers.py)
+
 PROFILE_ENV = "RADICAL_EDGE_HYPOTHESIS_PROFILE"
 
 settings.register_profile(

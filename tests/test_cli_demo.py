@@ -64,3 +64,36 @@ def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_demo_without_a_batch_system_says_so_without_errors(tmp_path: Path) -> None:
+    """A plugin that cannot work on this host (queue_info without Slurm or PBS) is information, not an error."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HOME=str(tmp_path), PATH=str(tmp_path / "bin"))  # no sinfo, squeue, qstat here
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radical_edge_cli", "--log-level", "INFO", "demo", "--port", "0", "--name", "local"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and not (lines and lines[-1].startswith("Try it")):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=20)
+        out = "".join(lines) + rest
+        assert proc.returncode == 0, out
+        assert "plugin queue_info not available on this host: no batch system found" in out
+        assert "(queue_info: not available on this host" in out  # in the summary the demo prints
+        assert not [line for line in out.splitlines() if " ERROR " in line or "Traceback" in line], out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

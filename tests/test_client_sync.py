@@ -29,6 +29,7 @@ from radical_edge_client import (
     AsyncPluginClient,
     AsyncPSIJClient,
     AsyncQueueInfoClient,
+    AsyncRhapsodyClient,
     AsyncStagingClient,
     AsyncStreamResponse,
     AsyncSysInfoClient,
@@ -36,10 +37,12 @@ from radical_edge_client import (
     BridgeClient,
     BridgeProtocolError,
     EdgeClient,
+    JobUpdate,
     PluginClient,
     PluginNotFound,
     PSIJClient,
     QueueInfoClient,
+    RhapsodyClient,
     SessionExpired,
     StagingClient,
     StreamResponse,
@@ -359,6 +362,7 @@ BLOCKING = {
     SysInfoClient: AsyncSysInfoClient,
     QueueInfoClient: AsyncQueueInfoClient,
     PSIJClient: AsyncPSIJClient,
+    RhapsodyClient: AsyncRhapsodyClient,
     StagingClient: AsyncStagingClient,
     StreamResponse: AsyncStreamResponse,
 }
@@ -386,6 +390,8 @@ async def test_each_blocking_class_is_derived_from_its_async_class() -> None:
     assert list(get_plugin) == ["self", "name", "session", "session_options"]
     assert inspect.signature(PluginClient.stream).return_annotation == AbstractContextManager[StreamResponse]
     assert inspect.signature(StreamResponse.iter_bytes).return_annotation == Iterator[bytes]
+    assert inspect.signature(PSIJClient.watch).return_annotation == Iterator[JobUpdate]  # an async iterator, blocking
+    assert "backends" in inspect.signature(RhapsodyClient.register_session).parameters  # the subclass's own
     assert inspect.signature(BridgeClient).parameters.keys() == inspect.signature(AsyncBridgeClient).parameters.keys()
     assert "radical-edge bridge" in (BridgeClient.__doc__ or "")
     assert "queues, jobs and allocations" in (QueueInfoClient.__doc__ or "")

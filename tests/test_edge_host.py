@@ -360,6 +360,33 @@ async def test_failing_plugin_is_reported_not_loaded() -> None:
         assert (await call(hub, "GET", "/demo/version")).status == 200
 
 
+async def test_unavailable_is_information_and_a_failure_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """``--plugins all`` tries every plugin on every host: one that cannot work here is no error."""
+
+    class NoScheduler(Plugin):
+        plugin_name = "queue"
+
+        @classmethod
+        def unavailable_reason(cls) -> str | None:
+            return "no Slurm or PBS found"
+
+    host = PluginHost("e1")
+    with caplog.at_level("DEBUG", logger="radical_edge.edge"):
+        await host.add_plugin(NoScheduler())
+        host.add_unavailable("rhapsody", "not inside an allocation", plugin_type="rhapsody")
+        host.add_failed("broken", "ImportError: no module named 'x'")
+    levels = {r.getMessage(): r.levelname for r in caplog.records}
+    assert levels == {
+        "plugin queue not available on this host: no Slurm or PBS found": "INFO",
+        "plugin rhapsody not available on this host: not inside an allocation": "INFO",
+        "plugin broken not loaded: ImportError: no module named 'x'": "ERROR",
+    }
+    manifest = host.manifest()
+    assert manifest["rhapsody"]["error"] == "not available on this host: not inside an allocation"
+    assert manifest["rhapsody"]["type"] == "rhapsody"
+    assert not manifest["rhapsody"]["enabled"]
+
+
 async def test_notifications_from_threads_and_loop() -> None:
     host = PluginHost("e1")
     demo = Demo()

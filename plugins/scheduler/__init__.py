@@ -2,7 +2,11 @@
 
 Not a plugin itself: a library inside ``radical_edge_plugins``.  Its modules:
 ``states`` (the one job-state vocabulary), ``run`` (scheduler commands as async
-subprocesses with timeouts and clear errors).
+subprocesses with timeouts and clear errors), ``records`` (the job, queue and
+allocation records every backend produces), ``slurm`` and ``pbs`` (parsers as pure
+functions of the commands' output, and the backends that run them), ``detect``
+(which scheduler this host has), ``allocation`` (the batch job the edge runs in),
+``cache`` (one coalescing TTL cache shared by all sessions and clients).
 """
 
 from .run import (
@@ -11,10 +15,11 @@ from .run import (
     CommandMissing,
     CommandResult,
     CommandTimeout,
+    Runner,
     SchedulerError,
     run_command,
 )
-from .states import JobState, pbs_state, psij_state, slurm_state
+from .states import JobState, pbs_state, psij_state, rhapsody_state, slurm_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -23,9 +28,11 @@ __all__ = [
     "CommandResult",
     "CommandTimeout",
     "JobState",
+    "Runner",
     "SchedulerError",
     "pbs_state",
     "psij_state",
+    "rhapsody_state",
     "run_command",
     "slurm_state",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -49,6 +49,11 @@ class CommandResult:
     stderr: str
 
 
+#: what code that runs scheduler commands takes to do it: :func:`run_command` (the default), or a
+#: wrapper in tests (counting calls, answering from recorded output)
+Runner = Callable[..., Awaitable[CommandResult]]
+
+
 async def run_command(
     argv: Sequence[str],
     *,
@@ -65,7 +70,7 @@ async def run_command(
     """
     if not argv:
         raise ValueError("empty command")
-    if shutil.which(argv[0]) is None:
+    if shutil.which(argv[0], path=env.get("PATH") if env is not None else None) is None:
         raise CommandMissing(f"{argv[0]}: command not found (is the scheduler's client installed and on PATH?)")
     try:
         with anyio.fail_after(timeout if math.isfinite(timeout) else None):
@@ -87,6 +92,7 @@ __all__ = [
     "CommandMissing",
     "CommandResult",
     "CommandTimeout",
+    "Runner",
     "SchedulerError",
     "run_command",
 ]

@@ -105,15 +105,55 @@ _PSIJ = {
 }
 
 
-def slurm_state(raw: object) -> JobState:
+#: rhapsody task states: its concurrent/dask/dragon/orbit backends report RUNNING, DONE, FAILED and
+#: CANCELED (dragon also PENDING, orbit also COMPLETED); its RADICAL-Pilot backend passes RP's own states
+_RHAPSODY = {
+    "PENDING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "DONE": JobState.DONE,
+    "COMPLETED": JobState.DONE,
+    "FAILED": JobState.FAILED,
+    "CANCELED": JobState.CANCELLED,
+    "CANCELLED": JobState.CANCELLED,
+    # RADICAL-Pilot: everything before the executable runs is waiting, staging out is still running
+    "NEW": JobState.PENDING,
+    "TMGR_SCHEDULING_PENDING": JobState.PENDING,
+    "TMGR_SCHEDULING": JobState.PENDING,
+    "TMGR_STAGING_INPUT_PENDING": JobState.PENDING,
+    "TMGR_STAGING_INPUT": JobState.PENDING,
+    "AGENT_STAGING_INPUT_PENDING": JobState.PENDING,
+    "AGENT_STAGING_INPUT": JobState.PENDING,
+    "AGENT_SCHEDULING_PENDING": JobState.PENDING,
+    "AGENT_SCHEDULING": JobState.PENDING,
+    "AGENT_EXECUTING_PENDING": JobState.PENDING,
+    "AGENT_EXECUTING": JobState.RUNNING,
+    "AGENT_STAGING_OUTPUT_PENDING": JobState.RUNNING,
+    "AGENT_STAGING_OUTPUT": JobState.RUNNING,
+    "TMGR_STAGING_OUTPUT_PENDING": JobState.RUNNING,
+    "TMGR_STAGING_OUTPUT": JobState.RUNNING,
+}
+
+
+#: Slurm reasons (``%r``, ``state_reason``) of a pending job that is held: it will not start until released
+SLURM_HOLD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
+
+
+def slurm_state(raw: object, reason: object = None) -> JobState:
     """A Slurm state: a string (``"RUNNING"``, ``"R"``, ``"CANCELLED by 0"``) or, in Slurm 23.02+
-    JSON, a list of flags whose first entry is the base state."""
+    JSON, a list of flags whose first entry is the base state.
+
+    Slurm reports a held job as PENDING with the reason ``JobHeldUser``/``JobHeldAdmin``; give
+    ``reason`` to get HELD for it.
+    """
     if isinstance(raw, list):
         raw = raw[0] if raw else ""
     if not isinstance(raw, str):
         return JobState.UNKNOWN
     word = raw.strip().split(" ", 1)[0].rstrip("+").upper()
-    return _SLURM.get(word, JobState.UNKNOWN)
+    state = _SLURM.get(word, JobState.UNKNOWN)
+    if state is JobState.PENDING and isinstance(reason, str) and reason.strip() in SLURM_HOLD_REASONS:
+        return JobState.HELD
+    return state
 
 
 def pbs_state(raw: object, exit_status: int | None = None) -> JobState:
@@ -133,4 +173,13 @@ def psij_state(raw: object) -> JobState:
     return _PSIJ.get(str(name).upper(), JobState.UNKNOWN) if name is not None else JobState.UNKNOWN
 
 
-__all__ = ["JobState", "pbs_state", "psij_state", "slurm_state"]
+def rhapsody_state(raw: object) -> JobState:
+    """A rhapsody task state (a string, or an enum such as ``TasksMainStates``); ``None``, the state
+    of a task no backend has taken yet, is PENDING."""
+    if raw is None:
+        return JobState.PENDING
+    name = getattr(raw, "value", raw)
+    return _RHAPSODY.get(name.strip().upper(), JobState.UNKNOWN) if isinstance(name, str) else JobState.UNKNOWN
+
+
+__all__ = ["SLURM_HOLD_REASONS", "JobState", "pbs_state", "psij_state", "rhapsody_state", "slurm_state"]
