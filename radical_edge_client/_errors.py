@@ -41,6 +41,7 @@ from radical_edge_tunnel import TLSVerificationError as _TunnelTLSError
 __all__ = [
     "AuthError",
     "BridgeUnavailable",
+    "ChildEdgeFailed",
     "EdgeNotFound",
     "EdgeUnavailable",
     "HTTPError",
@@ -125,6 +126,27 @@ class RequestTimeout(RadicalEdgeError):
 
     The request is cancelled on the edge too.
     """
+
+
+class ChildEdgeFailed(RadicalEdgeError):
+    """A child edge (the psij plugin's ``submit_tunneled``) whose job ended before it registered, or failed.
+
+    ``detail`` is its ``tunnel_status`` (``reason``, ``job_state``, ``exit_code``, ``stdout_tail``,
+    ``stderr_tail``); the message shows the reason and the tail of the job's stderr.
+    """
+
+    def __str__(self) -> str:
+        if not isinstance(self.detail, dict):
+            return super().__str__()
+        info = self.detail
+        text = f"child edge {info.get('edge')} {info.get('state')}: {info.get('reason') or info.get('job_state')}"
+        err = (info.get("stderr_tail") or "").strip()
+        out = (info.get("stdout_tail") or "").strip()
+        if err:
+            text += "\n--- its job's stderr (tail) ---\n" + err[-2000:]
+        if out:
+            text += "\n--- its job's stdout (tail) ---\n" + out[-2000:]
+        return text
 
 
 class BridgeProtocolError(RadicalEdgeError):

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 
 from ._client import AsyncPluginClient, register_plugin_client
-from ._errors import BridgeProtocolError, HTTPError
+from ._errors import BridgeProtocolError, ChildEdgeFailed, HTTPError
 from ._events import EventGap
 from ._http import quote_segment
 from ._watch import FINAL_STATES, JobUpdate, watch_job
@@ -184,6 +184,60 @@ class AsyncPSIJClient(AsyncPluginClient):
             await self.unregister_notification_callback(callback)
 
         return watch_job(job_id, read_status, subscribe, unsubscribe, poll_interval=poll_interval)
+
+    async def submit_tunneled(
+        self,
+        job_spec: dict[str, Any] | None = None,
+        executor: str | None = None,
+        *,
+        plugins: str | Sequence[str] = "sysinfo",
+        via: str | None = None,
+        ssh_options: Sequence[str] = (),
+        stream_output: bool | None = None,
+    ) -> dict[str, Any]:
+        """Start a child edge ``{edge}.{n}`` in a batch job; it dials this edge's bridge and serves ``plugins``.
+
+        ``job_spec`` is as for :meth:`submit_job` without ``executable``/``arguments`` (the job runs the
+        edge): ``attributes``, ``resources``, ``environment``...  ``via``: the login host compute nodes
+        reach the bridge through (an SSH local forward; ``ssh_options`` are ssh's arguments, e.g.
+        ``["-p", "2222", "-i", "~/.ssh/id_edge"]``).  Returns ``{job_id, native_id, executor, edge,
+        state}``; wait for it with :meth:`wait_child_edge`.
+        """
+        body: dict[str, Any] = {"job_spec": dict(job_spec or {})}
+        if executor is not None:
+            body["executor"] = executor
+        body["plugins"] = plugins if isinstance(plugins, str) else ",".join(plugins)
+        if via is not None:
+            body["tunnel"] = {"via": via, "ssh_options": list(ssh_options)}
+        if stream_output is not None:
+            body["stream_output"] = stream_output
+        return _expect_dict(
+            await self.post_json(self.session_path("submit_tunneled"), json=body), "psij submit_tunneled"
+        )
+
+    async def tunnel_status(self, edge_name: str) -> dict[str, Any]:
+        """A child edge: ``{edge, job_id, native_id, state (pending|active|failed|done), job_state, exit_code,
+        reason, stdout_tail, stderr_tail, ...}``."""
+        return _expect_dict(await self.get_json(f"tunnel_status/{quote_segment(str(edge_name))}"), "psij tunnel_status")
+
+    async def wait_child_edge(
+        self, edge_name: str, *, timeout: float | None = 600.0, poll_interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Wait until the child edge is in the bridge's topology; returns its ``tunnel_status``.
+
+        Raises :class:`ChildEdgeFailed` (with the job's state, exit code and output tails) as soon as
+        its ``tunnel_status`` is ``failed`` or ``done`` -- its job ended -- and ``TimeoutError`` after
+        ``timeout`` seconds (None: no limit).
+        """
+        edge_name = str(edge_name)
+        with anyio.fail_after(timeout):
+            while True:
+                status = await self.tunnel_status(edge_name)
+                if status.get("state") in ("failed", "done"):
+                    raise ChildEdgeFailed(status)
+                if edge_name in await self.bridge.list_edges():
+                    return status
+                await anyio.sleep(poll_interval)
 
 
 @register_plugin_client

@@ -156,6 +156,9 @@ class PSIJClient(PluginClient, wraps=AsyncPSIJClient):
     list_jobs = blocking(AsyncPSIJClient.list_jobs)
     cancel_job = blocking(AsyncPSIJClient.cancel_job)
     watch = blocking(AsyncPSIJClient.watch)
+    submit_tunneled = blocking(AsyncPSIJClient.submit_tunneled)
+    tunnel_status = blocking(AsyncPSIJClient.tunnel_status)
+    wait_child_edge = blocking(AsyncPSIJClient.wait_child_edge)
 
 
 class StagingClient(PluginClient, wraps=AsyncStagingClient):

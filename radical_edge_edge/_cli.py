@@ -13,14 +13,19 @@ resolution the SDK uses.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from radical_edge_proto import edge_name_error
 from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_CERT, ENV_TOKEN, ENV_URL, resolve_settings
@@ -87,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="do NOT verify the bridge's TLS certificate (anyone on the path can impersonate it)",
     )
     parser.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="HOST",
+        help="verify the bridge's certificate for HOST instead of the URL's host (when the URL is a port "
+        "forward such as wss://127.0.0.1:PORT to the bridge; verification stays on)",
+    )
+    parser.add_argument(
+        "--ready-file",
+        default=None,
+        metavar="PATH",
+        help="write PATH (JSON: edge, pid, host, time) once the bridge has accepted this edge (its first "
+        "WELCOME); a program that started the edge can wait for it",
+    )
+    parser.add_argument(
         "--max-body",
         type=_size_argument,
         default=DEFAULT_MAX_BODY_BYTES,
@@ -127,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.cert,
             token_file=args.token_file,
             insecure_skip_tls_verify=args.insecure_skip_tls_verify,
+            tls_server_name=args.tls_server_name,
         )
     except OSError as exc:  # a token file others can read (with the chmod to run), or one that cannot be read
         print(f"radical-edge-service: {exc}", file=sys.stderr)
@@ -140,14 +160,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PluginSelectionError, ValueError) as exc:
         parser.error(str(exc))
     try:
-        return anyio.run(_serve, service)
+        return anyio.run(_serve, service, args.ready_file)
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
 
 
-async def _serve(service: EdgeService) -> int:
+def write_ready_file(path: str, name: str) -> None:
+    """Write ``{edge, pid, host, time}`` to ``path`` atomically (a reader never sees half of it)."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    info = {"edge": name, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    tmp.write_text(json.dumps(info) + "\n")
+    os.replace(tmp, target)
+
+
+async def _serve(service: EdgeService, ready_file: str | None = None) -> int:
     status = 0
     async with anyio.create_task_group() as tg:
+        if ready_file is not None:
+
+            async def announce_ready() -> None:
+                try:
+                    await service.wait_connected()
+                except RuntimeError:  # stopped (or refused) before the bridge accepted it
+                    return
+                try:
+                    await anyio.to_thread.run_sync(write_ready_file, ready_file, service.name)
+                except OSError as exc:
+                    log.error("cannot write the ready file %s: %s", ready_file, exc)
+
+            tg.start_soon(announce_ready)
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

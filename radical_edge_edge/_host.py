@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import anyio
@@ -32,6 +32,9 @@ from ._body import DEFAULT_MAX_BODY_BYTES, route_streams_body
 from ._discovery import ENTRY_POINT_GROUP, PluginUnavailable, discover, instantiate, select
 from ._notify import DEFAULT_QUEUE_SIZE, NotificationQueue
 from ._plugin import Plugin, check_plugin_name
+
+if TYPE_CHECKING:
+    from radical_edge_tunnel import BridgeSettings
 
 log = logging.getLogger("radical_edge.edge")
 
@@ -85,6 +88,9 @@ class PluginHost:
         self.max_body_bytes = max_body_bytes
         self.events = NotificationQueue(queue_size)
         self.on_manifest_change = on_manifest_change
+        #: how this edge reaches its bridge (the :class:`EdgeService` sets it); plugins read it as
+        #: :attr:`Plugin.bridge_settings`
+        self.bridge_settings: BridgeSettings | None = None
         self._mounts: dict[str, _Mount] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._pending: list[Plugin] = []
@@ -119,6 +125,7 @@ class PluginHost:
             self.add_unavailable(plugin.name, reason, plugin_type=plugin.type_name)
             return
         plugin.attach(self.edge_name, self.events.put)
+        plugin._bridge_settings = lambda: self.bridge_settings
         try:
             ui = plugin.ui_config()
         except Exception as exc:

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
@@ -30,6 +30,9 @@ from radical_edge_proto import profile
 from radical_edge_proto.profile import error_envelope
 
 from ._sessions import DEFAULT_TTL, Session, SessionError, SessionStore
+
+if TYPE_CHECKING:
+    from radical_edge_tunnel import BridgeSettings
 
 log = logging.getLogger("radical_edge.edge")
 
@@ -118,6 +121,8 @@ class Plugin:
     ) -> None:
         self.name = check_plugin_name(name or self.plugin_name or type(self).__name__.lower())
         self.edge_name = ""
+        #: (host) returns the bridge settings of the edge this plugin runs in (see :attr:`bridge_settings`)
+        self._bridge_settings: Callable[[], BridgeSettings | None] | None = None
         self.started_at = clock()
         self.clock = clock
         self.sessions = SessionStore(ttl=session_ttl or self.session_ttl, clock=clock)
@@ -222,6 +227,13 @@ class Plugin:
 
     def detach(self) -> None:
         self._sink = None
+
+    @property
+    def bridge_settings(self) -> BridgeSettings | None:
+        """How the edge this plugin runs in reaches its bridge (URL, CA file, token or token file), or None
+        (not mounted yet, or an edge with a custom connector).  For plugins that start programs which dial
+        the same bridge (the psij plugin's child edges); never send the token itself anywhere."""
+        return self._bridge_settings() if self._bridge_settings is not None else None
 
     def health(self) -> dict[str, Any]:
         return {

@@ -146,6 +146,8 @@ class EdgeService:
                 raise ValueError("max_body_bytes must be >= 0 (0: no limit)")
             self.host.max_body_bytes = max_body_bytes
         self.host.on_manifest_change = self._manifest_changed
+        if settings is not None and connector is None:
+            self.host.bridge_settings = settings
         if plugins is not None:
             self.host.load_entry_points(plugins if isinstance(plugins, str) else ",".join(plugins))
         self._redialer = Redialer(

@@ -210,7 +210,11 @@ class Redialer:
         assert self.url is not None
         assert self.settings is not None
         return await connect_websocket(
-            self.url, token=credential, ssl_context=self.settings.ssl_context, timeout=self.connect_timeout
+            self.url,
+            token=credential,
+            ssl_context=self.settings.ssl_context,
+            timeout=self.connect_timeout,
+            tls_server_name=self.settings.tls_server_name,
         )
 
     async def connect(self) -> Tunnel:

@@ -125,8 +125,11 @@ class BridgeSettings:
     #: the file the token was read from (None: given, from the environment, or none)
     token_file: Path | None = None
     insecure_skip_tls_verify: bool = False
-    #: the TLS client context for an ``https``/``wss`` URL (None for plain ``http``/``ws``)
+    #: the TLS context for an ``https``/``wss`` URL (None for plain ``http``/``ws``)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    #: the host name the bridge's certificate is verified for, when it is not the URL's host (a child
+    #: edge dialling the bridge through an SSH forward on 127.0.0.1 still checks the bridge's real name)
+    tls_server_name: str | None = None
 
     @classmethod
     def create(
@@ -137,8 +140,12 @@ class BridgeSettings:
         cert: str | os.PathLike[str] | None = None,
         token_file: str | os.PathLike[str] | None = None,
         insecure_skip_tls_verify: bool = False,
+        tls_server_name: str | None = None,
     ) -> BridgeSettings:
         """Settings from exactly what is given (no environment); the token from ``token_file`` if ``token`` is None.
+
+        ``tls_server_name``: verify the bridge's certificate for this name instead of the URL's host
+        (verification stays on: the name only changes what the certificate must match).
 
         Raises ``ValueError`` for a bad URL or CA file, :class:`InsecureFileError`
         for a token file others can read, ``OSError`` for one that cannot be read.
@@ -159,7 +166,8 @@ class BridgeSettings:
                 raise ValueError(str(exc)) from None
         elif cert_path is not None or insecure_skip_tls_verify:
             log.warning("%s is not TLS: the CA file and insecure_skip_tls_verify have no effect", url)
-        return cls(url, token, cert_path, source, insecure_skip_tls_verify, ctx)
+        server_name = (tls_server_name or "").strip() or None
+        return cls(url, token, cert_path, source, insecure_skip_tls_verify, ctx, server_name)
 
     def websocket_url(self, path: str) -> str:
         """The ``ws(s)://`` URL of the bridge's endpoint ``path`` (``/register``, ``/connect``)."""
@@ -190,6 +198,7 @@ def resolve_settings(
     *,
     token_file: str | os.PathLike[str] | None = None,
     insecure_skip_tls_verify: bool = False,
+    tls_server_name: str | None = None,
 ) -> BridgeSettings:
     """Fill what is not given from ``RADICAL_BRIDGE_URL``, ``RADICAL_BRIDGE_TOKEN`` (else the token file)
     and ``RADICAL_BRIDGE_CERT``.
@@ -212,4 +221,5 @@ def resolve_settings(
         cert=cert,
         token_file=(token_file if token_file is not None else DEFAULT_TOKEN_FILE) if token is None else None,
         insecure_skip_tls_verify=insecure_skip_tls_verify,
+        tls_server_name=tls_server_name,
     )

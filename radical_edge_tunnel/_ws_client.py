@@ -120,12 +120,14 @@ async def connect_websocket(
     ssl_context: ssl.SSLContext | None = None,
     headers: Iterable[tuple[str, str]] = (),
     timeout: float = 10.0,
+    tls_server_name: str | None = None,
 ) -> WebSocketCarrier:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and return it as a carrier.
 
     ``token`` goes out as ``Authorization: Bearer TOKEN`` on the upgrade
     request.  For ``wss://`` the certificate is verified with ``ssl_context``
-    (default: the system store, see :func:`client_ssl_context`).  The whole
+    (default: the system store, see :func:`client_ssl_context`) for the URL's host, or for
+    ``tls_server_name`` when given (a bridge reached through a port forward).  The whole
     dial (TCP, TLS, upgrade) runs under ``timeout``.  Raises
     :class:`ConnectError` (or a subclass) on every failure; nothing else escapes.
     """
@@ -154,7 +156,7 @@ async def connect_websocket(
             try:
                 if secure:
                     ctx = ssl_context if ssl_context is not None else client_ssl_context()
-                    stream = await anyio.connect_tcp(host, port, ssl_context=ctx, tls_hostname=host)
+                    stream = await anyio.connect_tcp(host, port, ssl_context=ctx, tls_hostname=tls_server_name or host)
                 else:
                     stream = await anyio.connect_tcp(host, port)
             except ssl.SSLCertVerificationError as exc:

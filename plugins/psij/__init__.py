@@ -19,11 +19,20 @@ Routes (relative to ``/{edge}/psij/``; the session ones need a session of the ca
     scheduler later says it completed or failed.
 ``GET executors``
     -> ``{executors: [...], default}``: what can be chosen here.
+``POST submit_tunneled/{sid}``
+    body ``{"job_spec": {attributes, resources...; no executable}, "executor": ..., "plugins": "sysinfo",
+    "tunnel": {"via": "login-host", "ssh_options": [...]}}`` -> ``{job_id, native_id, executor, edge, state}``:
+    a job that runs a child edge ``{this edge}.{n}`` dialling this edge's bridge (through an SSH local
+    forward via ``tunnel.via`` when given).  See ``_children``.
+``GET tunnel_status/{edge}``
+    -> ``{edge, job_id, native_id, executor, via, state (pending|active|failed|done), job_state,
+    exit_code, reason, registered, updated, stdout_tail, stderr_tail}``.
 
 Notifications: ``job_status`` ``{job_id, native_id, executor, state, previous, exit_code, message,
 time, source}`` once per state change (``source``: ``psij``, ``scheduler`` when the reconcile
 found it, ``cancel``); ``job_output`` ``{job_id, stream, offset, data, size[, skipped]}`` with new
-output while the job runs (``offset``: byte offset of ``data`` in that stream; ``size``: its bytes).
+output while the job runs (``offset``: byte offset of ``data`` in that stream; ``size``: its bytes);
+``tunnel_status`` (the answer of ``tunnel_status``) on each change of a child edge's state.
 
 Job records belong to the plugin, not to the session: a job goes on, and stays visible to its
 caller, after the session that submitted it expired.  Output files and the cleanup policy: see
@@ -36,6 +45,8 @@ import importlib.util
 import logging
 import math
 import os
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,12 +55,15 @@ from typing import Annotated, Any, ClassVar
 
 import anyio
 import anyio.abc
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 
-from radical_edge_edge import CurrentSession, Plugin, Session
+from radical_edge_edge import CurrentSession, Plugin, Session, caller_of
+from radical_edge_proto import edge_name_error
+from radical_edge_tunnel import BridgeSettings
 
 from ..scheduler import JobState, psij_state
-from . import _output
+from . import _children, _output
+from ._children import ChildError, ChildRecord
 from ._reconcile import QUERIES, SchedulerView, read_exit_code_file
 from ._spec import ParsedSpec, SpecError, parse_spec
 from ._state import JobRecord, JobTable
@@ -104,6 +118,9 @@ class PsijPlugin(Plugin):
         oldest output is skipped (``status`` still reads all of it).
     ``max_read`` (4 MiB)
         the most bytes per stream one ``status`` call returns.
+    ``child_bridge`` (default: the bridge of the edge this plugin runs in, :attr:`Plugin.bridge_settings`)
+        the bridge child edges (``submit_tunneled``) dial; ``child_tick`` (0.25 s): how often their
+        jobs and ready files are checked.
     """
 
     plugin_name = "psij"
@@ -154,6 +171,8 @@ class PsijPlugin(Plugin):
         max_read: int = 4 * 1024 * 1024,
         cleanup_interval: float = 86400.0,
         max_records: int = 10_000,
+        child_bridge: BridgeSettings | None = None,
+        child_tick: float = 0.25,
         **kwargs: Any,
     ) -> None:
         from . import _backend  # noqa: PLC0415 - psij is optional: imported when the plugin is made
@@ -179,6 +198,12 @@ class PsijPlugin(Plugin):
         self.cleanup_interval = cleanup_interval
         self.max_records = max_records
         self.jobs = JobTable(self._emit)
+        self.child_bridge = child_bridge
+        self.child_tick = child_tick
+        #: child edges by name
+        self.children: dict[str, ChildRecord] = {}
+        self._child_seq = 0
+        self._child_lock = threading.Lock()
         #: set at start: this edge's output directory and PSI/J's work directory
         self.output_dir = self.base_dir / "edge"
         self.executors = _backend.Executors(self.output_dir / "work", poll_interval, self._on_psij_status)
@@ -219,9 +244,11 @@ class PsijPlugin(Plugin):
         await self.run_sync(self.output_dir.mkdir, parents=True, exist_ok=True)
         await self.run_sync(self.cleanup)
         await self.run_sync(self.executor_default)
+        self._child_seq = max(self._child_seq, await self.run_sync(_children.last_number, self.children_dir, edge))
         assert self._tg is not None, "the psij plugin's lifespan runs its background tasks"
         self._tg.start_soon(self._reconcile_loop)
         self._tg.start_soon(self._cleanup_loop)
+        self._tg.start_soon(self._children_loop)
         log.info(
             "psij: output in %s, kept %g days; default executor %s",
             self.output_dir,
@@ -242,6 +269,11 @@ class PsijPlugin(Plugin):
                 if not left:
                     break
                 await anyio.sleep(0.05)
+
+    @property
+    def children_dir(self) -> Path:
+        """Where the child edges' launch configs, token copies and ready files are."""
+        return self.output_dir / "children"
 
     def executor_default(self) -> str:
         """The executor of a submit that names none (the host's batch system is looked up once)."""
@@ -466,6 +498,9 @@ class PsijPlugin(Plugin):
         keep_seconds = self.keep_days * 86400.0
         now = time.time()
         keep: set[Path] = set()
+        for child in list(self.children.values()):
+            if not child.final:
+                keep.update(p for p in (child.config_file, child.ready_file, child.token_copy) if p is not None)
         for record in self.jobs:
             if not record.final:
                 keep.update((record.stdout_path, record.stderr_path))
@@ -486,6 +521,147 @@ class PsijPlugin(Plugin):
                 await self.run_sync(self.cleanup)
             except Exception:
                 log.exception("psij: cleanup failed")
+
+    # ------------------------------------------------------------ child edges
+
+    def _next_child(self) -> str:
+        with self._child_lock:
+            self._child_seq += 1
+            return f"{self.edge_name or 'edge'}.{self._child_seq}"
+
+    def _prepare_child(
+        self, name: str, settings: BridgeSettings, plugins: str, tunnel: dict[str, Any] | None
+    ) -> tuple[Path, Path, Path | None]:
+        """Write the child's launch config (and a 0600 token copy when the token is not in a file);
+        returns ``(config, ready_file, token_copy)``."""
+        directory = self.children_dir
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_copy: Path | None = None
+        if settings.token_file is not None:
+            token_file = settings.token_file
+        else:
+            token_file = directory / f"{name}.token"
+            token = settings.current_token()
+            if token:
+                _children.write_private(token_file, token + "\n")
+                token_copy = token_file
+            else:
+                token_file.unlink(missing_ok=True)
+        ready = directory / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        config = directory / f"{name}.json"
+        _children.write_json(
+            config,
+            {
+                "name": name,
+                "url": settings.url,
+                "cert": settings.cert,
+                "tls_server_name": settings.tls_server_name,
+                "token_file": os.fspath(token_file),
+                "plugins": plugins,
+                "ready_file": os.fspath(ready),
+                "tunnel": tunnel,
+            },
+        )
+        return config, ready, token_copy
+
+    def _settle_child(self, child: ChildRecord, ready: bool) -> None:
+        """Move a child on if its ready file or its job says so (blocking: reads its output when final)."""
+        with self._child_lock:  # the loop and a tunnel_status call may both look at it: announce once
+            self._settle_child_locked(child, ready)
+
+    def _settle_child_locked(self, child: ChildRecord, ready: bool) -> None:
+        change = child.next_state(ready)
+        if ready and child.registered_at is None:
+            child.registered_at = time.time()
+        if change is None:
+            return
+        state, reason = change
+        if state in _children.FINAL_STATES:
+            child.stdout_tail = _children.tail(child.job.stdout_path)
+            child.stderr_tail = _children.tail(child.job.stderr_path)
+            if child.token_copy is not None:
+                child.token_copy.unlink(missing_ok=True)
+        child.state, child.reason, child.updated = state, reason, time.time()
+        log.info("psij: child edge %s is %s%s", child.edge, state, f": {reason}" if reason else "")
+        self.notify("tunnel_status", child.status())
+
+    async def check_children(self) -> None:
+        """Check the live child edges now (their ready files and jobs); announce changes."""
+        for child in list(self.children.values()):
+            if not child.final:
+                ready = await self.run_sync(child.ready_file.exists)
+                await self.run_sync(self._settle_child, child, ready)
+
+    async def _children_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.child_tick)
+            try:
+                await self.check_children()
+            except Exception:
+                log.exception("psij: checking the child edges failed")
+
+    async def submit_child(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
+        """The ``submit_tunneled`` route's work (HTTP errors as :class:`HTTPException`)."""
+        if self._tg is None:
+            raise HTTPException(503, "the psij plugin is not running")
+        try:
+            spec_in, plugins, tunnel = _children.check_body(body)
+        except ChildError as exc:
+            raise HTTPException(422, str(exc)) from None
+        executor = body.get("executor") or self.executor_default()
+        if not isinstance(executor, str):
+            raise HTTPException(422, "executor must be a name like 'local' or 'slurm'")
+        stream_output = body.get("stream_output", True)
+        if not isinstance(stream_output, bool):
+            raise HTTPException(422, "stream_output must be true or false")
+        settings = self.child_bridge or self.bridge_settings
+        if settings is None:
+            raise HTTPException(409, "this edge does not dial a bridge by URL: it cannot tell a child edge where to go")
+        if settings.insecure_skip_tls_verify:
+            raise HTTPException(409, "this edge does not verify the bridge's TLS certificate: no child edge is started")
+        name = self._next_child()
+        reason = edge_name_error(name)
+        if reason is not None:
+            raise HTTPException(422, f"the child edge name is not valid: {reason}")
+        existing = self.children.get(name)
+        if existing is not None and not existing.final:
+            raise HTTPException(409, f"the child edge {name!r} is live (job {existing.job.job_id})")
+        config, ready, token_copy = await self.run_sync(self._prepare_child, name, settings, plugins, tunnel)
+        spec_in["executable"] = sys.executable
+        spec_in["arguments"] = ["-m", f"{__name__}._launch", os.fspath(config)]
+        spec_in.setdefault("name", f"edge-{name}")
+        try:
+            spec = parse_spec(spec_in)
+            record = await self.run_sync(self._submit_blocking, session, spec, executor, stream_output)
+        except (SpecError, self._backend.SubmitFailed) as exc:
+            if token_copy is not None:
+                token_copy.unlink(missing_ok=True)
+            raise HTTPException(422, str(exc)) from None
+        if record.state is None:
+            self.jobs.advance(record, JobState.PENDING, source="submit")
+        child = ChildRecord(
+            edge=name,
+            owner=session.owner,
+            sid=session.sid,
+            job=record,
+            ready_file=ready,
+            config_file=config,
+            token_copy=token_copy,
+            via=tunnel["via"] if tunnel else None,
+        )
+        self.children[name] = child
+        if self._tg is not None:
+            self._tg.start_soon(self._follow, record)
+        self.notify("tunnel_status", child.status())
+        log.info("psij: child edge %s: job %s (%s %s)", name, record.job_id, executor, record.native_id)
+        return {
+            "job_id": record.job_id,
+            "native_id": record.native_id,
+            "executor": executor,
+            "edge": name,
+            "state": child.state,
+        }
 
     # ------------------------------------------------------------ routes
 
@@ -529,6 +705,24 @@ class PsijPlugin(Plugin):
                 plugin._tg.start_soon(plugin._follow, record)
             state = record.state or JobState.PENDING
             return {"job_id": record.job_id, "native_id": record.native_id, "executor": executor, "state": state.value}
+
+        @app.post("/submit_tunneled/{sid}", tags=["psij"])
+        async def submit_tunneled(session: CurrentSession, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+            """Start a child edge ``{edge}.{n}`` in a job: ``{job_spec, executor, plugins, tunnel}``;
+            answers ``{job_id, native_id, executor, edge, state}``."""
+            return await plugin.submit_child(session, body)
+
+        @app.get("/tunnel_status/{edge_name}", tags=["psij"])
+        async def tunnel_status(edge_name: str, request: Request) -> dict[str, Any]:
+            """A child edge: ``pending``, ``active`` (registered), ``failed`` or ``done``, with its job's state
+            (and the tails of its output once final)."""
+            child = plugin.children.get(edge_name)
+            if child is None or child.owner != caller_of(request):
+                raise HTTPException(404, f"no child edge {edge_name!r}")
+            if not child.final:
+                ready = await plugin.run_sync(child.ready_file.exists)
+                await plugin.run_sync(plugin._settle_child, child, ready)
+            return child.status()
 
         @app.get("/status/{sid}/{job_id}", tags=["psij"])
         async def status(
