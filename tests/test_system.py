@@ -35,6 +35,7 @@ import pytest
 import trustme
 
 from .edge_helpers import example_plugin
+from .slurm_helpers import Slurm
 
 __all__ = ["example_plugin"]  # the fixture, imported for pytest
 
@@ -471,3 +472,41 @@ def test_terminate_route_stops_the_bridge_and_the_edge_waits_for_the_next(system
         bulk_works(http)
     assert edge.alive()
     assert "Traceback" not in edge.stderr()
+
+
+def test_a_slurm_job_through_bridge_and_edge_processes(system: System, slurm: Slurm) -> None:
+    """The whole path a user takes, every part its own process over verified TLS: the CLI submits to
+    the real Slurm through a bridge and an edge, follows the output and exits with the job's code."""
+    bridge, url = system.start_bridge()
+    system.start_edge(url, name="hpc", plugins="psij,queue_info,sysinfo")
+    with system.client(url) as client:
+        poll("the edge to connect", lambda: edge_connected(client, "hpc"), timeout=30)
+    cli = [sys.executable, "-m", "radical_edge_cli"]
+    opts = ["--url", url, "--cert", str(system.tls["ca"])]  # the token: from the token file in HOME
+    env = {**system.env, "PYTHONPATH": system.env.get("PYTHONPATH", "")}
+    queues = subprocess.run(
+        [*cli, "queues", "hpc", *opts], check=False, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert queues.returncode == 0, queues.stderr
+    for partition in slurm.partitions:
+        assert partition in queues.stdout
+    submit = [*cli, "submit", "hpc", *opts, "--executor", "slurm", "--time", "1", "--follow", "--"]
+    job = ["sh", "-c", "echo out-$SLURM_JOB_ID; echo err >&2; exit 5"]
+    done = subprocess.run(
+        [*submit, *job], check=False, env=env, capture_output=True, text=True, timeout=120, cwd=system.dir
+    )
+    assert done.returncode == 5, done.stdout + done.stderr
+    native = re.search(r"out-(\d+)", done.stdout)
+    assert native, done.stdout
+    slurm.submitted.append(native.group(1))  # cancelled at the end if anything is left
+    assert "err" in done.stderr
+    assert "Traceback" not in done.stderr
+    accounted = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", native.group(1), "-o", "State"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert accounted.stdout.strip() in ("COMPLETED", "FAILED"), accounted.stdout  # it really ran in Slurm
+    assert bridge.alive
