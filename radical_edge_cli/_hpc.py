@@ -124,11 +124,13 @@ def add_parsers(sub: Any, connection_options: Any) -> None:
     connection_options(cancel)
 
 
-def _client(args: Any) -> AsyncBridgeClient:
+def connect(args: Any) -> AsyncBridgeClient:
+    """The SDK client the connection options name (shared by every verb)."""
     return AsyncBridgeClient(url=args.url, token=args.token, cert=args.cert)
 
 
-def _table(rows: list[list[str]], out: TextIO) -> None:
+def table(rows: list[list[str]], out: TextIO) -> None:
+    """Columns padded to their widest cell."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
@@ -190,7 +192,7 @@ def queue_rows(queues: dict[str, Any]) -> list[list[str]]:
 
 async def queues(args: Any, out: TextIO = sys.stdout) -> int:
     """The queues of an edge's scheduler, as a table (``--json``: the plugin's answer)."""
-    async with _client(args) as client:
+    async with connect(args) as client:
         plugin = await (await client.get_edge_client(args.edge)).get_plugin("queue_info")
         if not isinstance(plugin, AsyncQueueInfoClient):
             raise BridgeProtocolError(f"the plugin 'queue_info' of edge {args.edge!r} is not a queue_info plugin")
@@ -204,7 +206,7 @@ async def queues(args: Any, out: TextIO = sys.stdout) -> int:
     if not found:
         out.write("no queues\n")
         return 0
-    _table(queue_rows(found), out)
+    table(queue_rows(found), out)
     return 0
 
 
@@ -247,7 +249,7 @@ def exit_status(update: JobUpdate) -> int:
 
 async def submit(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Submit a job; with ``--follow`` print its output as it comes and return its exit status."""
-    async with _client(args) as client:
+    async with connect(args) as client:
         psij = await _psij(client, args.edge)
         submitted = await psij.submit_job(job_spec(args), executor=args.executor)
         job_id = submitted.get("job_id")
@@ -297,7 +299,7 @@ def _command(job: dict[str, Any]) -> str:
 
 async def jobs(args: Any, out: TextIO = sys.stdout) -> int:
     """The psij jobs of an edge, as a table (``--json``: the plugin's answer)."""
-    async with _client(args) as client:
+    async with connect(args) as client:
         psij = await _psij(client, args.edge)
         found = _jobs_of(await psij.list_jobs())
     if args.json:
@@ -318,13 +320,13 @@ async def jobs(args: Any, out: TextIO = sys.stdout) -> int:
                 _command(job),
             ]
         )
-    _table(rows, out)
+    table(rows, out)
     return 0
 
 
 async def cancel(args: Any, out: TextIO = sys.stdout) -> int:
     """Cancel a job; prints its state once final (or as it is after ``--wait`` seconds)."""
-    async with _client(args) as client:
+    async with connect(args) as client:
         psij = await _psij(client, args.edge)
         answer = await psij.cancel_job(args.job)
         status: dict[str, Any] = {}

@@ -11,19 +11,12 @@ from typing import Any, TextIO
 
 import anyio
 
-from radical_edge_client import AsyncBridgeClient, RadicalEdgeError
+from radical_edge_client import RadicalEdgeError
 
 from . import _hpc
 
-
-def _client(args: Any) -> AsyncBridgeClient:
-    return AsyncBridgeClient(url=args.url, token=args.token, cert=args.cert)
-
-
-def _table(rows: list[list[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+_client = _hpc.connect
+_table = _hpc.table
 
 
 async def ls(args: Any, out: TextIO = sys.stdout) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -26,7 +26,7 @@ from .records import (
     queue_records,
     to_int,
 )
-from .run import DEFAULT_TIMEOUT, CommandResult, Runner, run_command
+from .run import CommandBackend
 from .states import pbs_state
 
 _ATTRIBUTE = re.compile(r"^\s+([A-Za-z_][\w.]*)\s=\s?(.*)$")
@@ -283,26 +283,10 @@ def parse_qstat_jobs(text: str, *, now: float | None = None) -> list[dict[str, A
 PBS_JOB_ID = re.compile(r"^[0-9]+(\[[0-9]*\])?(\.[A-Za-z0-9][A-Za-z0-9.\-]*)?$")
 
 
-class PbsBackend:
+class PbsBackend(CommandBackend):
     """Runs PBS's commands (through ``run``, no shell) and parses their text."""
 
     name = "pbs"
-
-    def __init__(
-        self,
-        *,
-        run: Runner = run_command,
-        env: Mapping[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._run = run
-        self.env = dict(env) if env is not None else None
-        self.timeout = timeout
-        self.clock = clock
-
-    async def command(self, *argv: str, check: bool = True) -> CommandResult:
-        return await self._run(list(argv), timeout=self.timeout, env=self.env, check=check)
 
     async def jobs(self) -> list[dict[str, Any]]:
         out, now = (await self.command("qstat", "-f")).stdout, self.clock()

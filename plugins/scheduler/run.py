@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -86,8 +87,32 @@ async def run_command(
     return CommandResult(list(argv), done.returncode, stdout, stderr)
 
 
+class CommandBackend:
+    """What every scheduler backend shares: how it runs its commands (``run``, no shell, each with
+    ``timeout`` and ``env``, e.g. ``SLURM_CONF`` for another cluster) and its clock."""
+
+    name = "none"
+
+    def __init__(
+        self,
+        *,
+        run: Runner = run_command,
+        env: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._run = run
+        self.env = dict(env) if env is not None else None
+        self.timeout = timeout
+        self.clock = clock
+
+    async def command(self, *argv: str, check: bool = True) -> CommandResult:
+        return await self._run(list(argv), timeout=self.timeout, env=self.env, check=check)
+
+
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "CommandBackend",
     "CommandFailed",
     "CommandMissing",
     "CommandResult",

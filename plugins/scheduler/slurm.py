@@ -38,7 +38,7 @@ from .records import (
     queue_records,
     to_int,
 )
-from .run import DEFAULT_TIMEOUT, CommandFailed, CommandResult, Runner, run_command
+from .run import DEFAULT_TIMEOUT, CommandBackend, CommandFailed, Runner, run_command
 from .states import JobState, slurm_state
 
 log = logging.getLogger("radical_edge.scheduler")
@@ -693,7 +693,7 @@ def parse_sacctmgr_assoc(text: str) -> list[dict[str, Any]]:
 SLURM_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+|_\[[0-9,\-%]+\]|\+[0-9]+)?$")
 
 
-class SlurmBackend:
+class SlurmBackend(CommandBackend):
     """Runs Slurm's commands (through ``run``, no shell, each with ``timeout``) and parses them.
 
     ``env`` is the environment of every command (e.g. ``SLURM_CONF`` for another cluster).  JSON is
@@ -711,14 +711,8 @@ class SlurmBackend:
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._run = run
-        self.env = dict(env) if env is not None else None
-        self.timeout = timeout
-        self.clock = clock
+        super().__init__(run=run, env=env, timeout=timeout, clock=clock)
         self.json: dict[str, bool] = {"squeue": True, "sinfo": True}
-
-    async def command(self, *argv: str, check: bool = True) -> CommandResult:
-        return await self._run(list(argv), timeout=self.timeout, env=self.env, check=check)
 
     async def _fetch(
         self,
