@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 
-from radical_edge_tunnel import DEFAULT_TOKEN_FILE, InsecureFileError, check_private, load_or_create_token
+from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_TOKEN, InsecureFileError, check_private, load_or_create_token
 
 from ._config import BridgeConfig
 from ._server import Bridge
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--cert", default=os.environ.get("RADICAL_BRIDGE_CERT"), help="TLS certificate (PEM)")
     p.add_argument("--key", default=os.environ.get("RADICAL_BRIDGE_KEY"), help="TLS private key (PEM, mode 0600)")
-    p.add_argument("--token", default=os.environ.get("RADICAL_BRIDGE_TOKEN"), help="bearer token (else token file)")
+    p.add_argument("--token", default=os.environ.get(ENV_TOKEN), help="bearer token (else token file)")
     p.add_argument("--token-file", default=str(DEFAULT_TOKEN_FILE), help="token file, made 0600 if missing")
     p.add_argument("--no-auth", action="store_true", help="switch authentication off (anyone can run jobs!)")
     p.add_argument("--insecure-no-tls", action="store_true", help="serve plain HTTP (loopback testing only)")
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
+    # the token is in the config now: what the bridge's own plugins start must not inherit it
+    os.environ.pop(ENV_TOKEN, None)
     raise_fd_limit(config.max_connections)
     bridge = Bridge(config)
 

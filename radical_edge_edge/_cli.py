@@ -155,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if settings.token is None:
         log.warning("no bridge token found (--token, %s, %s): connecting without one", ENV_TOKEN, args.token_file)
+    # the token is in the settings now: the processes this edge starts (jobs, tasks, child edges) must not inherit it
+    os.environ.pop(ENV_TOKEN, None)
     try:
         service = EdgeService(args.name, settings=settings, plugins=args.plugins, max_body_bytes=args.max_body)
     except (PluginSelectionError, ValueError) as exc:

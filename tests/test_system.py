@@ -510,3 +510,21 @@ def test_a_slurm_job_through_bridge_and_edge_processes(system: System, slurm: Sl
     )
     assert accounted.stdout.strip() in ("COMPLETED", "FAILED"), accounted.stdout  # it really ran in Slurm
     assert bridge.alive
+
+
+def test_jobs_an_edge_starts_do_not_inherit_the_bridge_token(system: System) -> None:
+    """An edge given its token in RADICAL_BRIDGE_TOKEN keeps it to itself: a user's job never sees it."""
+    bridge, url = system.start_bridge()
+    token = system.token()
+    args = ["-m", "radical_edge_edge", "--name", "tok", "--url", url, "--cert", str(system.tls["ca"])]
+    edge = Proc("edge-tok", [*args, "--plugins", "psij"], {**system.env, "RADICAL_BRIDGE_TOKEN": token}, system.dir)
+    system.procs.append(edge)
+    with system.client(url) as client:
+        poll("the edge to connect", lambda: edge_connected(client, "tok"), timeout=30)
+    cli = [sys.executable, "-m", "radical_edge_cli", "submit", "tok", "--url", url, "--cert", str(system.tls["ca"])]
+    job = ["--executor", "local", "--follow", "--", "sh", "-c", 'echo "token=[${RADICAL_BRIDGE_TOKEN:-}]"']
+    done = subprocess.run([*cli, *job], check=False, env=system.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "token=[]" in done.stdout
+    assert token not in done.stdout
+    assert bridge.alive
