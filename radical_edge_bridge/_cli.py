@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import ssl
@@ -31,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auth", action="store_true", help="switch authentication off (anyone can run jobs!)")
     p.add_argument("--insecure-no-tls", action="store_true", help="serve plain HTTP (loopback testing only)")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for an edge's answer")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=_positive_float,
+        default=BridgeConfig.heartbeat_interval,
+        help="seconds of edge silence before a ping; an edge silent 3 times as long is dropped (default %(default)s)",
+    )
     p.add_argument("--plugins", default="", help="plugins to host in the bridge itself, as the edge 'bridge'")
     p.add_argument(
         "--max-connections",
@@ -108,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         token=token,
         insecure_no_tls=args.insecure_no_tls,
         request_timeout=args.request_timeout,
+        heartbeat_interval=args.heartbeat_interval,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,
@@ -124,6 +132,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type for a finite positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
 
 

@@ -4,7 +4,8 @@ A :class:`Connection` never touches a socket, a clock or a thread.  The I/O
 layer feeds it received bytes with :meth:`Connection.receive_data`, asks it
 for bytes to write with :meth:`Connection.data_to_send`, and drives the
 heartbeat by passing the current time to :meth:`Connection.handle_timer`
-at :meth:`Connection.next_timer`.
+at :meth:`Connection.next_timer` (and, for an exact watchdog, the arrival
+time of received bytes to :meth:`Connection.receive_data`).
 """
 
 from __future__ import annotations
@@ -635,8 +636,14 @@ class Connection:
 
     # ------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float | None = None) -> list[Event]:
         """Feed bytes from the carrier, cut anywhere; returns the events they complete.
+
+        ``now`` (the caller's clock, as for :meth:`handle_timer`) is when the
+        bytes arrived: the heartbeat counts the peer's silence from exactly
+        then, so a silent peer is given up ``HEARTBEAT_MISSES`` intervals
+        after its last bytes.  Without it they count as a sign of life at the
+        next :meth:`handle_timer` call, up to an interval late.
 
         Raises :class:`RemoteProtocolError` for anything the peer may not
         send; the connection is then closed with a GOAWAY (or REJECT) queued.
@@ -648,7 +655,12 @@ class Connection:
         if self.state is ConnState.CLOSED:
             return []
         if data:
-            self._rx_since_timer = True
+            if now is None:
+                self._rx_since_timer = True
+            else:
+                self._last_rx = now
+                self._rx_since_timer = False
+                self._ping_sent_at = None
         events: list[Event] = []
         frames, error = self._decoder.feed_until_error(data)
         try:

@@ -561,7 +561,7 @@ class Tunnel:
                 self._dispatch(self._conn.connection_lost())
                 return
             try:
-                events = self._conn.receive_data(data)
+                events = self._conn.receive_data(data, anyio.current_time())
             except RemoteProtocolError as exc:
                 log.warning("%s: protocol error from peer: %s", self.name or "tunnel", exc)
                 # what came before the bad frame, then the end and its resets: streams learn the real cause

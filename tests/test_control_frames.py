@@ -372,6 +372,29 @@ def test_any_received_bytes_count_as_life():
     assert conn.handle_timer(55.0)[0].error_code == ErrorCode.TIMEOUT
 
 
+def test_bytes_received_with_their_time_count_from_exactly_then():
+    """With the arrival time, the deadline is HEARTBEAT_MISSES intervals after the last bytes, not up to one later."""
+    pair = ConnectionPair(heartbeat_interval=5.0)
+    conn = pair.connector
+    conn.handle_timer(0.0)
+    assert conn.next_timer() == 5.0
+    assert conn.receive_data(encode_frame(FrameType.EVENT, 0, 0, bytes(14))[:3], 1.0) == []
+    assert conn.next_timer() == 6.0  # the silence starts at 1.0, not at the next timer call
+    assert conn.handle_timer(5.0) == []
+    assert conn.data_to_send() == b""  # silent for 4 s only: no PING yet
+    conn.handle_timer(6.0)
+    assert [f.type for f in frames_of(conn.data_to_send())] == [FrameType.PING]
+    assert conn.next_timer() == 11.0
+    conn.handle_timer(11.0)
+    conn.data_to_send()
+    assert conn.next_timer() == 1.0 + HEARTBEAT_MISSES * 5.0
+    assert conn.handle_timer(15.9) == []
+    (closed,) = conn.handle_timer(16.0)
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.error_code == ErrorCode.TIMEOUT
+    assert "15.0" in closed.reason
+
+
 def test_heartbeat_round_trip_keeps_both_sides_alive():
     pair = ConnectionPair(heartbeat_interval=5.0)
     now = 0.0

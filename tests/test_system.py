@@ -15,6 +15,7 @@ path (the edge's TCP connection drops without a WebSocket close or GOAWAY).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -443,6 +444,48 @@ def test_edge_reconnects_after_a_bridge_restart(system: System, example_plugin: 
     assert edge.alive()
     assert "Traceback" not in edge.stderr()
     assert token not in edge.output() + bridge.output()
+
+
+def test_a_frozen_edge_is_dropped_and_its_request_answered_503_within_15_s(system: System, example_plugin: str) -> None:
+    """SIGSTOP: the edge's TCP connection stays up but nothing comes back; the default heartbeat finds it."""
+    bridge, url = system.start_bridge()
+    edge = system.start_edge(url)
+    with system.client(url) as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        poll("the edge connects", lambda: edge_connected(http, "e1"), 20)
+        bulk_works(http)
+        pending = pool.submit(http.get, "/e1/bulk/sleep", params={"seconds": 60}, timeout=60)
+        time.sleep(0.5)  # the request is at the edge, waiting
+        edge.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            r = pending.result(timeout=40)
+            took = time.monotonic() - stopped
+            print(f"503 {took:.2f} s after the edge froze")
+            assert r.status_code == 503, r.text
+            assert took <= 15.5
+            assert not edge_connected(http, "e1")
+        finally:
+            edge.signal(signal.SIGCONT)
+        poll("the thawed edge reconnects", lambda: edge_connected(http, "e1"), 20)
+        bulk_works(http)
+    assert "Traceback" not in edge.stderr() + bridge.stderr()
+
+
+def test_an_edge_whose_loop_blocks_for_5_s_is_not_dropped(system: System, example_plugin: str) -> None:
+    """A busy plugin (``time.sleep`` in ``async def``) freezes the edge's loop: slow, not dead."""
+    bridge, url = system.start_bridge()
+    edge = system.start_edge(url)
+    with system.client(url) as http:
+        poll("the edge connects", lambda: edge_connected(http, "e1"), 20)
+        bulk_works(http)
+        for _ in range(2):  # a second block right after the first: another phase of the heartbeat
+            r = http.get("/e1/bulk/block", params={"seconds": 5})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"blocked": 5}
+        assert edge_connected(http, "e1")
+        bulk_works(http)
+    assert "disconnected" not in bridge.output()
+    assert "Traceback" not in edge.stderr() + bridge.stderr()
 
 
 # ---------------------------------------------------------------- 5. POST /bridge/terminate

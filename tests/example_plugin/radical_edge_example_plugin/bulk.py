@@ -6,12 +6,14 @@ Routes, relative to ``/{edge}/bulk/``:
   as they are made, never held whole
 * ``POST sha256``: the SHA-256 and length of the request body, hashed chunk by chunk as it arrives
 * ``GET sleep?seconds=``: answers after ``seconds`` (a slow route for in-flight tests)
+* ``GET block?seconds=``: blocks the edge's whole event loop for ``seconds`` (a busy, badly written plugin)
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -64,3 +66,8 @@ class BulkPlugin(Plugin):
         async def sleep(seconds: float) -> dict[str, float]:
             await anyio.sleep(seconds)
             return {"slept": seconds}
+
+        @app.get("/block")
+        async def block(seconds: float) -> dict[str, float]:
+            time.sleep(seconds)  # deliberately blocking inside ``async def``: the edge's loop stands still
+            return {"blocked": seconds}
