@@ -1,55 +1,40 @@
-"""The built-in HPC plugins for the live tests, or a skip that says why one cannot be used.
+"""The built-in HPC plugins for the live tests.
 
-A plugin that is not installed (yet), or whose ``unavailable_reason`` says it cannot work here,
-skips the test with that reason.
+They are installed with the ``[test]`` extra, so a missing one is an error, not a skip.  A plugin
+that cannot work on this host (``unavailable_reason``: queue_info without a scheduler) skips the
+test with that reason, or fails it when Slurm is required (``RADICAL_EDGE_REQUIRE_SLURM=1``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
+from radical_edge_plugins.psij import PsijPlugin
+from radical_edge_plugins.queue_info import QueueInfoPlugin
+from radical_edge_plugins.rhapsody import RhapsodyPlugin
 
 from radical_edge_edge import Plugin
 
+from .slurm_helpers import skip_or_fail
 
-def psij_plugin(**options: Any) -> Plugin:
-    psij = pytest.importorskip("radical_edge_plugins.psij", reason="the psij plugin is not there yet")
-    cls = getattr(psij, "PsijPlugin", None)
-    if cls is None:
-        pytest.skip("the psij plugin is not there yet (no PsijPlugin)")
+
+def _usable(cls: type[Plugin], **options: Any) -> Plugin:
     reason = cls.unavailable_reason()
     if reason:
-        pytest.skip(f"the psij plugin cannot run here: {reason}")
-    plugin = cls(**options)
-    assert isinstance(plugin, Plugin)
-    return plugin
+        skip_or_fail(f"{cls.plugin_name} cannot run here: {reason}")
+    return cls(**options)
+
+
+def psij_plugin(**options: Any) -> Plugin:
+    return _usable(PsijPlugin, **options)
 
 
 def queue_info_plugin() -> Plugin:
-    module = pytest.importorskip("radical_edge_plugins.queue_info", reason="the queue_info plugin is not there yet")
-    cls = getattr(module, "QueueInfoPlugin", None)
-    if cls is None:
-        pytest.skip("the queue_info plugin is not there yet (no QueueInfoPlugin)")
-    reason = cls.unavailable_reason()
-    if reason:
-        pytest.skip(f"queue_info cannot run here: {reason}")
-    plugin = cls()
-    assert isinstance(plugin, Plugin)
-    return plugin
+    return _usable(QueueInfoPlugin)
 
 
 def rhapsody_plugin() -> Plugin:
-    module = pytest.importorskip("radical_edge_plugins.rhapsody", reason="the rhapsody plugin is not there yet")
-    cls = getattr(module, "RhapsodyPlugin", None)
-    if cls is None:
-        pytest.skip("the rhapsody plugin is not there yet (no RhapsodyPlugin)")
-    reason = cls.unavailable_reason()
-    if reason:
-        pytest.skip(f"rhapsody cannot run here: {reason}")
-    plugin = cls()
-    assert isinstance(plugin, Plugin)
-    return plugin
+    return _usable(RhapsodyPlugin)
 
 
 __all__ = ["psij_plugin", "queue_info_plugin", "rhapsody_plugin"]

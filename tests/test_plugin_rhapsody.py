@@ -16,9 +16,6 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-
-pytest.importorskip("rhapsody")
-
 from radical_edge_plugins.rhapsody import ALLOW_PICKLED_ENV, Limits, RhapsodyPlugin, _backend
 from radical_edge_plugins.rhapsody._batcher import NotifyBatcher
 from radical_edge_plugins.rhapsody._spec import TaskRefused, parse_task

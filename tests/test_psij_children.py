@@ -20,9 +20,6 @@ from typing import Any
 
 import anyio
 import pytest
-
-pytest.importorskip("psij")
-
 from radical_edge_plugins.psij import PsijPlugin
 from radical_edge_plugins.psij._children import ChildError, check_body
 
