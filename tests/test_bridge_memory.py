@@ -404,6 +404,26 @@ async def test_sse_gets_a_snapshot_then_changes_naming_only_that_edge(tls: TLS) 
         tg.cancel_scope.cancel()
 
 
+async def small_frame_client(
+    bridge: Bridge, tls: TLS, tg: anyio.abc.TaskGroup
+) -> tuple[Tunnel, list[Notification]]:
+    """An SDK-style client on ``/connect`` that takes only 16 KiB frames, subscribed to everything from now;
+    returns its tunnel and the list its events arrive in."""
+    got: list[Notification] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Notification):
+            got.append(event)
+
+    carrier = await connect_websocket(f"wss://127.0.0.1:{bridge.port}/connect", token=TOKEN, ssl_context=tls.client)
+    conn = Connection(Side.CONNECTOR, Limits(max_frame_size=MIN_FRAME_SIZE))
+    await connect_handshake(conn, carrier, role=PeerRole.CLIENT, name="sdk", credential=TOKEN)
+    client = Tunnel(conn, carrier, on_event=on_event, name="sdk")
+    tg.start_soon(client.run)
+    await client.subscribe(1, Subscription(), resume_after=bridge.events.last_seq)
+    return client, got
+
+
 async def test_a_websocket_client_gets_a_snapshot_in_parts_that_fit_its_frames(tls: TLS) -> None:
     # manifests big enough that the whole topology does not fit one frame of this client
     manifest = {
@@ -415,19 +435,7 @@ async def test_a_websocket_client_gets_a_snapshot_in_parts_that_fit_its_frames(t
             edge, _ = await dial(bridge, tls, name, manifest=manifest)
             tg.start_soon(edge.run)
         assert len(json.dumps(bridge.topology())) > MIN_FRAME_SIZE
-        got: list[Notification] = []
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, Notification):
-                got.append(event)
-
-        carrier = await connect_websocket(f"wss://127.0.0.1:{bridge.port}/connect", token=TOKEN, ssl_context=tls.client)
-        conn = Connection(Side.CONNECTOR, Limits(max_frame_size=MIN_FRAME_SIZE))
-        await connect_handshake(conn, carrier, role=PeerRole.CLIENT, name="sdk", credential=TOKEN)
-        client = Tunnel(conn, carrier, on_event=on_event, name="sdk")
-        tg.start_soon(client.run)
-        conn.subscribe(1, Subscription(), resume_after=bridge.events.last_seq)
-        await client.flush()
+        client, got = await small_frame_client(bridge, tls, tg)
         await wait_until(lambda: got and not json.loads(got[-1].payload)["more"])
         # the snapshot: sequence number 0 (never an event's number), the parts add up to topology()
         assert {(e.source, e.plugin, e.topic, e.seq) for e in got} == {("bridge", "bridge", "topology", 0)}
@@ -541,19 +549,7 @@ async def test_an_event_too_large_for_a_clients_frames_is_a_gap_not_a_dead_conne
     async with running(tls) as bridge, anyio.create_task_group() as tg:
         edge, _ = await dial(bridge, tls, "e1")
         tg.start_soon(edge.run)
-        got: list[Notification] = []
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, Notification):
-                got.append(event)
-
-        carrier = await connect_websocket(f"wss://127.0.0.1:{bridge.port}/connect", token=TOKEN, ssl_context=tls.client)
-        conn = Connection(Side.CONNECTOR, Limits(max_frame_size=MIN_FRAME_SIZE))
-        await connect_handshake(conn, carrier, role=PeerRole.CLIENT, name="sdk", credential=TOKEN)
-        client = Tunnel(conn, carrier, on_event=on_event, name="sdk")
-        tg.start_soon(client.run)
-        conn.subscribe(1, Subscription(), resume_after=bridge.events.last_seq)
-        await client.flush()
+        client, got = await small_frame_client(bridge, tls, tg)
         await wait_until(lambda: len(got) == 1)  # the snapshot
         edge.queue_event("e1", "echo", "big", 1, json.dumps({"blob": "x" * 30_000}).encode())
         edge.queue_event("e1", "echo", "small", 2, b'{"n": 2}')

@@ -51,8 +51,6 @@ class JobRecord:
     name: str | None
     stdout_path: Path
     stderr_path: Path
-    #: whether the output files are the plugin's (under its directory, removed by its cleanup)
-    owns_files: bool = True
     stream_output: bool = True
     submitted_at: float = field(default_factory=time.time)
     native_id: str | None = None
