@@ -2,23 +2,25 @@
 
 Bounded: when the bridge is away (or slow) and the queue is full, the oldest
 notification is dropped, counted and logged; a producer never blocks and
-never grows memory.  Waking the event loop from a foreign thread goes through
-an anyio ``BlockingPortal`` (``start_task_soon`` only schedules, it does not wait).
+never grows memory.  Waking the event loop from a foreign thread only
+schedules a callback in the loop (asyncio's ``call_soon_threadsafe``): it
+never waits for the loop, so a producer that holds a lock
+the loop is waiting for cannot deadlock with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.from_thread import BlockingPortal
 
 log = logging.getLogger("radical_edge.edge")
 
@@ -49,7 +51,8 @@ class NotificationQueue:
         self._lock = threading.Lock()
         self._items: deque[Notice] = deque()
         self._event: anyio.Event | None = None
-        self._portal: BlockingPortal | None = None
+        #: schedules a callback in the event loop from any thread, without waiting (set while :meth:`run` runs)
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._loop_thread: int | None = None
         self._wake_pending = False
 
@@ -73,7 +76,7 @@ class NotificationQueue:
                 dropped = self.dropped
             self._items.append(Notice(plugin, topic, payload))
             self.accepted += 1
-            wake = self._portal is not None and not self._wake_pending
+            wake = self._call_soon is not None and not self._wake_pending
             if wake:
                 self._wake_pending = True
         if dropped:
@@ -97,11 +100,11 @@ class NotificationQueue:
         if threading.get_ident() == self._loop_thread:
             self._set()
             return
-        portal = self._portal
+        call_soon = self._call_soon
         try:
-            if portal is None:
+            if call_soon is None:
                 raise RuntimeError("not running")
-            portal.start_task_soon(self._set_async)
+            call_soon(self._set)
         except RuntimeError:
             # the loop is gone or stopping; the notice stays queued for the next run
             with self._lock:
@@ -111,25 +114,22 @@ class NotificationQueue:
         if self._event is not None:
             self._event.set()
 
-    async def _set_async(self) -> None:
-        self._set()
-
     # ------------------------------------------------------------ the consumer (event loop)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind the queue to the running event loop (so other threads can wake it) until cancelled."""
-        async with BlockingPortal() as portal:
+        call_soon = _thread_safe_scheduler()
+        with self._lock:
+            self._call_soon = call_soon
+            self._loop_thread = threading.get_ident()
+            self._wake_pending = False
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
             with self._lock:
-                self._portal = portal
-                self._loop_thread = threading.get_ident()
-                self._wake_pending = False
-            task_status.started()
-            try:
-                await anyio.sleep_forever()
-            finally:
-                with self._lock:
-                    self._portal = None
-                    self._loop_thread = None
+                self._call_soon = None
+                self._loop_thread = None
 
     async def get_batch(self, limit: int = 256) -> list[Notice]:
         """Wait for notifications and take up to ``limit`` of them, oldest first."""
@@ -150,3 +150,9 @@ class NotificationQueue:
                     self.dropped += 1
                     continue
                 self._items.appendleft(notice)
+
+
+def _thread_safe_scheduler() -> Callable[[Callable[[], None]], object]:
+    """The running event loop's way to run a callback soon, callable from any thread without waiting
+    (the edge runs on asyncio)."""
+    return asyncio.get_running_loop().call_soon_threadsafe

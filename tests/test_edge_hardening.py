@@ -649,3 +649,33 @@ async def test_json_nested_too_deep_for_the_parser_is_a_clear_400() -> None:
         assert reply.status == 400, reply
         assert reply.json()["detail"]
         assert (await call(hub, "POST", "/guarded/doc", {"a": 1})).json() == {"keys": 1}  # the edge is fine
+
+
+async def test_notify_from_a_thread_never_waits_for_the_event_loop() -> None:
+    """put() from a foreign thread returns at once even while the event loop is busy: a producer that
+    holds a lock the loop wants (the psij plugin's job table) must not deadlock with it."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from radical_edge_edge._notify import NotificationQueue  # noqa: PLC0415
+
+    queue = NotificationQueue()
+    async with anyio.create_task_group() as tg:
+        await tg.start(queue.run)
+        took: list[float] = []
+
+        def producer() -> None:
+            started = time.monotonic()
+            queue.put("p", "t", {"n": 1})
+            took.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        time.sleep(1.0)  # the event loop is blocked for a second (as by a lock the producer holds)
+        thread.join(timeout=5)
+        assert took, "put() did not return"
+        assert took[0] < 0.5, took
+        with anyio.fail_after(5):
+            batch = await queue.get_batch()  # and the wake-up still reaches the loop
+        assert [n.topic for n in batch] == ["t"]
+        tg.cancel_scope.cancel()
