@@ -21,6 +21,8 @@ from ._settings import (
     read_token_file,
     resolve_settings,
 )
+from ._speedups import PURE_PYTHON_ENV, enable_speedups
+from ._speedups import masking as websocket_masking
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
     ConnectError,
@@ -46,6 +48,7 @@ __all__ = [
     "FatalDialError",
     "HandshakeError",
     "InsecureFileError",
+    "PURE_PYTHON_ENV",
     "MemoryCarrier",
     "Redial",
     "Redialer",
@@ -62,12 +65,14 @@ __all__ = [
     "client_ssl_context",
     "connect_handshake",
     "connect_websocket",
+    "enable_speedups",
     "fatal_error_for",
     "load_or_create_token",
     "memory_carrier_pair",
     "read_token_file",
     "resolve_settings",
     "tls_object",
+    "websocket_masking",
     "websocket_url",
     "with_buffered_tls",
 ]

@@ -20,6 +20,8 @@ from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
+from ._speedups import enable_speedups
+
 #: WebSocket close codes used by radical-edge
 WS_NORMAL = 1000
 WS_GOING_AWAY = 1001
@@ -110,6 +112,7 @@ class WebSocketCarrier:
     def __init__(
         self, stream: anyio.abc.ByteStream, ws: WSConnection | WSProtoConnection, pending: bytes = b""
     ) -> None:
+        enable_speedups()
         self._stream = stream
         self._ssl = tls_object(stream)
         self._ws = ws

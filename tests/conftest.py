@@ -25,6 +25,10 @@ from .slurm_helpers import _slurm_cluster, slurm  # noqa: F401 - the real Slurm 
 
 PROFILE_ENV = "RADICAL_EDGE_HYPOTHESIS_PROFILE"
 
+# The suite tests the pure-Python path (the design's default), in this process and in every bridge
+# or edge it starts; tests/test_speedups.py turns the optional accelerators on where it checks them.
+os.environ.setdefault("RADICAL_EDGE_PURE_PYTHON", "1")
+
 settings.register_profile(
     "ci",
     max_examples=200,

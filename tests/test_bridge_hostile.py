@@ -339,3 +339,35 @@ async def test_a_client_leaving_mid_download_is_499_and_one_quiet_line(bridge, c
     assert 'status="502"' not in metrics
     assert not any(r.levelno >= logging.ERROR or r.exc_info for r in caplog.records)
 
+
+@pytest.mark.parametrize("wait", [0.01, 0.5], ids=["within-the-quick-answer-wait", "after-it"])
+async def test_a_client_leaving_before_a_slow_answer_stops_the_edges_work(bridge, client_ssl, wait):
+    """A bodiless request whose answer takes long: the caller hanging up is noticed (499) and the edge's
+    handler is cancelled, whether the caller leaves in the bridge's first, unwatched 50 ms or later."""
+    cancelled = anyio.Event()
+
+    async def slow(stream: TunnelStream) -> None:
+        try:
+            await anyio.sleep(30)
+            await stream.respond(200, [], end_stream=True)
+        finally:
+            cancelled.set()
+
+    async with running_edge(bridge, client_ssl, slow):
+        sock = await anyio.connect_tcp(
+            "127.0.0.1", bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+        )
+        await sock.send(f"GET /e1/echo/slow HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode())
+        await anyio.sleep(wait)
+        await anyio.aclose_forcefully(sock)
+        with anyio.fail_after(5):
+            await cancelled.wait()
+        with anyio.fail_after(5):
+            while 'radical_edge_requests_total{status="499"} 1' not in (metrics := await _metrics(bridge, client_ssl)):
+                await anyio.sleep(0.05)
+    assert 'status="200"' not in metrics.split("radical_edge_requests_total", 1)[1].split("\n# ", 1)[0]
+
+
+async def _metrics(b: Bridge, client_ssl) -> str:
+    async with http(b, client_ssl) as client:
+        return (await client.get("/metrics")).text
