@@ -13,13 +13,18 @@ HTTPS by uvicorn.  Then it measures:
 3. bulk download and upload (256 MiB) through the tunnel and directly;
 4. peak RSS (VmHWM, and VmRSS sampled) of bridge and edge during a 1 GiB
    download and a 1 GiB upload, over their idle baseline;
-5. small-request latency while a 1 GiB download runs through the same edge.
+5. small-request latency while a 1 GiB download runs through the same edge;
+6. where the CPU of a small request goes: each layer's real code timed in this process
+   (:mod:`._layers`), next to the CPU the processes spent per request;
+7. staging: a file (256 MiB) up and down through the edge's staging plugin with the SDK,
+   next to a raw TLS socket copy on loopback (:mod:`._staging`).
 
 Every subprocess is killed in a ``finally``; every measurement has a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -37,8 +42,11 @@ from typing import Any
 import anyio
 
 from radical_edge_cli import ensure_dev_tls
+from radical_edge_tunnel import PURE_PYTHON_ENV, enable_speedups
 
+from . import _layers as layer_costs
 from . import _load as load
+from . import _staging as staging_bench
 from ._app import SMALL_BODY
 from ._cli import Options
 
@@ -47,8 +55,9 @@ HOST = "127.0.0.1"
 MIB = 1 << 20
 
 TARGETS = {
-    "p50_ratio": 1.5,  # tunnel p50 / direct p50 <=
-    "cpu_ms": 0.3,  # bridge + edge CPU per small request <=
+    "p50_ratio": 2.0,  # tunnel p50 / direct p50 at 1 client <=
+    "cpu_ratio": 1.5,  # bridge + edge CPU per small request / the direct server's, 64 concurrent <=
+    "p99_ratio": 1.5,  # tunnel p99 / direct p99, 64 concurrent <=
     "bulk_ratio": 0.5,  # tunnel MiB/s / direct MiB/s >=
     "rss_growth_mib": 64.0,  # <=
     "loaded_ratio": 3.0,  # loaded latency / idle latency <=
@@ -61,35 +70,56 @@ TARGETS = {
 class Proc:
     """A server subprocess: started, read until ready, sampled from /proc, always killed."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path, *, commands: bool = False) -> None:
         self.name = name
         self.log = log
         self._log_fh = log.open("w")
         self.popen = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, env=env
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._log_fh,
+            stdin=subprocess.PIPE if commands else subprocess.DEVNULL,
+            env=env,
         )
         self.pid = self.popen.pid
+        self._pending = b""  # stdout read but not yet matched (complete lines and a partial one)
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Read the process's stdout until a line matches ``pattern`` (within ``timeout`` seconds)."""
+        """Read the process's stdout until a complete line matches ``pattern`` (within ``timeout`` seconds).
+
+        The lines before it are skipped; what follows it is kept for the next call.
+        """
         assert self.popen.stdout is not None
         fd = self.popen.stdout.fileno()
         deadline = time.monotonic() + timeout
-        seen = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            seen += chunk
-            for line in seen.decode("utf-8", "replace").splitlines():
+        seen: list[str] = []
+        while True:
+            while b"\n" in self._pending:
+                raw, self._pending = self._pending.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace")
                 match = re.search(pattern, line)
                 if match:
                     return match
-        text = seen.decode("utf-8", "replace")
-        raise RuntimeError(f"{self.name} did not start: {text}\n{self.log_tail()}")
+                seen.append(line)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self._pending += chunk
+        text = "\n".join(seen[-20:]) + self._pending.decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"{self.name}: no line matching {pattern!r} in {timeout:g} s: {text}\n{self.log_tail()}")
+
+    def command(self, line: str, answer: str, timeout: float) -> re.Match[str]:
+        """Send one command line (a process started with ``commands=True``) and wait for its answer line."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line.encode() + b"\n")
+        self.popen.stdin.flush()
+        return self.wait_for(answer, timeout)
 
     def log_tail(self) -> str:
         try:
@@ -133,8 +163,10 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        for pipe in (self.popen.stdout, self.popen.stdin):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         self._log_fh.close()
 
 
@@ -163,6 +195,8 @@ def _machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": platform.python_version(),
         "kernel": platform.release(),
+        # what the bridge, the edge and the bench's own SDK driver use (they share this environment)
+        "masking": enable_speedups(),
     }
 
 
@@ -177,6 +211,7 @@ class Bench:
         self.ctx: ssl.SSLContext | None = None
         self.ca = ""
         self.results: dict[str, Any] = {}
+        self._env: dict[str, str] = {}
 
     # ------------------------------------------------------------ setup
 
@@ -189,9 +224,24 @@ class Bench:
         env.pop("RADICAL_BRIDGE_KEY", None)
         run = [sys.executable, "-m", "radical_edge_bench._procs"]
         limit = ["--max-seconds", str(self._max_seconds())]
+        self._env = env
+        self.bridge_port = self._start_tunnel(env, "")
+        direct = self.procs["direct"] = Proc(
+            "direct",
+            [*run, "direct", *limit, "--cert", str(tls.cert), "--key", str(tls.key)],
+            env,
+            self.dir / "direct.log",
+        )
+        self.direct_port = int(direct.wait_for(r"BENCH-READY (\d+)", 30).group(1))
+
+    def _start_tunnel(self, env: dict[str, str], suffix: str) -> int:
+        """Start a bridge and the bench edge (``procs["bridge" + suffix]``, ...); return the bridge's port."""
+        tls = ensure_dev_tls(self.dir / "tls")
+        run = [sys.executable, "-m", "radical_edge_bench._procs"]
+        limit = ["--max-seconds", str(self._max_seconds())]
         # the bridge: the real CLI, in its own process
-        bridge = self.procs["bridge"] = Proc(
-            "bridge",
+        bridge = self.procs["bridge" + suffix] = Proc(
+            "bridge" + suffix,
             [
                 *run,
                 "bridge",
@@ -212,23 +262,20 @@ class Bench:
                 str(self.dir / "unused.token"),
             ],
             env,
-            self.dir / "bridge.log",
+            self.dir / f"bridge{suffix}.log",
         )
-        self.bridge_port = int(bridge.wait_for(r"listening on https://[^:]+:(\d+)", 30).group(1))
-        edge = self.procs["edge"] = Proc(
-            "edge",
-            [*run, "edge", *limit, "--url", f"https://{HOST}:{self.bridge_port}", "--ca", self.ca, "--name", EDGE],
+        port = int(bridge.wait_for(r"listening on https://[^:]+:(\d+)", 30).group(1))
+        edge = self.procs["edge" + suffix] = Proc(
+            "edge" + suffix,
+            [
+                *[*run, "edge", *limit, "--url", f"https://{HOST}:{port}", "--ca", self.ca],
+                *["--name", EDGE, *staging_bench.edge_args(self.dir)],  # the staging plugin too (section 7)
+            ],
             env,
-            self.dir / "edge.log",
+            self.dir / f"edge{suffix}.log",
         )
         edge.wait_for(r"BENCH-READY", 40)
-        direct = self.procs["direct"] = Proc(
-            "direct",
-            [*run, "direct", *limit, "--cert", str(tls.cert), "--key", str(tls.key)],
-            env,
-            self.dir / "direct.log",
-        )
-        self.direct_port = int(direct.wait_for(r"BENCH-READY (\d+)", 30).group(1))
+        return port
 
     def _max_seconds(self) -> float:
         return 600 + 40 * self.o.duration + 4 * (self.o.size_mib + 2 * self.o.big_mib) / 10
@@ -331,7 +378,9 @@ class Bench:
         }
         await self._check()
         await self.small(res)
+        await self.layers(res)
         await self.bulk(res)
+        await staging_bench.measure(self, res)
         await self.memory(res)
         await self.loaded(res)
         res["targets"] = self.targets(res)
@@ -378,6 +427,14 @@ class Bench:
             for q in ("p50_ms", "p99_ms"):
                 ratios[f"{via}_{q[:3]}_over_direct"] = _ratio(small[via]["one_client"][q], direct["one_client"][q])
             ratios[f"{via}_rps_over_direct"] = _ratio(small[via]["concurrent"]["rps"], direct["concurrent"]["rps"])
+            # under load: the tail, and what the two processes spend per request next to the one server
+            ratios[f"{via}_p99_concurrent_over_direct"] = _ratio(
+                small[via]["concurrent"]["p99_ms"], direct["concurrent"]["p99_ms"]
+            )
+            ratios[f"{via}_cpu_concurrent_over_direct"] = _ratio(
+                small[via]["concurrent"]["cpu_ms_per_request"]["bridge+edge"],
+                direct["concurrent"]["cpu_ms_per_request"]["server"],
+            )
         small["ratios"] = ratios
         # memory must not grow with the number of requests served (nothing kept per request)
         small["rss_mib"] = {
@@ -388,6 +445,19 @@ class Bench:
             small[v][r]["requests"] for v in ("tunnel_http", "tunnel_ws") for r in ("one_client", "concurrent")
         )
         res["small"] = small
+
+    async def layers(self, res: dict[str, Any]) -> None:
+        """Where the CPU of a small request goes: each layer's real code timed in this process (:mod:`._layers`),
+        next to the CPU per request the processes spent (the small-GET runs over HTTP) and the remainder."""
+        tls = ensure_dev_tls(self.dir / "tls")  # this run's files (made by start(), reused as they are)
+        files = layer_costs.TLSFiles(tls.ca, tls.cert, tls.key)
+        seconds = 0.1 if self.o.quick else 0.3
+        host = f"{HOST}:{self.bridge_port}"
+        _log(f"bench: per-layer CPU of a small request, in this process ({9 * seconds:.1f} s)")
+        measured = await anyio.to_thread.run_sync(
+            lambda: layer_costs.measure(files, token=self.token, host=host, seconds=seconds)
+        )
+        res["layers"] = layer_costs.with_measured(measured, res["small"])
 
     async def bulk(self, res: dict[str, Any]) -> None:
         assert self.ctx is not None
@@ -418,6 +488,31 @@ class Bench:
             "download": _ratio(out["tunnel"]["download_mib_s"], out["direct"]["download_mib_s"]),
             "upload": _ratio(out["tunnel"]["upload_mib_s"], out["direct"]["upload_mib_s"]),
         }
+        out["masking"] = res["machine"]["masking"]
+        if out["masking"] != "pure Python":
+            # the accelerators are an extra: the pure-Python path is measured too, by a second bridge and
+            # edge started with RADICAL_EDGE_PURE_PYTHON=1
+            _log(f"bench: {self.o.size_mib} MiB download and upload, tunnel, pure Python (no accelerators)")
+            port = self._start_tunnel({**self._env, PURE_PYTHON_ENV: "1"}, "-pure")
+            servers = {"bridge": self.procs["bridge-pure"], "edge": self.procs["edge-pure"]}
+            try:
+                before = {n: p.cpu() for n, p in servers.items()}
+                down = await load.download(self._target(port), f"/{EDGE}/bench/download?size={size}", timeout)
+                down_cpu = _cpu_deltas(servers, before)
+                before = {n: p.cpu() for n, p in servers.items()}
+                up = await load.upload(self._target(port), f"/{EDGE}/bench/upload", size, timeout)
+                up_cpu = _cpu_deltas(servers, before)
+            finally:
+                for name in ("edge-pure", "bridge-pure"):
+                    self.procs.pop(name).stop()
+            out["tunnel_pure"] = {
+                "download_mib_s": round(down.mib_s, 1),
+                "upload_mib_s": round(up.mib_s, 1),
+                "download_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in down_cpu.items()},
+                "upload_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in up_cpu.items()},
+            }
+            out["ratios"]["download_pure"] = _ratio(down.mib_s, out["direct"]["download_mib_s"])
+            out["ratios"]["upload_pure"] = _ratio(up.mib_s, out["direct"]["upload_mib_s"])
         res["bulk"] = out
 
     async def memory(self, res: dict[str, Any]) -> None:
@@ -509,17 +604,19 @@ class Bench:
             met = None if value is None else (value <= limit if op == "<=" else value >= limit)
             rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met})
 
+        conc = self.o.connections
         for via in ("tunnel_http", "tunnel_ws"):
-            add(f"p50 {via}/direct", small["ratios"][f"{via}_p50_over_direct"], "<=", TARGETS["p50_ratio"])
+            add(f"p50 {via}/direct, 1 client", small["ratios"][f"{via}_p50_over_direct"], "<=", TARGETS["p50_ratio"])
         for via in ("tunnel_http", "tunnel_ws"):
-            add(
-                f"bridge+edge CPU ms/request ({via}, {self.o.connections} conc.)",
-                small[via]["concurrent"]["cpu_ms_per_request"]["bridge+edge"],
-                "<=",
-                TARGETS["cpu_ms"],
-            )
+            ratio = small["ratios"][f"{via}_cpu_concurrent_over_direct"]
+            add(f"CPU/request {via}/direct, {conc} conc.", ratio, "<=", TARGETS["cpu_ratio"])
+        for via in ("tunnel_http", "tunnel_ws"):
+            ratio = small["ratios"][f"{via}_p99_concurrent_over_direct"]
+            add(f"p99 {via}/direct, {conc} conc.", ratio, "<=", TARGETS["p99_ratio"])
         for kind in ("download", "upload"):
             add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"])
+        for row in staging_bench.target_rows(res):  # staging upload/download over the raw TLS copy
+            add(*row)
         for kind in ("download", "upload"):
             for proc in ("bridge", "edge"):
                 add(f"RSS growth MiB, {proc}, {kind}", rss[kind][proc]["growth_mib"], "<=", TARGETS["rss_growth_mib"])
@@ -561,4 +658,8 @@ def run(options: Options) -> dict[str, Any]:
     """Run the whole benchmark (Linux only: it reads ``/proc``); the results as JSON values."""
     if not sys.platform.startswith("linux"):
         raise SystemExit("radical-edge bench reads /proc: it runs on Linux only")
+    if options.scale is not None:
+        from . import _scale  # noqa: PLC0415  (it imports this module)
+
+        return _scale.run(options)
     return anyio.run(_run, options)

@@ -15,8 +15,11 @@ from ._report import render
 
 DESCRIPTION = (
     "Start a bridge, an edge and a direct HTTPS server on loopback and measure latency, "
-    "throughput, CPU per request, bulk transfer rates, memory and latency under load; print a table "
-    "with the targets."
+    "throughput, CPU per request, bulk transfer rates, memory and latency under load, and a file up and down "
+    "through the edge's staging plugin next to a raw TLS socket copy; print a table "
+    "with the targets.  With --scale N, only the scale benchmark: a bridge and one load process holding N "
+    "edges and N SDK connections (bridge RSS and CPU per idle edge, GET /edges, the topology snapshot, "
+    "a bridge restart)."
 )
 
 
@@ -25,7 +28,7 @@ def build_parser(prog: str = "python -m radical_edge_bench") -> argparse.Argumen
     p.add_argument("--quick", action="store_true", help="small sizes and 1 s runs: a smoke test (~15 s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
     p.add_argument("--duration", type=float, default=None, help="seconds per latency/throughput run (default 5)")
-    p.add_argument("--size-mib", type=int, default=None, help="bulk download/upload size in MiB (default 256)")
+    p.add_argument("--size-mib", type=int, default=None, help="bulk and staging transfer size in MiB (default 256)")
     p.add_argument(
         "--big-mib", type=int, default=None, help="size of the RSS and loaded-latency transfers in MiB (default 1024)"
     )
@@ -42,7 +45,38 @@ def build_parser(prog: str = "python -m radical_edge_bench") -> argparse.Argumen
         default=1,
         help="requests in flight per connection for the Python driver's concurrent run (default 1, like wrk)",
     )
+    p.add_argument(
+        "--scale",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="run only the scale benchmark: N idle edges and N SDK connections against one bridge "
+        "(its RSS and CPU per idle edge, GET /edges, the topology snapshot, a bridge restart); e.g. 1000",
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="(--scale) seconds over which the idle CPU is measured (default 10: two of the bridge's default "
+        "heartbeat intervals)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        help="(--scale) the bridge's --heartbeat-interval (default: the bridge's own default)",
+    )
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 @dataclass
@@ -55,6 +89,16 @@ class Options:
     connections: int = 64
     driver: str = "auto"
     pipeline: int = 1
+    #: --scale N: run the scale benchmark only, with N edges (and N SDK connections)
+    scale: int | None = None
+    idle_seconds: float = 10.0
+    heartbeat_interval: float | None = None
+
+    @property
+    def settle_seconds(self) -> float:
+        """(--scale) seconds to let the connections settle before the idle measurement (with a heartbeat
+        interval given, at least one interval: the first heartbeats are under way)."""
+        return max(min(3.0, self.idle_seconds), self.heartbeat_interval or 0.0)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -68,6 +112,9 @@ class Options:
             connections=args.connections,
             driver=args.driver,
             pipeline=max(1, getattr(args, "pipeline", 1)),
+            scale=getattr(args, "scale", None),
+            idle_seconds=max(0.5, float(getattr(args, "idle_seconds", 10.0))),
+            heartbeat_interval=getattr(args, "heartbeat_interval", None),
         )
 
 

@@ -1,9 +1,12 @@
 """The benchmark's server processes: ``python -m radical_edge_bench._procs ROLE ...``.
 
 * ``bridge``: the real bridge command (``python -m radical_edge_bridge``), in its own process;
-* ``edge``: an edge service whose only plugin is the benchmark app, mounted as ``bench``;
+* ``edge``: an edge service whose only plugin is the benchmark app, mounted as ``bench``
+  (and, with ``--staging-root``, the staging plugin: the staging section);
 * ``direct``: the same app served directly over HTTPS by uvicorn (h11, asyncio: the
-  same HTTP parser and event loop as the bridge), the floor the tunnel is compared to.
+  same HTTP parser and event loop as the bridge), the floor the tunnel is compared to;
+* ``scale``: the load process of ``--scale N``: N edges and N SDK connections in one
+  event loop (:mod:`._swarm`), driven by commands on stdin.
 
 Each process dies with its parent (``PR_SET_PDEATHSIG``) and after ``--max-seconds`` at
 the latest, so a crashed benchmark leaves nothing running.  The token comes in the
@@ -52,7 +55,10 @@ def _run_edge(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         # the bridge as every edge finds it: the URL and CA given, the token from RADICAL_BRIDGE_TOKEN
-        service = EdgeService(args.name, settings=resolve_settings(args.url, cert=args.ca), plugins=None)
+        if args.staging_root:  # the staging plugin too (bench section 7), as radical-edge-service --staging-root
+            os.environ["RADICAL_EDGE_STAGING_ROOTS"] = os.pathsep.join(args.staging_root)
+        plugins = "staging" if args.staging_root else None
+        service = EdgeService(args.name, settings=resolve_settings(args.url, cert=args.ca), plugins=plugins)
         await service.host.add_app("bench", build_app(), version="1")
         async with anyio.create_task_group() as tg:
             tg.start_soon(service.run)
@@ -97,21 +103,32 @@ def _run_direct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_scale(args: argparse.Namespace) -> int:
+    from ._swarm import run  # noqa: PLC0415
+
+    return run(args.url, args.ca, args.count, args.concurrency)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m radical_edge_bench._procs")
-    p.add_argument("role", choices=["bridge", "edge", "direct"])
+    p = argparse.ArgumentParser(prog="python -m radical_edge_bench._procs", allow_abbrev=False)
+    p.add_argument("role", choices=["bridge", "edge", "direct", "scale"])
     p.add_argument("--max-seconds", type=float, default=3600.0)
     p.add_argument("--url")
     p.add_argument("--ca")
     p.add_argument("--name", default="bench-edge")
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--count", type=int, default=10, help="(scale) edges, and as many SDK connections")
+    p.add_argument("--concurrency", type=int, default=64, help="(scale) connections being set up at once")
+    p.add_argument("--staging-root", action="append", default=[], help="(edge) add the staging plugin, this root")
     args, rest = p.parse_known_args(argv)
     _die_with_parent(args.max_seconds)
     if args.role == "bridge":
         return _run_bridge(args, rest)
     if args.role == "edge":
         return _run_edge(args)
+    if args.role == "scale":
+        return _run_scale(args)
     return _run_direct(args)
 
 

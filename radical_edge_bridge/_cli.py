@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=BridgeConfig.heartbeat_interval,
         help="seconds of edge silence before a ping; an edge silent 3 times as long is dropped (default %(default)s)",
     )
+    p.add_argument(
+        "--client-heartbeat-interval",
+        type=_positive_float,
+        default=BridgeConfig.client_heartbeat_interval,
+        help="the same for SDK connections (default %(default)s)",
+    )
     p.add_argument("--plugins", default="", help="plugins to host in the bridge itself, as the edge 'bridge'")
     p.add_argument(
         "--max-connections",
@@ -116,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         insecure_no_tls=args.insecure_no_tls,
         request_timeout=args.request_timeout,
         heartbeat_interval=args.heartbeat_interval,
+        client_heartbeat_interval=args.client_heartbeat_interval,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,

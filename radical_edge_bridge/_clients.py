@@ -31,7 +31,9 @@ numbered events by it, and never dedupes them.  The hub delivers only what
 matches a subscription, so clients subscribe to ``bridge/bridge/*`` to see
 topology and gaps.  A client too slow to take its events is disconnected
 (``GOAWAY`` with ``NO_ERROR``: its queue is bounded) and resumes after
-reconnecting.  The names above are :mod:`radical_edge_proto.profile`'s.
+reconnecting.  A client has that queue (and a task pumping it) only from its
+first SUBSCRIBE on: one that only makes calls costs no memory and no wake-up
+per event.  The names above are :mod:`radical_edge_proto.profile`'s.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from radical_edge_tunnel import Carrier, HandshakeError, Tunnel, TunnelStream, a
 
 from ._auth import Authenticator
 from ._config import BridgeConfig
-from ._eventhub import BridgeEvent, EventHub, encode
+from ._eventhub import BridgeEvent, EventHub, Subscriber, encode
 from ._exchange import Exchange, RequestHead, TunnelExchange
 from ._http import ClientGone
 
@@ -153,7 +155,7 @@ class ClientHub:
                 return False, ErrorCode.UNAUTHORIZED, "wrong credential", 0.0
             if hello.role is not PeerRole.CLIENT:
                 return False, ErrorCode.PROTOCOL_ERROR, "/connect is for SDK clients; edges use /register", 0.0
-            return True, ErrorCode.NO_ERROR, secrets.token_urlsafe(16), config.heartbeat_interval
+            return True, ErrorCode.NO_ERROR, secrets.token_urlsafe(16), config.client_heartbeat_interval
 
         try:
             await accept_handshake(conn, carrier, decide, timeout=config.handshake_timeout)
@@ -164,13 +166,23 @@ class ClientHub:
 
         async def handle(stream: TunnelStream) -> None:
             exchange = TunnelExchange(stream)
-            await self.dispatch(exchange, exchange.head)
+            try:
+                await self.dispatch(exchange, exchange.head)
+            except ClientGone as exc:  # the client reset its stream (left a download early): not an error
+                log.debug("client stream %d: %s", stream.id, exc)
 
-        sub = events.subscribe()
+        # the client's queue of bridge events (and the task that pumps it) exist from its first SUBSCRIBE on:
+        # a client that only makes calls costs neither memory nor a wake-up per event published
+        sub: Subscriber | None = None
         async with anyio.create_task_group() as tg:
 
             def on_event(event: Event) -> None:
+                nonlocal sub
                 if isinstance(event, Subscribed):
+                    if sub is None:
+                        # now, before the replay and the snapshot: every event after them is queued
+                        sub = events.subscribe()
+                        tg.start_soon(pump, sub)
                     if event.resume_after is not None:
                         replay = events.replay(event.resume_after)
                         if replay.gap:
@@ -184,7 +196,7 @@ class ClientHub:
 
             tunnel = Tunnel(conn, carrier, handler=handle, on_event=on_event, name="client")
 
-            async def pump() -> None:
+            async def pump(sub: Subscriber) -> None:
                 assert sub.receive is not None
                 async for event in sub.receive:
                     if tunnel.is_closed:
@@ -195,13 +207,13 @@ class ClientHub:
                     log.warning("client too slow for its events: disconnecting it (it resumes on reconnect)")
                     await tunnel.aclose(ErrorCode.NO_ERROR, "too slow to receive events; reconnect and resume")
 
-            tg.start_soon(pump)
             try:
                 await tunnel.run()
             finally:
                 # stop the pump before closing its queue: a pump woken by the close would fail the task group
                 tg.cancel_scope.cancel()
-                events.unsubscribe(sub)
+                if sub is not None:
+                    events.unsubscribe(sub)
 
     async def sse(self, exchange: Exchange, request: RequestHead, query: str) -> None:
         """Serve ``GET /events``: Server-Sent Events, with ``Last-Event-ID`` (or ``?last_event_id=``) replay,

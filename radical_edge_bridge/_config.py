@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radical_edge_proto import Limits
+from radical_edge_tunnel import tunnel_limits
 
 from ._http import HTTPLimits
 
@@ -20,11 +21,15 @@ class BridgeConfig:
     token: str | None = None
     #: plain HTTP, only for a loopback test setup (``--insecure-no-tls``)
     insecure_no_tls: bool = False
-    #: seconds of silence before a PING, for bridge and edges alike (sent in WELCOME); an edge silent for
-    #: ``HEARTBEAT_MISSES`` (3) intervals is dropped and its requests answered 503.  5 s: a frozen edge is
-    #: found within 15 s, while an edge whose loop stalls for a few seconds (a busy plugin) stays.  Idle
-    #: cost: about one PING/PONG per edge per interval (1,000 idle edges: ~200 exchanges/s).
+    #: the heartbeat interval of edge connections (sent in WELCOME): an edge pings after this much silence
+    #: (the bridge after twice that), and one silent for ``HEARTBEAT_MISSES`` (3) intervals is dropped and
+    #: its requests answered 503.  5 s: a frozen edge is found within 15 s, while an edge whose loop stalls
+    #: for a few seconds (a busy plugin) stays.  Idle cost: one PING/PONG per edge per interval.
     heartbeat_interval: float = 5.0
+    #: the same for SDK connections (``/connect``): nothing waits on a client's liveness (a gone client's
+    #: TCP connection usually ends at once), so its heartbeat only finds half-open connections, and 1,000
+    #: idle clients cost the bridge a sixth of what 1,000 idle edges do
+    client_heartbeat_interval: float = 30.0
     handshake_timeout: float = 10.0
     request_timeout: float = 60.0
     sse_keepalive: float = 15.0
@@ -33,7 +38,7 @@ class BridgeConfig:
     #: plugins the bridge hosts itself, as the edge ``bridge`` (needs the edge extra)
     plugins: tuple[str, ...] = ()
     http: HTTPLimits = field(default_factory=HTTPLimits)
-    tunnel: Limits = field(default_factory=Limits)
+    tunnel: Limits = field(default_factory=tunnel_limits)
     #: most client connections held at once (each is an fd and ~tens of KiB); past it new ones are
     #: closed at accept.  4096 leaves room for edges, SSE readers and API clients on a busy site while
     #: keeping a flood's memory bounded; above the usual fd limit of 1024 the EMFILE back-off takes over.
@@ -45,6 +50,13 @@ class BridgeConfig:
     #: seconds a new connection gets to complete its TLS handshake before it is dropped (a slot held by
     #: a silent client is freed after this); generous for a slow network, short for a slowloris.
     tls_handshake_timeout: float = 10.0
+    #: most TLS handshakes in progress at once, and most of them for one peer address (a connection asks for
+    #: a slot once its first bytes arrived; it waits for one within ``tls_handshake_timeout``).  A reconnect
+    #: storm (a restarted bridge's edges and clients, all within a second) is then served a batch at a time
+    #: in arrival order, instead of every handshake finishing late together and all their memory taken at
+    #: once; 64 keeps the bridge's cores busy on loopback and on a LAN, 32 per address keeps one from holding all.
+    tls_handshake_concurrency: int = 64
+    tls_handshake_concurrency_per_peer: int = 32
     #: seconds a disconnected edge stays listed (as disconnected) before the bridge forgets it.  One hour,
     #: like a plugin session's idle TTL: an edge restarted for maintenance or cut off by a network outage
     #: is still listed, while a name used once (the edge of a finished batch job) goes away.

@@ -39,6 +39,7 @@ from ._registry import BRIDGE_EDGE, Claim, EdgeEntry, EdgeRegistry, NameTaken
 
 log = logging.getLogger("radical_edge.bridge")
 
+
 class EdgeHub:
     """The edges: their registration and handshake, the registry, topology, expiry and edge events."""
 

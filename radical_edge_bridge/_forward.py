@@ -168,12 +168,14 @@ async def _relay_body(channel: Exchange, stream: TunnelStream, metrics: Metrics)
 
 async def _relay_with_upload(channel: Exchange, stream: TunnelStream, timeout: float, metrics: Metrics) -> int:
     upload_error: list[BaseException] = []
+    body_sent = False
     failure: tuple[int, str] | None = None
     # the answer timer: moved on by every chunk the edge takes, so it measures silence
     silence = anyio.CancelScope(deadline=anyio.current_time() + timeout)
 
     async def upload_then_watch() -> None:
         """Send the request body, then watch the caller: if it goes away, the edge stops too."""
+        nonlocal body_sent
         while True:
             try:
                 chunk = await channel.receive_body()
@@ -184,6 +186,7 @@ async def _relay_with_upload(channel: Exchange, stream: TunnelStream, timeout: f
             try:
                 if not chunk:
                     await stream.end()
+                    body_sent = True
                     break
                 metrics.bytes_in += len(chunk)
                 await stream.send(chunk)
@@ -207,6 +210,10 @@ async def _relay_with_upload(channel: Exchange, stream: TunnelStream, timeout: f
         if failure is None:
             await _start(channel, stream, response)
             await _relay_body(channel, stream, metrics)
+            if not body_sent:
+                # answered (an early 409, 413, ...) before the whole body went in: the rest never will,
+                # so the edge must not wait for it
+                await stream.reset(ErrorCode.CANCEL)
         # the upload has finished, or is moot once the answer is complete or failed
         tg.cancel_scope.cancel()
     if failure is not None:

@@ -6,15 +6,19 @@ resource-exhaustion error means "back off a little and try again".  Each accepte
 slot, counted in total and per peer address; over either cap it is closed at once, before any TLS
 handshake or per-connection state.  The TLS handshake runs in the connection's own task under a
 timeout, so a scanner, a plain-HTTP client or a silent socket costs one debug line and its slot back.
+Only so many handshakes run at once (:class:`HandshakeSlots`): a reconnect storm is served a batch
+at a time, in arrival order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -90,6 +94,88 @@ class ConnectionGate:
         return self._per_peer[peer]
 
 
+@dataclass(eq=False)
+class _PeerSlots:
+    semaphore: anyio.Semaphore
+    users: int = 0  # connections holding or waiting for one of these slots
+
+
+class HandshakeSlots:
+    """At most ``total`` TLS handshakes in progress at once, at most ``per_peer`` of them for one address.
+
+    When every edge and SDK client of a restarted bridge dials within the same second, running all the
+    handshakes at once makes each of them take as long as all of them together (one event loop shares its
+    time among them), past the timeouts for a large crowd; and the memory of a handshake in progress (tens
+    of KiB, which the allocator keeps) is taken by all of them at once.  With slots the crowd is served a
+    batch at a time, first come first served: the first connections are back at once, the memory of
+    handshakes stays bounded.  A connection asks for a slot only once its first bytes (the ClientHello)
+    have arrived, so silent sockets never hold one, and one address never holds more than ``per_peer``.
+    """
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        if total < 1 or per_peer < 1:
+            raise ValueError("handshake slots: total and per_peer must be at least 1")
+        self.total = total
+        self.per_peer = min(per_peer, total)
+        self._slots = anyio.Semaphore(total)
+        self._peers: dict[str, _PeerSlots] = {}
+        #: handshakes in progress now, and the most there have been at once
+        self.in_use = 0
+        self.peak = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self, peer: str) -> AsyncIterator[None]:
+        """Hold one slot (one of ``peer``'s share) for the block; waits while none is free."""
+        mine = self._peers.get(peer)
+        if mine is None:
+            mine = self._peers[peer] = _PeerSlots(anyio.Semaphore(self.per_peer))
+        mine.users += 1
+        try:
+            async with mine.semaphore, self._slots:
+                self.in_use += 1
+                self.peak = max(self.peak, self.in_use)
+                try:
+                    yield
+                finally:
+                    self.in_use -= 1
+        finally:
+            mine.users -= 1
+            if not mine.users:
+                del self._peers[peer]  # the table holds only peers with handshakes under way
+
+    @property
+    def peers(self) -> int:
+        """Addresses with a handshake in progress or waiting."""
+        return len(self._peers)
+
+
+class _Primed(anyio.abc.ByteStream):
+    """``stream`` with ``first`` (bytes already received from it) put back in front of what follows."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, first: bytes) -> None:
+        self._stream = stream
+        self._first = first
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._first:
+            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
 class AcceptBackoff:
     """Sleep after resource-exhaustion accept failures, 10 ms doubling to 0.5 s; reset by a success.
 
@@ -136,11 +222,14 @@ class ConnectionServer:
         *,
         ssl_context: ssl.SSLContext | None,
         handshake_timeout: float,
+        handshake_slots: HandshakeSlots | None = None,
     ) -> None:
         self.handler = handler
         self.gate = gate
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
+        #: limits the TLS handshakes in progress (None: no limit)
+        self.handshake_slots = handshake_slots
 
     async def serve(self, listeners: Sequence[anyio.abc.SocketListener]) -> None:
         """Accept on every listener until cancelled; the connections live in the same task group."""
@@ -194,13 +283,24 @@ class ConnectionServer:
             await anyio.aclose_forcefully(stream)
 
     async def _tls_handshake(self, stream: anyio.abc.SocketStream, peer: str) -> TLSStream | None:
-        """The server side of the TLS handshake under the timeout; None (one debug line) if it fails."""
+        """The server side of the TLS handshake under the timeout (from accept: waiting for the client's
+        first bytes and for a handshake slot count too); None (one debug line) if it fails."""
         assert self.ssl_context is not None
+        slots = self.handshake_slots
         try:
             with anyio.fail_after(self.handshake_timeout):
-                return await TLSStream.wrap(
-                    stream, server_side=True, ssl_context=self.ssl_context, standard_compatible=False
-                )
+                if slots is None:
+                    return await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=self.ssl_context, standard_compatible=False
+                    )
+                first = await stream.receive()  # a silent socket never takes a slot
+                async with slots.slot(peer):
+                    return await TLSStream.wrap(
+                        _Primed(stream, first),
+                        server_side=True,
+                        ssl_context=self.ssl_context,
+                        standard_compatible=False,
+                    )
         except _HANDSHAKE_FAILED as exc:
             self.gate.stats.tls_handshake_failures += 1
             log.debug("TLS handshake with %s failed: %s", peer, _describe_error(exc))

@@ -7,6 +7,8 @@ edge events) and a :class:`ClientHub` (SDK clients on ``/connect``, readers of
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import re
@@ -35,15 +37,40 @@ from ._eventhub import EventHub
 from ._exchange import BodyTooLarge, Exchange, RequestHead
 from ._forward import forward
 from ._http import BadRequest, ClientGone, HTTPChannel, request_has_body
-from ._listener import ConnectionGate, ConnectionServer, socket_listeners
+from ._listener import ConnectionGate, ConnectionServer, HandshakeSlots, socket_listeners
 from ._metrics import Metrics
 from ._registry import RESERVED_NAMES, EdgeRegistry
 from ._routes import Route, RouteTable
 
 log = logging.getLogger("radical_edge.bridge")
 
+#: serves a connection upgraded to a WebSocket (it holds the carrier; nothing of the HTTP exchange)
+Handoff = Callable[[], Awaitable[None]]
+#: what closing a connection may raise when the peer is gone
+_CLOSE_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
 #: plugin names as they may appear in a portal module's file name (no dots, no slashes)
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+#: the portal's own files (``GET /portal/{file}``): one lower-case name with one of these suffixes, so never a
+#: path, a dot file, ``..`` or a Python file of the package
+_PORTAL_FILE = re.compile(r"[a-z][a-z0-9_-]{0,63}\.(?:js|css|svg)")
+_CONTENT_TYPES = {
+    "html": b"text/html; charset=utf-8",
+    "js": b"text/javascript; charset=utf-8",
+    "css": b"text/css; charset=utf-8",
+    "svg": b"image/svg+xml",
+}
+#: on every portal response: no inline script or style, nothing from another origin, no framing, no sniffing
+PORTAL_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+PORTAL_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", PORTAL_CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+)
 
 
 class Bridge:
@@ -64,6 +91,8 @@ class Bridge:
             dispatch=lambda exchange, head: self.dispatch(exchange, head, authenticated=True),
         )
         self.metrics = Metrics()
+        #: the TLS handshakes in progress (made when serving starts)
+        self.handshake_slots: HandshakeSlots | None = None
         self.port: int | None = None
         self._stopped = anyio.Event()
         self.routes = self._route_table()
@@ -114,8 +143,14 @@ class Bridge:
         ``ssl_context`` is given) are the :class:`ConnectionServer`'s; HTTP is :meth:`_handle_connection`'s."""
         config = self.config
         gate = ConnectionGate(config.max_connections, config.max_connections_per_peer, self.metrics.connections)
+        slots = HandshakeSlots(config.tls_handshake_concurrency, config.tls_handshake_concurrency_per_peer)
+        self.handshake_slots = slots
         server = ConnectionServer(
-            self._handle_connection, gate, ssl_context=ssl_context, handshake_timeout=config.tls_handshake_timeout
+            self._handle_connection,
+            gate,
+            ssl_context=ssl_context,
+            handshake_timeout=config.tls_handshake_timeout,
+            handshake_slots=slots,
         )
         async with listener:
             await server.serve(socket_listeners(listener))
@@ -128,14 +163,32 @@ class Bridge:
         await self._stopped.wait()
 
     async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        handoff = await self._serve_http(stream)
+        if handoff is None:
+            return
+        # an upgraded connection: served with its carrier alone.  The HTTP state (the h11 connection, the
+        # upgrade request and its headers) went with _serve_http's frame, so a long-lived WebSocket does
+        # not keep it (a few KiB per connection, times every idle edge and SDK client)
+        try:
+            await handoff()
+        except Exception:
+            log.exception("error while serving a WebSocket connection")
+        finally:
+            with anyio.move_on_after(1, shield=True), contextlib.suppress(*_CLOSE_ERRORS):
+                await stream.aclose()
+
+    async def _serve_http(self, stream: anyio.abc.ByteStream) -> Handoff | None:
+        """Serve HTTP/1.1 requests until the connection ends (closed here), or until one is upgraded to a
+        WebSocket: then the connection is not closed, and what serves the WebSocket is returned."""
         channel = HTTPChannel(stream, self.config.http)
+        handoff: Handoff | None = None
         try:
             while True:
                 request = await channel.next_request()
                 if request is None:
                     break
-                upgraded = await self._handle_request(channel, request)
-                if upgraded or not channel.keep_alive:
+                handoff = await self._handle_request(channel, request)
+                if handoff is not None or not channel.keep_alive:
                     break
         except (ClientGone, h11.LocalProtocolError, h11.RemoteProtocolError) as exc:
             log.debug("client connection ended: %s", exc)
@@ -143,27 +196,29 @@ class Bridge:
             # one connection's failure must never disturb the others or the listener
             log.exception("error while serving a connection")
         finally:
-            await channel.aclose()
+            if handoff is None:
+                await channel.aclose()
+        return handoff
 
     # ---------------------------------------------------------------- routing
 
-    async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> bool:
-        """Answer one HTTP request; True if the connection was handed to a WebSocket."""
+    async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> Handoff | None:
+        """Answer one HTTP request; for an accepted WebSocket upgrade, what serves the WebSocket."""
         headers = list(request.headers)
         names = {n for n, _ in headers}
         if b"transfer-encoding" in names and b"content-length" in names:
             # RFC 9112 6.1: ambiguous framing (a request smuggling shape); refuse it and close
             await channel.send_error(400, "both Content-Length and Transfer-Encoding: send one", close=True)
-            return False
+            return None
         target = origin_form(request.target)
         if target is None:
             await channel.send_error(400, "the request target must be a path or an absolute http(s) URL", close=True)
-            return False
+            return None
         if _is_websocket(headers):
             return await self._websocket(channel, request, urlsplit(target.decode("latin-1")).path)
         head = RequestHead(request.method, target, headers, request_has_body(request))
         await self.dispatch(channel, head, authenticated=False)
-        return False
+        return None
 
     def _route_table(self) -> RouteTable:
         return RouteTable(
@@ -172,6 +227,7 @@ class Bridge:
                 Route.make("GET", "/healthz", self._healthz, public=True),
                 Route.make("POST", "/auth", self._auth_route, public=True),
                 Route.make("GET", "/plugins/{name}.js", self._portal_module, public=True, name=_PLUGIN_NAME.pattern),
+                Route.make("GET", "/portal/{file}", self._portal_file, public=True, file=_PORTAL_FILE.pattern),
                 Route.make("GET", "/edges", self._edges),
                 Route.make("POST", "/edge/list", self._edge_list),
                 Route.make("POST", "/edge/disconnect/{name}", self._disconnect_route),
@@ -223,7 +279,12 @@ class Bridge:
         )
 
     async def _index(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
-        await channel.send_bytes(200, _PORTAL_PLACEHOLDER, b"text/html; charset=utf-8")
+        await _send_portal_file(channel, "index.html")
+
+    async def _portal_file(
+        self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
+    ) -> None:
+        await _send_portal_file(channel, params["file"])
 
     async def _edge_list(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
         await channel.drain_body()
@@ -266,12 +327,7 @@ class Bridge:
         self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
     ) -> None:
         name = params["name"]
-        try:
-            body = (resources.files("radical_edge_portal") / "plugins" / f"{name}.js").read_bytes()
-        except (FileNotFoundError, ModuleNotFoundError):
-            await channel.send_error(404, f"no portal module for plugin {name!r}")
-            return
-        await channel.send_bytes(200, body, b"text/javascript; charset=utf-8")
+        await _send_portal_file(channel, f"plugins/{name}.js", missing=f"no portal module for plugin {name!r}")
 
     async def _auth_route(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
         body = await channel.drain_body(64 * 1024)
@@ -337,22 +393,34 @@ class Bridge:
 
     # ---------------------------------------------------------------- WebSocket endpoints
 
-    async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str) -> bool:
+    async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str) -> Handoff | None:
+        """Accept (or refuse) an upgrade to a WebSocket; accepted, what serves it (the caller runs it)."""
         serve = self.websocket_routes.get(path)
         if serve is None:
             await channel.send_error(404, f"no WebSocket endpoint at {path!r}")
-            return False
+            return None
         headers = list(request.headers)
         if not self.auth.check_headers(headers):
             await _unauthorized(channel)
-            return False
+            return None
         key = next((v for n, v in headers if n == b"sec-websocket-key"), None)
         if key is None:
             await channel.send_error(400, "missing Sec-WebSocket-Key")
-            return False
+            return None
         pending = await channel.accept_websocket(generate_accept_token(key))
-        await serve(WebSocketCarrier(channel.stream, WSConnection(ConnectionType.SERVER), pending))
-        return True
+        return functools.partial(serve, WebSocketCarrier(channel.stream, WSConnection(ConnectionType.SERVER), pending))
+
+
+async def _send_portal_file(channel: Exchange, name: str, *, missing: str | None = None) -> None:
+    """A file of the ``radical_edge_portal`` package, with the portal's security headers.  ``name`` has passed a
+    route's strict pattern (one name, or ``plugins/`` and one name), so it cannot leave the package."""
+    try:
+        body = (resources.files("radical_edge_portal") / name).read_bytes()
+    except (OSError, ModuleNotFoundError):
+        await channel.send_error(404, missing or f"no portal file {name!r}")
+        return
+    content_type = _CONTENT_TYPES[name.rpartition(".")[2]]
+    await channel.send_bytes(200, body, content_type, PORTAL_HEADERS)
 
 
 async def _unauthorized(channel: Exchange) -> None:
@@ -378,9 +446,5 @@ def origin_form(target: bytes) -> bytes | None:
 def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(n == b"upgrade" and v.lower() == b"websocket" for n, v in headers)
 
-
-_PORTAL_PLACEHOLDER = b"""<!doctype html><html><head><meta charset="utf-8"><title>radical-edge</title></head>
-<body><h1>radical-edge bridge</h1><p>The Explorer portal is not built yet.</p></body></html>
-"""
 
 __all__ = ["Bridge"]

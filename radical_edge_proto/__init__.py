@@ -5,7 +5,7 @@ Standard library only.  A :class:`Connection` turns received bytes into
 (bridge, edge, client) wire it to real carriers.  See ``docs/protocol.md``.
 """
 
-from ._connection import CREDIT_DIVISOR, HEARTBEAT_MISSES, PROTOCOL_VERSION, Connection
+from ._connection import CREDIT_DIVISOR, HEARTBEAT_MISSES, HUB_PING_INTERVALS, PROTOCOL_VERSION, Connection
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     MAX_FRAME_SIZE,
@@ -40,6 +40,7 @@ __all__ = [
     "EDGE_NAME_MAX",
     "HEADER_SIZE",
     "HEARTBEAT_MISSES",
+    "HUB_PING_INTERVALS",
     "MAX_FRAME_SIZE",
     "MIN_FRAME_SIZE",
     "PROTOCOL_VERSION",

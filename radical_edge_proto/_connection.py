@@ -46,6 +46,10 @@ from ._state import CONN_TRANSITIONS, HALF_TRANSITIONS, ConnInput, ConnState, Ha
 PROTOCOL_VERSION = 1
 #: A peer is declared dead after this many heartbeat intervals of silence.
 HEARTBEAT_MISSES = 3
+#: The hub sends its own PING only after this many intervals of silence.  The connector pings after
+#: one, so an idle connection costs one PING (connector) and one PONG (hub) per interval, and a hub
+#: holding thousands of connections answers pings instead of also timing its own for each of them.
+HUB_PING_INTERVALS = 2
 #: Credit goes back to the peer once this fraction of a window was consumed.
 CREDIT_DIVISOR = 4
 
@@ -372,9 +376,7 @@ class Connection:
             raise LocalProtocolError("stream ids exhausted: open a new connection", ErrorCode.REFUSED_STREAM)
         flags = Flags.END_STREAM if end_stream else 0
         frame = self._frame(FrameType.HEADERS, flags, stream_id, payload)
-        stream = _Stream(
-            stream_id, True, self.peer_limits.initial_window_size, self.local_limits.initial_window_size
-        )
+        stream = _Stream(stream_id, True, self.peer_limits.initial_window_size, self.local_limits.initial_window_size)
         stream.local = HALF_TRANSITIONS[(HalfState.IDLE, HalfInput.HEADERS_END if end_stream else HalfInput.HEADERS)]
         self._streams[stream_id] = stream
         self._open_local += 1
@@ -535,9 +537,7 @@ class Connection:
 
     def _terminate(self, error_code: ErrorCode | int, *, by_peer: bool) -> list[Event]:
         self._move(ConnInput.CLOSE, LocalProtocolError)
-        events: list[Event] = [
-            StreamReset(s.id, error_code, by_peer) for s in self._streams.values() if not s.done
-        ]
+        events: list[Event] = [StreamReset(s.id, error_code, by_peer) for s in self._streams.values() if not s.done]
         self._streams.clear()
         self._open_local = self._open_remote = 0
         self._subscriptions.clear()
@@ -605,8 +605,15 @@ class Connection:
             return None
         if self._last_rx is None:
             return 0.0
-        ping_at = (self._ping_sent_at if self._ping_sent_at is not None else self._last_rx) + interval
+        if self._ping_sent_at is not None:
+            ping_at = self._ping_sent_at + interval
+        else:
+            ping_at = self._last_rx + self._ping_after(interval)
         return min(ping_at, self._last_rx + HEARTBEAT_MISSES * interval)
+
+    def _ping_after(self, interval: float) -> float:
+        """Seconds of silence before this side's first PING (section 12)."""
+        return interval * HUB_PING_INTERVALS if self.side is Side.HUB else interval
 
     def handle_timer(self, now: float) -> list[Event]:
         """Do what is due at ``now``: send a heartbeat PING, or give up on a silent peer.
@@ -629,7 +636,8 @@ class Connection:
             self._queue_goodbye(ErrorCode.TIMEOUT, reason)
             resets = self._terminate(ErrorCode.TIMEOUT, by_peer=False)
             return [ConnectionClosed(ErrorCode.TIMEOUT, reason, by_peer=False), *resets]
-        if silent >= interval and (self._ping_sent_at is None or now - self._ping_sent_at >= interval):
+        ping_due = self._ping_sent_at is None or now - self._ping_sent_at >= interval
+        if silent >= self._ping_after(interval) and ping_due:
             self._out.append(fr.encode_frame(FrameType.PING, 0, 0, b"heartbeat"))
             self._ping_sent_at = now
         return []

@@ -8,6 +8,7 @@ bridge finds it with :func:`resolve_settings` and keeps its connection with a
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
+from ._limits import TUNNEL_FRAME_SIZE, tunnel_limits
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
     DEFAULT_TOKEN_FILE,
@@ -52,6 +53,7 @@ __all__ = [
     "MemoryCarrier",
     "Redial",
     "Redialer",
+    "TUNNEL_FRAME_SIZE",
     "StreamResetError",
     "TLSVerificationError",
     "Tunnel",
@@ -72,6 +74,7 @@ __all__ = [
     "read_token_file",
     "resolve_settings",
     "tls_object",
+    "tunnel_limits",
     "websocket_masking",
     "websocket_url",
     "with_buffered_tls",

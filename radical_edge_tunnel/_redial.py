@@ -68,6 +68,7 @@ from radical_edge_proto import (
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier
 from ._handshake import HandshakeError, connect_handshake
+from ._limits import tunnel_limits
 from ._settings import BridgeSettings, InsecureFileError
 from ._tunnel import EventSink, Handler, Tunnel, TunnelError, _code_name
 from ._ws_client import ConnectError, UpgradeRejectedError, connect_websocket
@@ -174,7 +175,7 @@ class Redialer:
         self._manifest = manifest
         self.handler = handler
         self.on_event = on_event
-        self.limits = limits
+        self.limits = limits if limits is not None else tunnel_limits()
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.connect_timeout = connect_timeout

@@ -23,7 +23,11 @@ def _positive(value: object) -> bool:
 
 
 def test_quick_bench_reports_every_measurement() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADICAL_BRIDGE_")}
+    # as a user runs it: with the accelerators of the speedups extra (installed with the test extra), so the
+    # bulk section also measures a bridge and an edge without them
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RADICAL_BRIDGE_") and k != "RADICAL_EDGE_PURE_PYTHON"
+    }
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "radical_edge_cli", "bench", "--quick", "--json"],
@@ -64,10 +68,13 @@ def test_quick_bench_reports_every_measurement() -> None:
 
     bulk = res["bulk"]
     assert bulk["size_mib"] == 8
-    for via in ("tunnel", "direct"):
+    assert res["machine"]["masking"] == bulk["masking"] == "C (websockets.speedups)"
+    for via in ("tunnel", "tunnel_pure", "direct"):
         for kind in ("download", "upload"):
             assert _positive(bulk[via][f"{kind}_mib_s"]), bulk
             assert _positive(bulk["ratios"][kind]), bulk
+            assert _positive(bulk["ratios"][f"{kind}_pure"]), bulk
+    assert set(bulk["tunnel_pure"]["download_cpu_s_per_gib"]) == {"bridge", "edge"}
 
     rss = res["rss"]
     for kind in ("download", "upload"):
@@ -85,9 +92,18 @@ def test_quick_bench_reports_every_measurement() -> None:
     assert _positive(loaded["ratios"]["p50"])
     assert _positive(loaded["ratios"]["p99"])
 
+    staging = res["staging"]  # section 7 (tests/test_bench_staging.py checks it in detail)
+    assert staging["size_mib"] == 8
+    assert staging["staging"]["verified"] is True
+    for kind in ("upload", "download"):
+        assert _positive(staging["staging"][f"{kind}_mib_s"]), staging
+        assert _positive(staging["raw_tls"][f"{kind}_mib_s"]), staging
+        assert _positive(staging["ratios"][kind]), staging
+
     names = [t["name"] for t in res["targets"]]
-    assert len(names) == 12
-    assert len(set(names)) == 12
+    assert len(names) == 16
+    assert len(set(names)) == 16
+    assert {"staging upload/raw TLS", "staging download/raw TLS"} <= set(names)
     for t in res["targets"]:
         assert t["met"] in (True, False), t
         assert t["target"].split()[0] in ("<=", ">="), t
@@ -118,7 +134,13 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
             "ratios": {
                 f"{v}_{k}": 1.0
                 for v in ("tunnel_http", "tunnel_ws")
-                for k in ("p50_over_direct", "p99_over_direct", "rps_over_direct")
+                for k in (
+                    "p50_over_direct",
+                    "p99_over_direct",
+                    "rps_over_direct",
+                    "p99_concurrent_over_direct",
+                    "cpu_concurrent_over_direct",
+                )
             },
         },
         "bulk": {

@@ -5,11 +5,13 @@ Every test also checks that the bridge keeps serving other clients afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 
 import anyio
+import httpx
 import pytest
 
 from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
@@ -371,3 +373,57 @@ async def test_a_client_leaving_before_a_slow_answer_stops_the_edges_work(bridge
 async def _metrics(b: Bridge, client_ssl) -> str:
     async with http(b, client_ssl) as client:
         return (await client.get("/metrics")).text
+
+
+async def test_an_early_answer_to_an_upload_frees_the_edge_at_once(bridge, client_ssl):
+    """The edge answers (409, say) before reading a big body: the bridge relays the answer and resets the
+    edge's stream, so the edge does not wait for (or discard) a body that will never come."""
+    reset = anyio.Event()
+
+    async def refuse_early(stream: TunnelStream) -> None:
+        await stream.respond(409, [("content-type", "application/json")])
+        await stream.send(b'{"detail": "exists"}', end_stream=True)
+        with anyio.fail_after(20):
+            await stream.wait_reset()
+        reset.set()
+
+    async def body():
+        for _ in range(400):  # 100 MiB, far more than the windows hold
+            yield b"u" * 262144
+            await anyio.sleep(0.001)
+
+    async with running_edge(bridge, client_ssl, refuse_early), http(bridge, client_ssl) as client:
+        started = time.monotonic()
+        with contextlib.suppress(httpx.HTTPError):  # the bridge may close the connection after the answer
+            r = await client.post("/e1/echo/up", content=body())
+            assert r.status_code == 409
+        with anyio.fail_after(5):
+            await reset.wait()
+        assert time.monotonic() - started < 5
+        await healthy(bridge, client_ssl)
+
+
+async def test_an_sdk_client_leaving_a_download_early_is_not_an_error(bridge, client_ssl, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+    ended = anyio.Event()
+    async with running_edge(bridge, client_ssl, endless_download(ended)):
+        client, ws = await start_client(bridge, client_ssl)
+        async with anyio.create_task_group() as tg:
+            await tg.start(client.run)
+            stream = await client.request("GET", "/e1/echo/big", [], end_stream=True)
+            await stream.wait_response()
+            got = 0
+            async for chunk in stream:
+                got += len(chunk)
+                if got > 1_000_000:
+                    break
+            await stream.reset()  # the SDK leaves the download
+            with anyio.fail_after(5):
+                await ended.wait()
+            await anyio.sleep(0.2)
+            await client.aclose()
+            tg.cancel_scope.cancel()
+        await ws.close()
+    assert not any(r.levelno >= logging.ERROR or r.exc_info for r in caplog.records), [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    ]

@@ -3,6 +3,7 @@ across a network drop and a bridge restart with nothing lost and nothing twice."
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any
@@ -11,8 +12,10 @@ import anyio
 import pytest
 
 from radical_edge_client import AsyncBridgeClient, EventGap
+from radical_edge_proto import Connection, PeerRole, Side
+from radical_edge_tunnel import connect_handshake, connect_websocket
 
-from .client_helpers import Live, TLSFiles, example_plugin, live, live_system, tls, wait_for
+from .client_helpers import TOKEN, Live, TLSFiles, example_plugin, live, live_system, tls, wait_for
 
 pytestmark = pytest.mark.anyio
 __all__ = ["example_plugin", "live", "tls"]  # fixtures, imported for pytest
@@ -159,7 +162,7 @@ async def test_a_network_drop_inside_the_replay_window_loses_nothing(live: Live)
 
 
 async def test_a_silent_network_partition_is_noticed_by_heartbeats(tls: TLSFiles, example_plugin: str) -> None:
-    async with live_system(tls, heartbeat_interval=0.2) as system:
+    async with live_system(tls, heartbeat_interval=0.2, client_heartbeat_interval=0.2) as system:
         proxy = await system.proxy()
         rec = Recorder()
         async with system.client(url=f"https://127.0.0.1:{proxy.port}", connect_timeout=1) as bridge:
@@ -276,3 +279,21 @@ async def test_a_client_closed_while_waiting_for_events(live: Live) -> None:
     with pytest.raises(Exception, match="closed"):
         await client.list_edges()
     assert isinstance(client, AsyncBridgeClient)
+
+
+async def test_sdk_connections_get_their_own_heartbeat_interval(tls: TLSFiles, example_plugin: str) -> None:
+    """Edges and SDK clients are told different intervals in WELCOME (config: heartbeat_interval and
+    client_heartbeat_interval): an idle SDK connection costs the bridge a sixth of an idle edge's pings."""
+    async with live_system(tls, heartbeat_interval=0.5, client_heartbeat_interval=3.0) as system:
+        ctx = ssl.create_default_context(cafile=str(tls.ca))
+        intervals = {}
+        for role, path in ((PeerRole.CLIENT, "/connect"), (PeerRole.EDGE, "/register")):
+            carrier = await connect_websocket(f"wss://127.0.0.1:{system.port}{path}", token=TOKEN, ssl_context=ctx)
+            try:
+                welcome = await connect_handshake(
+                    Connection(Side.CONNECTOR), carrier, role=role, name="e2", credential=TOKEN
+                )
+                intervals[role] = welcome.heartbeat_interval
+            finally:
+                await carrier.aclose()
+    assert intervals == {PeerRole.CLIENT: 3.0, PeerRole.EDGE: 0.5}

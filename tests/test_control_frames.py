@@ -10,6 +10,7 @@ import pytest
 from radical_edge_proto import (
     HEADER_SIZE,
     HEARTBEAT_MISSES,
+    HUB_PING_INTERVALS,
     MAX_FRAME_SIZE,
     MIN_FRAME_SIZE,
     ConnectionClosed,
@@ -817,3 +818,44 @@ def test_manifest_with_a_number_too_large_for_a_float_is_refused():
         pair.hub.receive_data(frame)
     assert info.value.error_code is ErrorCode.PROTOCOL_ERROR
     assert pair.hub.closed
+
+
+def test_the_hub_pings_only_after_two_intervals_of_silence():
+    """The connector keeps an idle connection alive; the hub pings a silent connector later, and still gives
+    up after HEARTBEAT_MISSES intervals."""
+    pair = ConnectionPair(heartbeat_interval=5.0)
+    hub = pair.hub
+    hub.handle_timer(0.0)
+    hub.data_to_send()
+    assert hub.next_timer() == 5.0 * HUB_PING_INTERVALS
+    hub.handle_timer(5.0)
+    assert hub.data_to_send() == b""  # a connector pings after one interval: the hub waits for it
+    hub.handle_timer(10.0)
+    assert [f.type for f in frames_of(hub.data_to_send())] == [FrameType.PING]
+    assert hub.next_timer() == 15.0
+    (closed, *_) = hub.handle_timer(15.0)
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.error_code == ErrorCode.TIMEOUT
+
+
+def test_an_idle_connection_carries_one_ping_and_one_pong_per_interval():
+    pair = ConnectionPair(heartbeat_interval=5.0)
+    sent = {"connector": [], "hub": []}
+    now = 0.0
+    while now <= 100.0:
+        for name, conn, peer in (("connector", pair.connector, pair.hub), ("hub", pair.hub, pair.connector)):
+            conn.handle_timer(now)
+            data = conn.data_to_send()
+            if data:
+                sent[name] += [f.type for f in frames_of(data)]
+                peer.receive_data(data, now)
+                answer = peer.data_to_send()
+                if answer:
+                    sent["hub" if name == "connector" else "connector"] += [f.type for f in frames_of(answer)]
+                    conn.receive_data(answer, now)
+        now += 0.5
+    assert not pair.connector.closed
+    assert not pair.hub.closed
+    assert set(sent["connector"]) == {FrameType.PING}
+    assert set(sent["hub"]) == {FrameType.PONG}
+    assert 19 <= len(sent["connector"]) <= 21  # one per interval over 100 s

@@ -25,6 +25,7 @@ from radical_edge_proto import (
     CREDIT_DIVISOR,
     HEADER_SIZE,
     HEARTBEAT_MISSES,
+    HUB_PING_INTERVALS,
     MAX_FRAME_SIZE,
     MIN_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -652,4 +653,5 @@ def test_constant_table() -> None:
         "MAX_PING_PAYLOAD": MAX_PING_PAYLOAD,
         "CREDIT_DIVISOR": CREDIT_DIVISOR,
         "HEARTBEAT_MISSES": HEARTBEAT_MISSES,
+        "HUB_PING_INTERVALS": HUB_PING_INTERVALS,
     }

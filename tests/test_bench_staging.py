@@ -1,0 +1,81 @@
+"""The benchmark's staging section (:mod:`radical_edge_bench._staging`): a small run, its fields, the bytes arrived."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+from radical_edge_bench import _staging as staging_bench
+from radical_edge_bench._bench import Bench
+from radical_edge_bench._cli import Options
+from radical_edge_bench._report import render
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark reads /proc")
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("RADICAL_BRIDGE_")]:
+        monkeypatch.delenv(name)
+    bench = Bench(Options(quick=True, size_mib=3), tmp_path)
+    res: dict[str, Any] = {}
+    try:
+        bench.start()
+        anyio.run(staging_bench.measure, bench, res)
+        assert "raw-tls" not in bench.procs  # the raw server is stopped once measured
+    finally:
+        bench.stop()
+    st = res["staging"]
+    assert st["size_mib"] == 3
+    assert "AsyncStagingClient" in st["driver"]
+    for side in ("staging", "raw_tls"):
+        for kind in ("upload", "download"):
+            assert _positive(st[side][f"{kind}_mib_s"]), st
+            cpu = st[side][f"{kind}_cpu_s_per_gib"]
+            keys = {"bridge", "edge", "bridge+edge", "client"} if side == "staging" else {"server", "client"}
+            assert set(cpu) == keys, cpu
+            assert all(v >= 0 for v in cpu.values()), cpu
+    http = st["staging_raw_http"]  # the same routes without the SDK: the raw client, HTTP to the bridge
+    for kind in ("upload", "download"):
+        assert _positive(http[f"{kind}_mib_s"]), http
+        assert _positive(http["ratios"][kind]), http
+        assert {"bridge", "edge", "client"} <= set(http[f"{kind}_cpu_s_per_gib"]), http
+    assert st["staging"]["verified"] is True  # the SDK compared SHA-256 both ways, and the file read back matched
+    assert len(st["staging"]["sha256"]) == 64
+    for kind in ("upload", "download"):
+        assert st["ratios"][kind] == pytest.approx(
+            st["staging"][f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01
+        )
+    # nothing left behind in the staging root or the local work directory
+    assert not list((tmp_path / staging_bench.ROOT_DIR).iterdir())
+    assert not list((tmp_path / "staging-local").iterdir())
+    assert not list((tmp_path / staging_bench.RAW_DIR).iterdir())
+    rows = staging_bench.target_rows(res)
+    assert [r[0] for r in rows] == ["staging upload/raw TLS", "staging download/raw TLS"]
+    assert all(r[2:] == (">=", 0.5) for r in rows)
+    lines = "\n".join(staging_bench.render(res))
+    assert "7. staging, 3 MiB (MiB/s)" in lines
+    assert "sha256 verified" in lines
+    assert "without the SDK" in lines
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_the_table_without_the_section() -> None:
+    assert staging_bench.render({}) == []
+    assert staging_bench.target_rows({}) == [
+        ("staging upload/raw TLS", None, ">=", 0.5),
+        ("staging download/raw TLS", None, ">=", 0.5),
+    ]
+    assert callable(render)
