@@ -1,4 +1,4 @@
-"""``radical-edge``: the user's command (demo, ls, call, events, queues, submit, jobs, cancel, bench)."""
+"""``radical-edge``: the user's command (demo, ls, call, events, queues, submit, jobs, cancel, put, get, cp, bench)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 
 from ._hpc import add_parsers as add_hpc_parsers
+from ._staging import add_parsers as add_staging_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--cert", default=None, help="CA file to trust (default: RADICAL_BRIDGE_CERT)")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
-    ls = sub.add_parser("ls", help="list edges and their plugins", description="List edges and their plugins.")
+    ls = sub.add_parser(
+        "ls",
+        help="list edges and their plugins; EDGE:PATH lists files on an edge",
+        description="Without an argument, list the edges and their plugins; with EDGE, that edge's. With "
+        "EDGE:PATH (a colon), list the directory PATH on EDGE through its staging plugin: type, mode, size, "
+        "modification time and name (PATH: absolute, ~/..., or relative to the edge's first staging root; "
+        "EDGE: alone lists that root).",
+    )
+    ls.add_argument("target", nargs="?", default=None, metavar="EDGE[:PATH]")
     connection_options(ls)
     call = sub.add_parser(
         "call",
@@ -63,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=0, help="stop after this many")
     connection_options(events)
     add_hpc_parsers(sub, connection_options)
+    add_staging_parsers(sub, connection_options)
 
     # the benchmark is its own package (radical_edge_bench) with its own options: they are passed on as given
     sub.add_parser(
@@ -112,6 +122,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
     "submit": _verb,
     "jobs": _verb,
     "cancel": _verb,
+    "put": _verb,
+    "get": _verb,
+    "cp": _verb,
     "bench": _bench,
 }
 #: the sub-commands that take their own options as given (the others refuse what the parser did not know)

@@ -1,4 +1,5 @@
-"""The user verbs of ``radical-edge`` (through the SDK): ls, call, events; queues, submit, jobs, cancel in ``_hpc``."""
+"""The user verbs of ``radical-edge`` (through the SDK): ls, call, events; queues, submit, jobs, cancel in ``_hpc``;
+put, get, cp and ``ls EDGE:PATH`` in ``_staging``."""
 
 from __future__ import annotations
 
@@ -11,19 +12,26 @@ from typing import Any, TextIO
 
 import anyio
 
-from radical_edge_client import RadicalEdgeError
+from radical_edge_client import EdgeNotFound, RadicalEdgeError
 
-from . import _hpc
+from . import _hpc, _staging
 
 _client = _hpc.connect
 _table = _hpc.table
 
 
 async def ls(args: Any, out: TextIO = sys.stdout) -> int:
-    """Edges and their plugins."""
+    """Edges and their plugins (``EDGE``: one edge's); ``EDGE:PATH``: files on the edge (:mod:`._staging`)."""
+    target = getattr(args, "target", None)
+    if target and _staging.parse_remote(target) is not None:
+        return await _staging.listing(args, out)
     async with _client(args) as client:
         topology = await client.topology()
     edges = topology.get("edges", {})
+    if target:
+        if target not in edges:
+            raise EdgeNotFound(f"no edge named {target!r} (radical-edge ls lists the edges)", 404)
+        edges = {target: edges[target]}
     if args.json:
         out.write(json.dumps(edges, indent=2, sort_keys=True) + "\n")
         return 0
@@ -108,6 +116,9 @@ VERBS: dict[str, Callable[[Any], Awaitable[int]]] = {
     "submit": _hpc.submit,
     "jobs": _hpc.jobs,
     "cancel": _hpc.cancel,
+    "put": _staging.put,
+    "get": _staging.get,
+    "cp": _staging.cp,
 }
 
 
@@ -120,7 +131,11 @@ def run(verb: str, args: Any) -> int:
         return 1
     except KeyboardInterrupt:
         following = getattr(args, "following", None)
-        if following:  # submit --follow: stopping to follow does not stop the job
+        interrupted = getattr(args, "on_interrupt", None)
+        if interrupted:  # put, get, cp: what the interrupted transfer left, and how to go on
+            bar = "\n" if sys.stderr.isatty() else ""  # ends the progress bar's line
+            sys.stderr.write(f"{bar}radical-edge {verb}: {interrupted}\n")
+        elif following:  # submit --follow: stopping to follow does not stop the job
             sys.stderr.write(
                 f"radical-edge {verb}: stopped following; job {following} goes on "
                 f"(radical-edge cancel {args.edge} {following} stops it)\n"

@@ -20,6 +20,7 @@ outside an HTTP answer: a dial, a handshake, a local timeout) and ``detail``
     ├── SessionExpired       410: the session timed out; register a new one
     ├── RequestTimeout       no answer in time (504 from the bridge, or the client's own ``timeout``)
     ├── BridgeProtocolError  the bridge broke the protocol, or answered something unreadable
+    ├── ChecksumMismatch     a transferred file's SHA-256 is not the source's (nothing was put in place)
     └── HTTPError            any other error status (400, 409, 422, 500, ...)
 """
 
@@ -41,6 +42,7 @@ from radical_edge_tunnel import TLSVerificationError as _TunnelTLSError
 __all__ = [
     "AuthError",
     "BridgeUnavailable",
+    "ChecksumMismatch",
     "ChildEdgeFailed",
     "EdgeNotFound",
     "EdgeUnavailable",
@@ -155,6 +157,14 @@ class BridgeProtocolError(RadicalEdgeError):
     Not :class:`radical_edge_proto.ProtocolError` (the protocol core's own, raised by a
     :class:`~radical_edge_proto.Connection`): the SDK reports what it means for a call, with
     ``status``, ``detail`` and ``code``.  ``radical_edge_client.ProtocolError`` is a deprecated alias.
+    """
+
+
+class ChecksumMismatch(RadicalEdgeError):
+    """A file moved by the staging client does not have the SHA-256 of its source.
+
+    Nothing was put in place: the partial file (on the edge for an upload or a copy, locally for a
+    download) was removed, so the next try starts from the beginning.
     """
 
 

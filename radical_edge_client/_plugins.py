@@ -8,11 +8,8 @@ plugin's ``type`` in the edge's manifest.  Their blocking forms
 
 from __future__ import annotations
 
-import base64
 import math
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -22,6 +19,7 @@ from ._client import AsyncPluginClient, register_plugin_client
 from ._errors import BridgeProtocolError, ChildEdgeFailed, HTTPError
 from ._events import EventGap
 from ._http import quote_segment
+from ._staging import AsyncStagingClient
 from ._watch import FINAL_STATES, JobUpdate, watch_job
 
 #: the longest wait one rhapsody request asks for (the plugin's bound; the bridge times requests out at 60 s)
@@ -238,42 +236,6 @@ class AsyncPSIJClient(AsyncPluginClient):
                 if edge_name in await self.bridge.list_edges():
                     return status
                 await anyio.sleep(poll_interval)
-
-
-@register_plugin_client
-class AsyncStagingClient(AsyncPluginClient):
-    """The ``staging`` plugin: small files whole (``put``/``get``, base64 on the wire) and listings.
-
-    Paths are absolute or start with ``~`` (the edge user's home).
-    """
-
-    plugin_type: ClassVar[str] = "staging"
-
-    async def put(self, filename: str, content: bytes | str, *, overwrite: bool = False) -> dict[str, Any]:
-        """Write ``content`` to ``filename`` on the edge; returns ``{path, size}``."""
-        raw = content.encode() if isinstance(content, str) else bytes(content)
-        body = {"filename": filename, "content": base64.b64encode(raw).decode("ascii"), "overwrite": overwrite}
-        return _expect_dict(await self.post_json(self.session_path("put"), json=body), "staging put")
-
-    async def get(self, filename: str) -> bytes:
-        """The content of ``filename`` on the edge, as bytes."""
-        got = await self.post_json(self.session_path("get"), json={"filename": filename})
-        answer = _expect_dict(got, "staging get")
-        try:
-            return base64.b64decode(answer["content"], validate=True)
-        except (KeyError, ValueError, TypeError):
-            raise BridgeProtocolError("staging get: no valid base64 'content' in the answer") from None
-
-    async def list(self, path: str = "~") -> dict[str, Any]:
-        """``{path, entries: [{name, type, size}]}`` of a directory on the edge."""
-        return _expect_dict(await self.post_json(self.session_path("list"), json={"path": path}), "staging list")
-
-    async def put_file(
-        self, local: str | os.PathLike[str], filename: str, *, overwrite: bool = False
-    ) -> dict[str, Any]:
-        """Copy a small local file to ``filename`` on the edge."""
-        content = await anyio.to_thread.run_sync(Path(local).read_bytes)
-        return await self.put(filename, content, overwrite=overwrite)
 
 
 @register_plugin_client

@@ -166,6 +166,20 @@ class StagingClient(PluginClient, wraps=AsyncStagingClient):
     get = blocking(AsyncStagingClient.get)
     list = blocking(AsyncStagingClient.list)
     put_file = blocking(AsyncStagingClient.put_file)
+    roots = blocking(AsyncStagingClient.roots)
+    listdir = blocking(AsyncStagingClient.listdir)
+    stat = blocking(AsyncStagingClient.stat)
+    mkdir = blocking(AsyncStagingClient.mkdir)
+    delete = blocking(AsyncStagingClient.delete)
+    move = blocking(AsyncStagingClient.move)
+    checksum = blocking(AsyncStagingClient.checksum)
+    upload_state = blocking(AsyncStagingClient.upload_state)
+    abandon_upload = blocking(AsyncStagingClient.abandon_upload)
+    commit = blocking(AsyncStagingClient.commit)
+    # (source, remote) and (remote, target), like cp: not the generic PluginClient.upload/download
+    upload = blocking(AsyncStagingClient.upload)  # type: ignore[assignment]
+    download = blocking(AsyncStagingClient.download)  # type: ignore[assignment]
+    copy = blocking(AsyncStagingClient.copy)
 
 
 class RhapsodyClient(PluginClient, wraps=AsyncRhapsodyClient):

@@ -36,6 +36,9 @@ from ._service import EdgeFatalError, EdgeService
 
 log = logging.getLogger("radical_edge.edge")
 
+#: the staging plugin's roots (``--staging-root``), as ``radical_edge_plugins.staging.ROOTS_ENV`` reads them
+STAGING_ROOTS_ENV = "RADICAL_EDGE_STAGING_ROOTS"
+
 _SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -114,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         "512K, 0 for no limit; routes that stream their body are exempt",
     )
     parser.add_argument(
+        "--staging-root",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="a directory the staging plugin may read and write files in (repeat for several; default: ~, "
+        "$SCRATCH if set, and /tmp); nothing outside these roots is reachable",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -157,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("no bridge token found (--token, %s, %s): connecting without one", ENV_TOKEN, args.token_file)
     # the token is in the settings now: the processes this edge starts (jobs, tasks, child edges) must not inherit it
     os.environ.pop(ENV_TOKEN, None)
+    if args.staging_root:
+        # plugin options travel in the environment (the edge never imports a plugin): the staging plugin reads it
+        os.environ[STAGING_ROOTS_ENV] = os.pathsep.join(
+            os.path.abspath(os.path.expanduser(p)) for p in args.staging_root
+        )
     try:
         service = EdgeService(args.name, settings=settings, plugins=args.plugins, max_body_bytes=args.max_body)
     except (PluginSelectionError, ValueError) as exc:
