@@ -23,6 +23,7 @@ export class EdgeTree {
   constructor() {
     this.nodes = new Map(); // name -> node
     this.selected = null;
+    this.autoExpanded = false; // the first topology unfolds a small site (setAll)
     this.selectedPlugin = null;
     this.filterText = "";
     this.root = h("ul.tree", { role: "tree", "aria-label": "Edges" });
@@ -47,6 +48,12 @@ export class EdgeTree {
     const sorted = [...names].sort((a, b) => a.length - b.length || collator.compare(a, b));
     for (const name of sorted) this.upsert(name, edges[name], false);
     this.updateSummary();
+    if (!this.autoExpanded && this.nodes.size) {
+      // a first look at a small site (the demo: one edge) shows the plugins at once; a big one stays folded
+      this.autoExpanded = true;
+      const top = [...this.nodes.values()].filter((node) => this.parentOf(node.name) === null);
+      if (top.length <= 3) for (const node of top) this.toggle(node.name, true);
+    }
   }
 
   upsert(name, state, summary = true) {

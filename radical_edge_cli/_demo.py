@@ -47,6 +47,8 @@ def snippet(url: str, ca: Path, token_file: Path, edge: str, plugins: Collection
     if "psij" in plugins:
         lines.append(f"{cli} submit {edge} --executor local --follow -- sh -c 'hostname; date'")
         lines.append(f"{cli} jobs {edge}")
+    if "staging" in plugins:
+        lines.append(f"{cli} put README.md {edge}:~/staged/   # then: {cli} ls {edge}:~/staged, {cli} get ...")
     lines.append(f"""{sys.executable} - <<'PY'
 from radical_edge_client import BridgeClient
 with BridgeClient() as bc:

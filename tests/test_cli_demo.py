@@ -34,7 +34,7 @@ def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
             if not line:
                 break
             lines.append(line)
-            if line.startswith("Try it"):
+            if line.strip() == "PY":  # the end of the snippet after "Try it from another shell"
                 break
         out = "".join(lines)
         url = re.search(r"portal:\s+(https://\S+?)/\s", out)
@@ -46,14 +46,18 @@ def test_demo_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert token not in out  # the token is never printed
         assert token_file.stat().st_mode & 0o077 == 0
         assert (home / "dev-key.pem").stat().st_mode & 0o077 == 0
+        assert "put README.md local:~/staged/" in out  # the snippet has a line to try the staging verbs
         ctx = ssl.create_default_context(cafile=str(ca))  # verified TLS with the dev CA
         with httpx.Client(base_url=url.group(1), verify=ctx, headers={"Authorization": f"Bearer {token}"}) as c:
             assert c.get("/healthz").json()["status"] == "ok"
             edges = c.get("/edges").json()["edges"]
             assert [e["name"] for e in edges] == ["local"]
-            assert "sysinfo" in edges[0]["plugins"]
+            assert {"sysinfo", "staging", "psij"} <= set(edges[0]["plugins"])
             assert "homedir" in c.get("/local/sysinfo/homedir").json()
-            assert c.get("/").status_code == 200  # the portal page
+            page = c.get("/")  # the portal: the Explorer, never inline script
+            assert page.status_code == 200
+            assert "<title>radical-edge Explorer</title>" in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out + rest
