@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import anyio
 
-from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_TOKEN, InsecureFileError, check_private, load_or_create_token
+from radical_edge_tunnel import (
+    DEFAULT_TOKEN_FILE,
+    ENV_TOKEN,
+    InsecureFileError,
+    check_private,
+    load_or_create_token,
+    tunnel_limits,
+)
 
 from ._config import BridgeConfig
 from ._server import Bridge
@@ -37,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=BridgeConfig.heartbeat_interval,
         help="seconds of edge silence before a ping; an edge silent 3 times as long is dropped (default %(default)s)",
+    )
+    p.add_argument(
+        "--stream-window",
+        type=_window_kib,
+        default=tunnel_limits().initial_window_size // 1024,
+        metavar="KIB",
+        help="how much of one answer an edge may send ahead of the caller, in KiB (default %(default)s); "
+        "smaller: small requests wait less behind a big download on the same edge, big downloads go slower",
     )
     p.add_argument(
         "--client-heartbeat-interval",
@@ -127,8 +143,17 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,
         edge_ttl=args.edge_ttl,
+        tunnel=dataclasses.replace(tunnel_limits(), initial_window_size=args.stream_window * 1024),
         max_disconnected_edges=args.max_disconnected_edges,
     )
+
+
+def _window_kib(text: str) -> int:
+    """argparse type for ``--stream-window``: whole KiB, from 16 to just under the protocol's 2 GiB."""
+    value = _positive_int(text)
+    if not 16 <= value <= (1 << 21) - 1:
+        raise argparse.ArgumentTypeError(f"must be between 16 and {(1 << 21) - 1} KiB, not {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -6,6 +6,7 @@ Every test also checks that the bridge keeps serving other clients afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -15,7 +16,8 @@ import httpx
 import pytest
 
 from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
-from radical_edge_tunnel import HandshakeError, TunnelStream
+from radical_edge_bridge._cli import build_parser, config_from_args
+from radical_edge_tunnel import HandshakeError, TunnelStream, tunnel_limits
 
 from .conftest import TOKEN, running_bridge
 from .test_bridge import echo, http, raw_exchange, start_client, start_edge
@@ -427,3 +429,57 @@ async def test_an_sdk_client_leaving_a_download_early_is_not_an_error(bridge, cl
     assert not any(r.levelno >= logging.ERROR or r.exc_info for r in caplog.records), [
         r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
     ]
+
+
+@pytest.mark.parametrize(("given", "window"), [([], 1024 * 1024), (["--stream-window", "256"], 256 * 1024)])
+def test_the_stream_window_is_a_bridge_option(tmp_path, given, window):
+    """``--stream-window``: how much of one answer an edge may send ahead of the caller (the bridge's receive
+    window per stream, announced in WELCOME); the frames stay 256 KiB."""
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    token.chmod(0o600)
+    args = build_parser().parse_args(["--insecure-no-tls", "--token-file", str(token), *given])
+    config = config_from_args(args)
+    assert config.tunnel.initial_window_size == window
+    assert config.tunnel.max_frame_size == 256 * 1024
+
+
+@pytest.mark.parametrize("bad", ["0", "15", "2097152", "x"])
+def test_a_stream_window_out_of_range_is_refused(bad, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--stream-window", bad])
+    assert "--stream-window" in capsys.readouterr().err
+
+
+async def test_an_edge_sends_no_more_than_the_stream_window_ahead_of_a_caller(tls_files, client_ssl):
+    """A caller that reads nothing: the edge's handler can send one window (and the transport's buffers)
+    ahead, then waits; with a 64 KiB window it has sent far less than with the default 1 MiB."""
+    sent = {}
+    for window in (64 * 1024, 1024 * 1024):
+        config_limits = dataclasses.replace(tunnel_limits(), initial_window_size=window)
+        cert, key = tls_files
+        config = BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, request_timeout=10, tunnel=config_limits)
+        async with running_bridge(config) as b:
+            count = [0]
+            stalled = anyio.Event()
+
+            async def producer(stream: TunnelStream, count=count, stalled=stalled) -> None:
+                await stream.respond(200, [("content-type", "application/octet-stream")])
+                while True:
+                    with anyio.move_on_after(1) as waited:
+                        await stream.send(b"p" * 16384)
+                    if waited.cancelled_caught:
+                        stalled.set()
+                        await anyio.sleep_forever()
+                    count[0] += 16384
+
+            async with running_edge(b, client_ssl, producer):
+                sock = await anyio.connect_tcp(
+                    "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+                )
+                async with sock:
+                    await sock.send(f"GET /e1/echo/big HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n".encode())
+                    with anyio.fail_after(20):
+                        await stalled.wait()  # the caller reads nothing: the edge must stop
+                sent[window] = count[0]
+    assert sent[64 * 1024] < sent[1024 * 1024] - 512 * 1024
