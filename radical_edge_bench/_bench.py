@@ -41,7 +41,7 @@ from typing import Any
 
 import anyio
 
-from radical_edge_cli import ensure_dev_tls
+from radical_edge_cli import DevTLS, ensure_dev_tls
 from radical_edge_tunnel import PURE_PYTHON_ENV, enable_speedups
 
 from . import _layers as layer_costs
@@ -200,6 +200,17 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def bridge_argv(tls: DevTLS, workdir: Path, max_seconds: float) -> list[str]:
+    """The command line of a benchmark's bridge: the real CLI in its own process, on loopback with the dev
+    certificate, quiet; the token comes in the environment (a token file that is never made is named, so no
+    user's ~/.radical token is read)."""
+    return [
+        *[sys.executable, "-m", "radical_edge_bench._procs", "bridge", "--max-seconds", str(max_seconds)],
+        *["--cert", str(tls.cert), "--key", str(tls.key), "--host", HOST, "--log-level", "WARNING"],
+        *["--token-file", str(workdir / "unused.token")],
+    ]
+
+
 class Bench:
     def __init__(self, options: Options, workdir: Path) -> None:
         self.o = options
@@ -242,25 +253,7 @@ class Bench:
         # the bridge: the real CLI, in its own process
         bridge = self.procs["bridge" + suffix] = Proc(
             "bridge" + suffix,
-            [
-                *run,
-                "bridge",
-                *limit,
-                "--cert",
-                str(tls.cert),
-                "--key",
-                str(tls.key),
-                "--host",
-                HOST,
-                "--port",
-                "0",
-                "--log-level",
-                "WARNING",
-                "--request-timeout",
-                "600",
-                "--token-file",
-                str(self.dir / "unused.token"),
-            ],
+            [*bridge_argv(tls, self.dir, self._max_seconds()), "--port", "0", "--request-timeout", "600"],
             env,
             self.dir / f"bridge{suffix}.log",
         )

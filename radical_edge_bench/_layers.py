@@ -72,6 +72,7 @@ from radical_edge_proto import (
     Welcome,
     profile,
 )
+from radical_edge_tunnel import enable_speedups, with_buffered_tls
 
 from ._app import build_app
 
@@ -198,11 +199,8 @@ def hub_pair() -> tuple[Connection, Connection]:
 
 def websocket_masking() -> str:
     """Install the WebSocket accelerators the real carriers install (``WebSocketCarrier`` calls
-    ``radical_edge_tunnel.enable_speedups``, where this version has it); which masking routine is used."""
-    import radical_edge_tunnel  # noqa: PLC0415
-
-    enable = getattr(radical_edge_tunnel, "enable_speedups", None)
-    return str(enable()) if callable(enable) else "pure Python (wsproto)"
+    :func:`radical_edge_tunnel.enable_speedups`); which masking routine is used."""
+    return enable_speedups()
 
 
 def ws_pair() -> tuple[WSProtoConnection, WSConnection]:
@@ -248,18 +246,7 @@ class TLSEnd:
         data = self.obj.read(max_bytes)
         if self.outgoing.pending:  # anyio flushes pending writes after a successful call
             self.outgoing.read()
-        parts = [data]
-        size = len(data)
-        while size < buffered_limit:
-            try:
-                more = self.obj.read(buffered_limit - size)
-            except ssl.SSLError:
-                break
-            if not more:
-                break
-            parts.append(more)
-            size += len(more)
-        return data if len(parts) == 1 else b"".join(parts)
+        return with_buffered_tls(self.obj, data, buffered_limit)  # what the carrier and HTTPChannel do next
 
     # asyncio's SSL protocol (uvicorn), and a plain client
 

@@ -47,7 +47,7 @@ from radical_edge_cli import ensure_dev_tls
 from radical_edge_proto import Notification, PeerRole, profile
 from radical_edge_tunnel import BridgeSettings, Redialer
 
-from ._bench import HOST, Proc, _log, _machine
+from ._bench import HOST, Proc, _log, _machine, bridge_argv
 from ._cli import Options
 from ._load import ResponseReader, request_bytes
 
@@ -104,20 +104,7 @@ class ScaleBench:
             self.env.pop(name, None)
         conns = 2 * self.n
         self.bridge_argv = [
-            *self._run(),
-            "bridge",
-            "--max-seconds",
-            str(self._max_seconds()),
-            "--cert",
-            str(tls.cert),
-            "--key",
-            str(tls.key),
-            "--host",
-            HOST,
-            "--log-level",
-            "WARNING",
-            "--token-file",
-            str(self.dir / "unused.token"),
+            *bridge_argv(tls, self.dir, self._max_seconds()),
             "--max-connections",
             str(max(4096, conns + 256)),
             "--max-connections-per-peer",
