@@ -78,15 +78,15 @@ export async function signIn(token) {
   return request("POST", "/auth", { json: { token } });
 }
 
-/** Whether the browser holds a valid cookie (or the bridge runs without auth). */
+/** Whether the browser holds a valid cookie (or the bridge runs without auth): GET /auth says so. */
 export async function signedIn() {
-  try {
-    await request("HEAD", "/edges", { raw: true }); // a protected route; HEAD: no body to send
-    return true;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return false;
-    throw err;
-  }
+  const answer = await request("GET", "/auth");
+  return Boolean(answer && answer.authenticated === true);
+}
+
+/** Sign out: DELETE /auth clears the cookie in this browser. */
+export async function signOut() {
+  return request("DELETE", "/auth");
 }
 
 export function edgePath(edge, plugin, rest = "") {

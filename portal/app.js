@@ -4,7 +4,7 @@
 // A plugin page is the plugin's module from /plugins/{type}.js (this origin only) when the bridge has one,
 // else it is built from the plugin's ui_config.
 
-import { ApiError, PluginApi, onUnauthorized, postJSON, request, signIn, signedIn } from "./api.js";
+import { ApiError, PluginApi, onUnauthorized, postJSON, request, signIn, signOut, signedIn } from "./api.js";
 import * as dom from "./dom.js";
 import { badge, card, confirmDialog, errorText, facts, fmtTime, h, note, setText, toast } from "./dom.js";
 import { EventFeed } from "./events.js";
@@ -118,6 +118,15 @@ class Explorer {
 
   // ---------------------------------------------------------------- the shell
 
+  async signOut() {
+    try {
+      await signOut();
+    } catch (err) {
+      console.warn("sign-out failed", err);
+    }
+    this.showLogin("Signed out. Sign in again with the bridge token.");
+  }
+
   start() {
     this.stop();
     this.started = true;
@@ -131,6 +140,7 @@ class Explorer {
       h("span.topbar-spacer"),
       this.counts,
       this.connBadge,
+      h("button.signout", { type: "button", on: { click: () => this.signOut() } }, "Sign out"),
     );
     this.main = h("main.content", { id: "main", tabindex: "-1" });
     this.sidebar = h("aside.sidebar", this.tree.el);

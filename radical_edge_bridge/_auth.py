@@ -61,3 +61,11 @@ def session_cookie(token: str, *, secure: bool) -> bytes:
     if secure:
         parts.append("Secure")
     return "; ".join(parts).encode()
+
+
+def clear_session_cookie(*, secure: bool) -> bytes:
+    """A Set-Cookie value that removes the session cookie from the browser."""
+    parts = [f"{COOKIE_NAME}=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=0"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode()

@@ -29,7 +29,7 @@ from radical_edge_proto import profile
 from radical_edge_proto.profile import error_body
 from radical_edge_tunnel import Carrier, TunnelStream, WebSocketCarrier
 
-from ._auth import Authenticator, session_cookie
+from ._auth import Authenticator, clear_session_cookie, session_cookie
 from ._clients import ClientHub
 from ._config import BridgeConfig
 from ._edgehub import EdgeHub
@@ -226,6 +226,8 @@ class Bridge:
                 Route.make("GET", "/", self._index, public=True),
                 Route.make("GET", "/healthz", self._healthz, public=True),
                 Route.make("POST", "/auth", self._auth_route, public=True),
+                Route.make("GET", "/auth", self._auth_status, public=True),
+                Route.make("DELETE", "/auth", self._sign_out, public=True),
                 Route.make("GET", "/plugins/{name}.js", self._portal_module, public=True, name=_PLUGIN_NAME.pattern),
                 Route.make("GET", "/portal/{file}", self._portal_file, public=True, file=_PORTAL_FILE.pattern),
                 Route.make("GET", "/edges", self._edges),
@@ -340,6 +342,19 @@ class Bridge:
             await channel.send_json(200, {"authenticated": True}, extra=[(b"set-cookie", cookie)])
         else:
             await channel.send_error(401, "wrong token")
+
+    async def _auth_status(
+        self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str
+    ) -> None:
+        """Whether this request's credential (cookie or bearer token) is good: the portal asks before it shows
+        the sign-in form, without a 401 in the browser's console.  Says nothing else."""
+        await channel.send_json(200, {"authenticated": self.auth.check_headers(request.headers)})
+
+    async def _sign_out(self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str) -> None:
+        """Clear the portal's cookie in this browser (the token itself stays valid: it is the bridge's)."""
+        await channel.drain_body(64 * 1024)
+        cleared = clear_session_cookie(secure=not self.config.insecure_no_tls)
+        await channel.send_json(200, {"authenticated": False}, extra=[(b"set-cookie", cleared)])
 
     async def _disconnect_route(
         self, channel: Exchange, request: RequestHead, params: Mapping[str, str], query: str

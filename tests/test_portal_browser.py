@@ -137,6 +137,22 @@ def test_a_wrong_token_shows_the_error_and_the_token_is_never_stored(live: LiveS
     page.reload()
     page.wait_for_selector(f'li.edge[data-edge="{EDGE}"]')
     assert page.locator("#token").count() == 0
+    # signing out clears the cookie: the form again, and again after a reload
+    page.click("button.signout")
+    page.wait_for_selector("#token")
+    assert not [c for c in tab.context.cookies() if c["name"] == "radical_edge_token"]
+    page.reload()
+    page.wait_for_selector("#token")
+
+
+def test_the_first_load_asks_without_a_401(live: LiveSystem, tab: Page) -> None:
+    """A new visitor's first page load asks GET /auth: the browser's console shows no failed request."""
+    page = tab.page
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(live.url + "/")
+    page.wait_for_selector("#token")
+    assert failed == []
 
 
 # ---------------------------------------------------------------- topology

@@ -154,6 +154,24 @@ async def test_the_data_routes_stay_protected_and_take_the_cookie(bridge: Bridge
         assert (await browser.post("/edge/list")).status_code == 200
 
 
+async def test_get_auth_says_whether_the_caller_is_signed_in_and_delete_signs_out(bridge: Bridge, client_ssl) -> None:
+    """The portal asks ``GET /auth`` before it shows the sign-in form (no 401 in the browser's console), and
+    ``DELETE /auth`` clears its cookie; neither says anything but the caller's own state."""
+    async with client(bridge, client_ssl) as anonymous:
+        answer = await anonymous.get("/auth")
+        assert (answer.status_code, answer.json()) == (200, {"authenticated": False})
+        wrong = await anonymous.get("/auth", headers={"Cookie": "radical_edge_token=nope"})
+        assert wrong.json() == {"authenticated": False}
+        signed = await anonymous.post("/auth", json={"token": TOKEN})
+    token_cookie = signed.headers["set-cookie"].split(";")[0]
+    async with client(bridge, client_ssl, cookie=token_cookie) as browser:
+        assert (await browser.get("/auth")).json() == {"authenticated": True}
+        out = await browser.delete("/auth")
+        assert (out.status_code, out.json()) == (200, {"authenticated": False})
+        cleared = {p.strip() for p in out.headers["set-cookie"].split(";")}
+        assert {"radical_edge_token=", "Max-Age=0", "HttpOnly", "Path=/"} <= cleared
+
+
 # ---------------------------------------------------------------- rules the portal's code keeps
 
 
