@@ -144,8 +144,20 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
+#: on every answer forwarded from an edge.  The bridge's origin is the portal's, where the sign-in cookie
+#: works: a page an edge serves (a plugin's HTML, a staged file a browser would render), opened there, must
+#: not run script with that cookie.  ``sandbox`` gives it a unique origin and no scripts (added to whatever
+#: policy the edge sends: a browser enforces every policy it gets), ``nosniff`` stops a browser from reading
+#: a body as HTML or script against its declared type.  JSON, downloads and fetch() callers are unaffected.
+ISOLATION_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", b"sandbox"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+
 async def _start(channel: Exchange, stream: TunnelStream, response: ResponseReceived) -> None:
     headers = [(n, v) for n, v in response.headers if n not in profile.HOP_RESPONSE_HEADERS]
+    headers += [h for h in ISOLATION_HEADERS if h not in headers]
     if not any(n == b"content-length" for n, _ in headers) and not response.end_stream:
         headers.append((b"transfer-encoding", b"chunked"))
     # a body that is already here leaves together with the head

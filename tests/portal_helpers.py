@@ -159,8 +159,10 @@ class FakeEdge:
         async for chunk in stream:
             body += chunk
         status, answer = self.routes(request.method, request.path, bytes(body))
-        raw = json.dumps(answer).encode()
-        await stream.respond(status, [("content-type", "application/json"), ("content-length", str(len(raw)))])
+        # bytes are sent as a page (text/html), anything else as JSON
+        kind = "text/html; charset=utf-8" if isinstance(answer, bytes) else "application/json"
+        raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        await stream.respond(status, [("content-type", kind), ("content-length", str(len(raw)))])
         await stream.send(raw, end_stream=True)
 
     async def _run(self) -> None:

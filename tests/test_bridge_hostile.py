@@ -483,3 +483,23 @@ async def test_an_edge_sends_no_more_than_the_stream_window_ahead_of_a_caller(tl
                         await stalled.wait()  # the caller reads nothing: the edge must stop
                 sent[window] = count[0]
     assert sent[64 * 1024] < sent[1024 * 1024] - 512 * 1024
+
+
+async def test_every_forwarded_answer_is_sandboxed_for_browsers(bridge, client_ssl):
+    """An edge's page, opened in a browser through the bridge, gets no script and no access to the bridge's
+    origin (where the portal's cookie works): the bridge adds CSP sandbox and nosniff to every forwarded
+    answer, on top of the edge's own headers."""
+
+    async def html(stream: TunnelStream) -> None:
+        async for _ in stream:
+            pass
+        body = b"<script>alert(1)</script>"
+        head = [("content-type", "text/html"), ("content-length", str(len(body)))]
+        await stream.respond(200, [*head, ("content-security-policy", "img-src *")])
+        await stream.send(body, end_stream=True)
+
+    async with running_edge(bridge, client_ssl, html), http(bridge, client_ssl) as client:
+        r = await client.get("/e1/echo/page.html")
+    assert r.status_code == 200
+    assert r.headers.get_list("content-security-policy") == ["img-src *", "sandbox"]
+    assert r.headers["x-content-type-options"] == "nosniff"

@@ -442,6 +442,30 @@ def test_a_plugin_without_a_module_gets_a_page_from_its_ui_config(live: LiveSyst
         live.portal.call(gadget.aclose)
 
 
+def test_a_page_an_edge_serves_runs_no_script_in_the_bridges_origin(live: LiveSystem, tab: Page) -> None:
+    """An edge answers with HTML that would use the signed-in browser's cookie; opened through the bridge it
+    is sandboxed (the bridge adds ``Content-Security-Policy: sandbox``): its script never runs."""
+    page_html = (
+        b"<!doctype html><title>edge page</title><p id=p>static text</p>"
+        b"<script>document.title = 'pwned'; fetch('/bridge/terminate', {method: 'POST'});</script>"
+    )
+    evil = live.add_edge("evil", manifest("web"), lambda method, path, body: (200, page_html))
+    try:
+        page = tab.page
+        login(page, live.url)
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url))
+        page.goto(live.url + "/evil/web/index.html")
+        page.locator("#p", has_text="static text").wait_for()
+        page.wait_for_timeout(300)
+        assert page.title() == "edge page"  # the script did not run
+        assert not [u for u in seen if u.endswith("/bridge/terminate")]
+        page.goto(live.url + "/healthz")
+        assert '"status":"ok"' in page.content().replace(" ", "")  # the bridge was not terminated
+    finally:
+        live.portal.call(evil.aclose)
+
+
 def test_the_content_security_policy_blocks_inline_and_foreign_scripts(live: LiveSystem, tab: Page) -> None:
     page = tab.page
     login(page, live.url)
