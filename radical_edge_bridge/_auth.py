@@ -36,14 +36,29 @@ class Authenticator:
             return True
         return self.check_secret(credential_from_headers(headers))
 
+    def check_bearer(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """The bearer token alone (no cookie): for WebSocket upgrades, which a browser page on any site can
+        start with the bridge's cookie attached, but never with an Authorization header."""
+        if self._token is None:
+            return True
+        return self.check_secret(bearer_from_headers(headers))
 
-def credential_from_headers(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The bearer token or the auth cookie, whichever the request carries."""
+
+def bearer_from_headers(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The ``Authorization: Bearer`` token, if the request carries one."""
     for name, value in headers:
         if name == b"authorization":
             scheme, _, rest = value.partition(b" ")
             if scheme.lower() == b"bearer":
                 return rest.strip()
+    return None
+
+
+def credential_from_headers(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The bearer token or the auth cookie, whichever the request carries."""
+    bearer = bearer_from_headers(headers)
+    if bearer is not None:
+        return bearer
     for name, value in headers:
         if name == b"cookie":
             try:

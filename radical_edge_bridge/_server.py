@@ -415,7 +415,9 @@ class Bridge:
             await channel.send_error(404, f"no WebSocket endpoint at {path!r}")
             return None
         headers = list(request.headers)
-        if not self.auth.check_headers(headers):
+        # edges and SDK clients send the bearer token; the portal's cookie is no credential here (a page on
+        # another site could open a WebSocket to the bridge with it: cross-site WebSocket hijacking)
+        if not self.auth.check_bearer(headers):
             await _unauthorized(channel)
             return None
         key = next((v for n, v in headers if n == b"sec-websocket-key"), None)

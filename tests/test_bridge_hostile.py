@@ -503,3 +503,33 @@ async def test_every_forwarded_answer_is_sandboxed_for_browsers(bridge, client_s
     assert r.status_code == 200
     assert r.headers.get_list("content-security-policy") == ["img-src *", "sandbox"]
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/connect", "/register"])
+async def test_a_websocket_upgrade_needs_the_bearer_token_not_the_cookie(bridge, client_ssl, path):
+    """A page on any site can open a WebSocket to the bridge and the browser may attach the portal's cookie:
+    the cookie is no credential for an upgrade (cross-site WebSocket hijacking); the bearer token is."""
+    upgrade = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Origin: https://evil.example\r\n"
+    )
+    cookie = f"Cookie: radical_edge_token={TOKEN}\r\n"
+    with_cookie = await raw_exchange_head(bridge, client_ssl, (upgrade + cookie + "\r\n").encode())
+    assert with_cookie.startswith(b"HTTP/1.1 401 ")
+    with_bearer = await raw_exchange_head(bridge, client_ssl, (upgrade + AUTH + "\r\n").encode())
+    assert with_bearer.startswith(b"HTTP/1.1 101 ")
+
+
+async def raw_exchange_head(b: Bridge, client_ssl, request: bytes) -> bytes:
+    """Send ``request`` and return the answer's head (the connection then stays open: read only the head)."""
+    stream = await anyio.connect_tcp(
+        "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+    )
+    async with stream:
+        await stream.send(request)
+        data = b""
+        with anyio.fail_after(5):
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+    return data
