@@ -64,6 +64,10 @@ class BridgeConfig:
     #: most disconnected edges remembered at once; past it the longest-disconnected are forgotten first, so a
     #: flood of names cannot grow memory within the TTL (each entry holds its manifest, at most a frame).
     max_disconnected_edges: int = 10_000
+    #: wrong credentials (token, cookie, POST /auth) one peer address may send per window before it gets 429
+    #: for the rest of that window (see ``_throttle.py``): a guesser gets 10 tries a minute
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0
     #: bytes of encoded events the replay ring holds at most (besides ``event_ring_size`` events); the
     #: oldest go first, and a replay from before them reports a gap.  16 MiB: thousands of ordinary events.
     event_ring_bytes: int = 16 * 1024 * 1024

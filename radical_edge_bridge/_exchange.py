@@ -24,6 +24,8 @@ class RequestHead:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     has_body: bool
+    #: the caller's address (HTTP), for the wrong-credential throttle; "" for an SDK client's stream
+    peer: str = ""
 
 
 class Exchange(Protocol):

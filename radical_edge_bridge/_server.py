@@ -29,7 +29,7 @@ from radical_edge_proto import profile
 from radical_edge_proto.profile import error_body
 from radical_edge_tunnel import Carrier, TunnelStream, WebSocketCarrier
 
-from ._auth import Authenticator, clear_session_cookie, session_cookie
+from ._auth import Authenticator, bearer_from_headers, clear_session_cookie, credential_from_headers, session_cookie
 from ._clients import ClientHub
 from ._config import BridgeConfig
 from ._edgehub import EdgeHub
@@ -41,6 +41,7 @@ from ._listener import ConnectionGate, ConnectionServer, HandshakeSlots, socket_
 from ._metrics import Metrics
 from ._registry import RESERVED_NAMES, EdgeRegistry
 from ._routes import Route, RouteTable
+from ._throttle import AuthThrottle
 
 log = logging.getLogger("radical_edge.bridge")
 
@@ -80,6 +81,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.auth = Authenticator(config.token)
+        self.throttle = AuthThrottle(config.auth_max_failures, config.auth_failure_window)
         self.events = EventHub(
             config.event_ring_size, config.subscriber_queue, config.event_ring_bytes, snapshot=self.topology
         )
@@ -216,7 +218,7 @@ class Bridge:
             return None
         if _is_websocket(headers):
             return await self._websocket(channel, request, urlsplit(target.decode("latin-1")).path)
-        head = RequestHead(request.method, target, headers, request_has_body(request))
+        head = RequestHead(request.method, target, headers, request_has_body(request), _peer(channel.stream))
         await self.dispatch(channel, head, authenticated=False)
         return None
 
@@ -249,8 +251,7 @@ class Bridge:
                 raise BadRequest(400, "the request target must be a path")
             found = self.routes.find(method, path)
             public = found is not None and found.public
-            if not (authenticated or public or self.auth.check_headers(head.headers)):
-                await _unauthorized(exchange)
+            if not (authenticated or public) and not await self._check_credential(exchange, head.headers, head.peer):
                 return
             if found is None:
                 await self._forward_route(exchange, head, path)
@@ -265,6 +266,22 @@ class Bridge:
             await exchange.send_error(413, str(exc), close=True)
         except BadRequest as exc:
             await exchange.send_error(exc.status, exc.detail, close=True)
+
+    async def _check_credential(
+        self, exchange: Exchange, headers: list[tuple[bytes, bytes]], peer: str, *, bearer_only: bool = False
+    ) -> bool:
+        """True if the request's credential is good; else answered: 401, or 429 for a peer that sent too many
+        wrong ones lately (it is then not even checked, so a right guess is not confirmed)."""
+        presented = (bearer_from_headers if bearer_only else credential_from_headers)(headers) is not None
+        if presented and peer and (wait := self.throttle.retry_after(peer)) is not None:
+            await _too_many_failures(exchange, wait)
+            return False
+        if self.auth.check_bearer(headers) if bearer_only else self.auth.check_headers(headers):
+            return True
+        if presented and peer:
+            self.throttle.failed(peer)
+        await _unauthorized(exchange)
+        return False
 
     # ---------------------------------------------------------------- the bridge's own routes
 
@@ -337,10 +354,14 @@ class Bridge:
             token = json.loads(body or b"{}").get("token")
         except (ValueError, AttributeError, RecursionError):
             raise BadRequest(400, 'body must be JSON {"token": "..."}') from None
-        if not self.auth.enabled or (isinstance(token, str) and self.auth.check_secret(token)):
+        if request.peer and (wait := self.throttle.retry_after(request.peer)) is not None:
+            await _too_many_failures(channel, wait)
+        elif not self.auth.enabled or (isinstance(token, str) and self.auth.check_secret(token)):
             cookie = session_cookie(token or "", secure=not self.config.insecure_no_tls)
             await channel.send_json(200, {"authenticated": True}, extra=[(b"set-cookie", cookie)])
         else:
+            if request.peer:
+                self.throttle.failed(request.peer)
             await channel.send_error(401, "wrong token")
 
     async def _auth_status(
@@ -417,8 +438,7 @@ class Bridge:
         headers = list(request.headers)
         # edges and SDK clients send the bearer token; the portal's cookie is no credential here (a page on
         # another site could open a WebSocket to the bridge with it: cross-site WebSocket hijacking)
-        if not self.auth.check_bearer(headers):
-            await _unauthorized(channel)
+        if not await self._check_credential(channel, headers, _peer(channel.stream), bearer_only=True):
             return None
         key = next((v for n, v in headers if n == b"sec-websocket-key"), None)
         if key is None:
@@ -438,6 +458,20 @@ async def _send_portal_file(channel: Exchange, name: str, *, missing: str | None
         return
     content_type = _CONTENT_TYPES[name.rpartition(".")[2]]
     await channel.send_bytes(200, body, content_type, PORTAL_HEADERS)
+
+
+def _peer(stream: anyio.abc.ByteStream) -> str:
+    """The caller's IP address ("" if the stream has none, e.g. a Unix socket)."""
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    return str(address[0]) if isinstance(address, tuple) and address else ""
+
+
+async def _too_many_failures(channel: Exchange, wait: int) -> None:
+    await channel.send_bytes(
+        429,
+        error_body(429, f"too many wrong credentials from this address; try again in {wait} s"),
+        extra=[(b"retry-after", str(wait).encode())],
+    )
 
 
 async def _unauthorized(channel: Exchange) -> None:
