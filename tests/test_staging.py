@@ -754,3 +754,92 @@ async def test_the_blocking_staging_client(tmp_path: Path, tls: TLSFiles) -> Non
         await anyio.to_thread.run_sync(script)
         assert (s.e2root / "c.bin").read_bytes() == data
     assert (tmp_path / "back.bin").read_bytes() == data
+
+
+async def test_hostile_requests_get_4xx_never_500(tmp_path: Path, tls: TLSFiles) -> None:
+    """Requests a token holder can send that used to end in a 500 (an exception the plugin did not expect)."""
+    async with site(tmp_path, tls) as s, s.client() as bridge, s.http() as http:
+        st = await staging(bridge)
+        put = f"/e1/staging/put/{st.sid}"
+        # JSON nested deeper than the parser's recursion limit, well within the size limit
+        r = await http.post(put, content=b"[" * 100_000 + b"]" * 100_000)
+        assert r.status_code == 400, r.text
+        # a lone surrogate in a JSON string: no file name can be made of it
+        for name in ("~/\\ud800", "~/\\udcff"):
+            body = '{"filename": "' + name + '", "content": ""}'
+            r = await http.post(put, content=body.encode(), headers={"content-type": "application/json"})
+            assert r.status_code == 400, (name, r.text)
+        assert os.listdir(s.r1) == []
+        # a name that is not UTF-8 (made by the edge user) does not break the listing of its directory
+        (s.r1 / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x")
+        r = await http.get(f"/e1/staging/list/{st.sid}", params={"path": "~"})
+        assert r.status_code == 200, r.text
+        assert [e["name"] for e in r.json()["entries"]] == ["caf\\xe9.txt"]
+        # a Range number longer than int() converts
+        (s.r1 / "f.bin").write_bytes(b"0123456789")
+        r = await http.get(
+            f"/e1/staging/file/{st.sid}", params={"path": "~/f.bin"}, headers={"Range": "bytes=" + "9" * 5000 + "-"}
+        )
+        assert r.status_code == 416, r.text
+
+
+async def test_the_base64_routes_hold_few_files_in_memory_at_once(tmp_path: Path, tls: TLSFiles) -> None:
+    """Each ``put`` holds its body, the parsed JSON and the decoded file (some 4x the file, 8 MiB by default)
+    while it works; 128 at once (the tunnel's streams) would be gigabytes.  A few run at a time."""
+    async with site(tmp_path, tls) as s, s.client() as bridge, s.http() as http:
+        st = await staging(bridge)
+        plugin = s.plugins["e1"]
+        running, most = 0, 0
+
+        def slow_put(filename: str, content: bytes, overwrite: bool) -> dict[str, Any]:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            time.sleep(0.2)
+            running -= 1
+            return {"path": filename, "size": len(content), "sha256": sha(content)}
+
+        plugin._put_whole = slow_put  # type: ignore[method-assign]
+
+        async def one(i: int) -> None:
+            r = await http.post(f"/e1/staging/put/{st.sid}", json={"filename": f"~/p{i}", "content": "eA=="})
+            assert r.status_code == 200, r.text
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(one, i)
+        assert 1 <= most <= 4
+
+
+async def test_a_resume_that_leaves_much_to_hash_takes_a_hashing_slot(tmp_path: Path, tls: TLSFiles) -> None:
+    """A partial file made of a big file already on the edge (moved onto the partial name), then "resumed"
+    with no bytes: finishing hashes all of it from disk.  That is hashing like a checksum's, so it waits for
+    one of the few hashing slots instead of taking one of the worker threads every plugin shares."""
+    async with site(tmp_path, tls, max_hashing=1) as s, s.client() as bridge, s.http() as http:
+        st = await staging(bridge)
+        size = 64 * MiB
+        with (s.r1 / "big.bin").open("wb") as fh:
+            fh.truncate(size)  # sparse: quick to make and to hash
+        await st.move("~/big.bin", "~/.x.radical-partial")
+        plugin = s.plugins["e1"]
+        done = anyio.Event()
+        answer: list[httpx.Response] = []
+
+        async def resume() -> None:
+            answer.append(
+                await http.put(
+                    f"/e1/staging/upload/{st.sid}",
+                    params={"path": "~/x", "offset": size, "commit": "false"},
+                    content=b"",
+                )
+            )
+            done.set()
+
+        # a checksum of some huge file holds the one slot
+        async with anyio.create_task_group() as tg, plugin._hash_slots:
+            tg.start_soon(resume)
+            with anyio.move_on_after(1):
+                await done.wait()
+            assert not done.is_set(), answer[0].text if answer else ""
+        assert answer[0].status_code == 200, answer[0].text
+        assert answer[0].json()["sha256"] == hashlib.sha256(bytes(size)).hexdigest()

@@ -9,9 +9,17 @@ the directory it opened (shown by swapping between the walk and the write).
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import stat
+import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from radical_edge_plugins.staging import StagingPlugin, _paths, default_roots
 from radical_edge_plugins.staging._paths import PathRefused, Roots, rename_noreplace
@@ -227,6 +235,11 @@ def test_long_names_get_a_short_partial_name() -> None:
         ("bytes=10-", 10, RangeNotSatisfiable),
         ("bytes=-0", 10, RangeNotSatisfiable),
         ("bytes=0-", 0, RangeNotSatisfiable),
+        # numbers past int()'s 4300 digits (a ValueError: 500) within the 64 KiB header block
+        ("bytes=" + "9" * 5000 + "-", 10, RangeNotSatisfiable),
+        ("bytes=0-" + "9" * 5000, 10, (0, 10)),
+        ("bytes=-" + "9" * 5000, 10, (0, 10)),
+        ("bytes=" + "0" * 5000 + "5-", 10, (5, 10)),
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: object) -> None:
@@ -248,3 +261,229 @@ def test_roots_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert [r.path for r in plugin.roots] == [str(tmp_path)]  # the missing one is left out
     with pytest.raises(ValueError, match="none of the staging roots"):
         StagingPlugin(roots=[tmp_path / "missing"])
+
+
+# ---------------------------------------------------------------- the hostile review: each test is one attack
+
+
+def plugin_for(tree: dict[str, Path]) -> StagingPlugin:
+    return StagingPlugin(roots=[tree["root"]], home=str(tree["root"]))
+
+
+def test_a_partial_file_someone_else_owns_is_never_written_or_committed(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a shared root (``/tmp``) another user can plant ``.NAME.radical-partial``: an upload must not write
+    the caller's data into that user's file, nor ``commit`` put that user's file in place."""
+    root = tree["root"]
+    planted = root / partial_name("x")
+    planted.write_bytes(b"theirs")
+    planted.chmod(0o666)
+    mine = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: mine + 1)  # the planted file now belongs to someone else
+    plugin = plugin_for(tree)
+    with plugin.roots.resolve(f"{root}/x") as target:
+        for offset in (0, 6):
+            upload = Upload(target, plugin.locks, plugin.cache, offset=offset, size=None)
+            with pytest.raises(PathRefused) as info:
+                upload.open()
+            assert info.value.status == 403
+            assert upload.fd == -1
+    with pytest.raises(PathRefused) as info:
+        plugin._commit(f"{root}/x", None, False)
+    assert info.value.status == 403
+    assert planted.read_bytes() == b"theirs"  # neither truncated nor written
+    assert not (root / "x").exists()
+    # a partial file the upload makes itself is its own, whatever owner the file system reports for it
+    # (an NFS mount whose id mapping fails shows every file as nobody's)
+    assert plugin._put_whole(f"{root}/y", b"mine", False)["size"] == 4
+    assert (root / "y").read_bytes() == b"mine"
+
+
+def test_committing_a_fifo_under_the_partial_name_does_not_hang(tree: dict[str, Path]) -> None:
+    root = tree["root"]
+    fifo = root / partial_name("x")
+    os.mkfifo(fifo)
+    plugin = plugin_for(tree)
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(_catch(plugin._commit, f"{root}/x", None, False)))
+    worker.start()
+    worker.join(3)
+    if worker.is_alive():  # blocked in open(): let it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(3)
+        pytest.fail("commit blocked opening a FIFO planted under the partial name")
+    assert isinstance(outcome[0], PathRefused)
+    assert outcome[0].status == 403
+
+
+def _catch(func: Any, *args: Any) -> object:
+    try:
+        return func(*args)
+    except PathRefused as exc:
+        return exc
+
+
+def test_the_partial_file_of_a_running_upload_cannot_be_swapped(tree: dict[str, Path]) -> None:
+    """Another caller moving a file onto (or deleting, or uploading to) the partial file of a running upload
+    would make the upload put *that* file in place while it answers with the hash of its own bytes."""
+    root = tree["root"]
+    plugin = plugin_for(tree)
+    (root / "evil").write_bytes(b"evil")
+    partial = partial_name("x")
+    with plugin.roots.resolve(f"{root}/x") as target:
+        upload = Upload(target, plugin.locks, plugin.cache, offset=0, size=None)
+        upload.open()
+        try:
+            upload.write([b"good"])
+            for attempt in (
+                lambda: plugin._move(f"{root}/evil", f"{root}/{partial}", True),
+                lambda: plugin._move(f"{root}/{partial}", f"{root}/elsewhere", False),
+                lambda: plugin._delete(f"{root}/{partial}", False),
+                lambda: plugin._start_upload(f"{root}/{partial}", 0, None, True, False),
+            ):
+                with pytest.raises(PathRefused) as info:
+                    attempt()
+                assert info.value.status == 409
+                assert "in progress" in info.value.detail
+            # swapped behind the edge's back (a local process): the commit notices, before and after the rename
+            os.replace(root / "evil", root / partial)
+            digest = upload.finish_hash()
+            with pytest.raises(PathRefused) as info:
+                upload.commit(overwrite=False)
+            assert info.value.status == 409
+        finally:
+            upload.close()
+    assert digest == hashlib.sha256(b"good").hexdigest()
+    assert not (root / "x").exists()  # the planted file was not put in place under the upload's name
+    assert (root / partial).read_bytes() == b"evil"
+
+
+def test_no_name_shares_its_partial_file_with_another() -> None:
+    """A long name's partial file is named by a hash; a name that *is* such a hash must not get the same one
+    (it would share the long name's partial file: resume into it, commit it)."""
+    long = "n" * 250
+    hashed = hashlib.sha256(long.encode()).hexdigest()[:40]
+    assert partial_name(hashed) != partial_name(long)
+    assert partial_name(hashed) == partial_name(hashed)
+    assert len(partial_name(hashed).encode()) <= 255
+
+
+def test_paths_are_never_logged_raw(tree: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    root = tree["root"]
+    plugin = plugin_for(tree)
+    caplog.set_level(logging.DEBUG, "radical_edge.plugins.staging")
+    forged = "x\nWARNING forged"
+    plugin._put_whole(f"{root}/{forged}", b"data", False)
+    plugin._move(f"{root}/{forged}", f"{root}/{forged}2", False)
+    plugin._delete(f"{root}/{forged}2", False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3
+    assert not any("\n" in m for m in messages), messages
+
+
+def test_paths_that_are_not_unicode_are_refused_and_names_that_are_not_utf8_are_listed(
+    tree: dict[str, Path],
+) -> None:
+    """A JSON body can carry lone surrogates: ``\\ud800`` cannot even be encoded (500), ``\\udcff`` makes a
+    name that is not UTF-8, and a listing with such a name in it could not be sent as JSON (500 for every
+    listing of that directory, the portal's ``~`` included)."""
+    root = tree["root"]
+    roots = Roots([root], home=str(root))
+    for bad in ("~/\ud800", f"{root}/\udcff", "\udcff/x"):
+        assert refused(roots, bad, create=True).status == 400
+    assert not [p for p in os.listdir(os.fsencode(root)) if b"\xff" in p]
+    (root / os.fsdecode(b"bad-\xff\n")).write_bytes(b"x")  # made by the edge user, not through the API
+    plugin = plugin_for(tree)
+    listing = plugin._list(str(root))
+    json.dumps(listing, ensure_ascii=False).encode("utf-8")  # what the HTTP answer does
+    assert "bad-\\xff\n" in [e["name"] for e in listing["entries"]]
+
+
+def test_a_path_longer_than_path_max_is_refused_before_anything_is_made(tree: dict[str, Path]) -> None:
+    root = tree["root"]
+    deep = "a/" * 3000 + "f"  # one put would make 3000 nested directories
+    try:
+        assert refused(Roots([root]), deep, create=True).status == 400
+        assert not (root / "a").exists()
+    finally:  # (too deep for pytest's clean-up)
+        subprocess.run(["rm", "-rf", str(root / "a")], check=False)
+
+
+def test_a_recursive_delete_walks_any_depth_by_descriptor(tree: dict[str, Path]) -> None:
+    """Python 3.11's ``shutil.rmtree`` recurses once per level (RecursionError past ~1000: a 500 after
+    deleting part of the tree); the delete holds a bounded number of descriptors at any depth and never
+    follows a symlink or blocks on a FIFO inside the tree."""
+    root = tree["root"]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1200):  # deeper than any path can be written (PATH_MAX)
+            os.mkdir("deep", dir_fd=fd)
+            nxt = os.open("deep", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.symlink(str(tree["outside"]), "out", dir_fd=fd)
+        os.mkfifo("fifo", dir_fd=fd)
+        with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd), "wb") as fh:
+            fh.write(b"x")
+    finally:
+        os.close(fd)
+    plugin = plugin_for(tree)
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        assert plugin._delete(f"{root}/deep", True) == {"path": f"{root}/deep", "removed": "dir"}
+    finally:  # (pytest's own clean-up of old temporary directories is shutil.rmtree: it cannot remove this tree)
+        subprocess.run(["rm", "-rf", str(root / "deep")], check=False)
+    assert not (root / "deep").exists()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert (tree["outside"] / "secret").read_bytes() == b"secret"
+
+
+@pytest.mark.anyio
+async def test_hashing_takes_a_few_worker_threads_at_most(tree: dict[str, Path]) -> None:
+    """Every checksum of a different large file would otherwise hold one of the edge's 40 worker threads
+    for as long as it hashes: a caller asking for 40 of them would stall every plugin's file work."""
+    plugin = plugin_for(tree)
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_digest(fd: int, info: os.stat_result) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return "0" * 64
+
+    plugin.cache.digest = slow_digest  # type: ignore[method-assign]
+    infos = []
+    for i in range(8):
+        (tree["root"] / f"h{i}").write_bytes(b"x" * i)
+        infos.append(os.stat(tree["root"] / f"h{i}"))
+    async with anyio.create_task_group() as tg:
+        for info in infos:
+            tg.start_soon(plugin._digest, -1, info)
+    assert 1 <= most <= 2
+
+
+def test_a_partial_file_stays_private_when_its_commit_is_refused(tree: dict[str, Path]) -> None:
+    root = tree["root"]
+    plugin = plugin_for(tree)
+    umask = os.umask(0o022)
+    try:
+        with plugin.roots.resolve(f"{root}/x") as target:
+            upload = Upload(target, plugin.locks, plugin.cache, offset=0, size=None)
+            upload.open()
+            try:
+                upload.write([b"private"])
+                upload.finish_hash()
+                (root / "x").write_bytes(b"someone else's")
+                with pytest.raises(PathRefused):
+                    upload.commit(overwrite=False)  # 409: kept for a later commit
+            finally:
+                upload.close()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((root / partial_name("x")).stat().st_mode) == 0o600

@@ -42,7 +42,6 @@ import math
 import os
 import posixpath
 import re
-import shutil
 import stat
 import time
 import urllib.parse
@@ -55,20 +54,23 @@ from starlette.requests import ClientDisconnect
 
 from radical_edge_edge import Plugin, Session, caller_of, current_session, streaming_body
 
-from ._paths import PathRefused, Roots, Target, fsync_dir, refusal, rename_noreplace
+from ._paths import PathRefused, Roots, Target, fsync_dir, refusal, remove_tree, rename_noreplace
 from ._transfer import (
     CHUNK,
     ChecksumCache,
     FileStream,
     Locks,
+    PartialReplaced,
     RangeNotSatisfiable,
     Upload,
     abandon_partial,
     commit_partial,
-    lock_key,
+    name_keys,
+    owned_by_us,
     parse_range,
     partial_name,
     partial_state,
+    upload_keys,
     version_key,
 )
 
@@ -80,6 +82,13 @@ ROOTS_ENV = "RADICAL_EDGE_STAGING_ROOTS"
 DEFAULT_COMPAT_MAX_BYTES = 8 * 1024 * 1024
 #: most entries one listing returns
 DEFAULT_MAX_LIST_ENTRIES = 100_000
+#: files hashed at once (each holds a worker thread for as long as its file takes to read)
+DEFAULT_MAX_HASHING = 2
+#: ``put``/``get`` requests at work at once (each holds its file some four times over, as JSON and bytes)
+DEFAULT_MAX_WHOLE_FILES = 4
+#: bytes of a partial file left to hash from disk when an upload ends past which finishing takes a hashing slot
+#: (an upload hashes as it writes; only a resume that brought little after a large partial file leaves much)
+HASH_SLOT_BYTES = 16 * CHUNK
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 T = TypeVar("T")
@@ -132,6 +141,12 @@ class StagingPlugin(Plugin):
         bytes of an upload gathered before they are written (one worker-thread hop per batch).
     ``max_list_entries`` (100,000)
         the most entries one listing returns (``truncated`` says when there were more).
+    ``max_hashing`` (2)
+        files hashed at once (checksums, ``sha256=true`` downloads); more wait their turn, so hashing never
+        takes more than this many of the edge's worker threads.
+    ``max_whole_files`` (4)
+        ``put``/``get`` requests at work at once; more wait their turn before their body is read, so the
+        base64 routes hold at most this many files in memory.
     """
 
     plugin_name = "staging"
@@ -163,10 +178,15 @@ class StagingPlugin(Plugin):
         chunk_size: int = CHUNK,
         batch_bytes: int = CHUNK,
         max_list_entries: int = DEFAULT_MAX_LIST_ENTRIES,
+        max_hashing: int = DEFAULT_MAX_HASHING,
+        max_whole_files: int = DEFAULT_MAX_WHOLE_FILES,
         **kwargs: Any,
     ) -> None:
-        if compat_max_bytes < 0 or chunk_size < 1 or batch_bytes < 1 or max_list_entries < 1:
-            raise ValueError("compat_max_bytes must be >= 0; chunk_size, batch_bytes, max_list_entries >= 1")
+        if compat_max_bytes < 0 or min(chunk_size, batch_bytes, max_list_entries, max_hashing, max_whole_files) < 1:
+            raise ValueError(
+                "compat_max_bytes must be >= 0; chunk_size, batch_bytes, max_list_entries, max_hashing, "
+                "max_whole_files >= 1"
+            )
         self.roots = Roots(default_roots() if roots is None else roots, home=home)
         if not self.roots:
             raise ValueError("none of the staging roots is an existing directory (see --staging-root)")
@@ -177,6 +197,8 @@ class StagingPlugin(Plugin):
         self.locks = Locks()
         self.cache = ChecksumCache()
         self._hashing: dict[tuple[int, ...], anyio.Event] = {}
+        self._hash_slots = anyio.CapacityLimiter(max_hashing)
+        self._whole_slots = anyio.CapacityLimiter(max_whole_files)
         super().__init__(name, **kwargs)
 
     async def startup(self) -> None:
@@ -204,10 +226,18 @@ class StagingPlugin(Plugin):
             )
         return HTTPException(exc.status, exc.detail)
 
-    async def _blocking(self, request: Request, user_path: object, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)`` in a worker thread; a refused path or a failed file operation becomes an HTTP error."""
+    async def _blocking(
+        self,
+        request: Request,
+        user_path: object,
+        func: Callable[..., T],
+        *args: Any,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> T:
+        """``func(*args)`` in a worker thread (one of ``limiter``'s, if given); a refused path or a failed file
+        operation becomes an HTTP error."""
         try:
-            return await anyio.to_thread.run_sync(func, *args)
+            return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
         except PathRefused as exc:
             raise self._http_error(request, user_path, exc) from None
         except OSError as exc:
@@ -223,7 +253,9 @@ class StagingPlugin(Plugin):
             return found
         done = self._hashing[key] = anyio.Event()
         try:
-            return await anyio.to_thread.run_sync(self.cache.digest, fd, info)
+            # a slot of its own (not one of the worker threads every plugin shares); a caller that leaves
+            # while it waits for one costs nothing, one that leaves once hashing began lets it finish
+            return await anyio.to_thread.run_sync(self.cache.digest, fd, info, limiter=self._hash_slots)
         finally:
             del self._hashing[key]
             done.set()
@@ -251,7 +283,7 @@ class StagingPlugin(Plugin):
                 raise self._too_large("put", None)
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
             raise HTTPException(400, "the body is not JSON") from None
 
     # ------------------------------------------------------------ blocking work (worker threads)
@@ -271,7 +303,7 @@ class StagingPlugin(Plugin):
             finally:
                 upload.close()
             self.cache.put(info, digest)
-            log.info("staging: put %s (%d bytes)", target.path, info.st_size)
+            log.info("staging: put %r (%d bytes)", target.path, info.st_size)
             return {"path": target.path, "size": info.st_size, "sha256": digest}
 
     def _get_whole(self, filename: str) -> dict[str, Any]:
@@ -288,7 +320,7 @@ class StagingPlugin(Plugin):
                     data += piece
             finally:
                 os.close(fd)
-            log.info("staging: get %s (%d bytes)", target.path, len(data))
+            log.info("staging: get %r (%d bytes)", target.path, len(data))
             return {"path": target.path, "size": len(data), "content": base64.b64encode(data).decode("ascii")}
 
     def _list(self, path: str) -> dict[str, Any]:
@@ -319,8 +351,20 @@ class StagingPlugin(Plugin):
                 return {"path": target.path, "created": False}
             raise PathRefused(409, f"exists: {target.path}")
 
+    @contextlib.contextmanager
+    def _partial_names_held(self, *targets: Target) -> Iterator[None]:
+        """Hold the names among ``targets`` that are partial files' names: 409 while an upload writes one."""
+        keys = name_keys(*targets)
+        if not self.locks.acquire_all(keys):
+            shown = ", ".join(t.path for t in targets)
+            raise PathRefused(409, f"an upload is in progress into {shown} (the partial file of a running upload)")
+        try:
+            yield
+        finally:
+            self.locks.release_all(keys)
+
     def _delete(self, path: str, recursive: bool) -> dict[str, Any]:
-        with self.roots.resolve(path) as target:
+        with self.roots.resolve(path) as target, self._partial_names_held(target):
             if target.is_root or self.roots.is_root_or_holds_one(target.path):
                 raise PathRefused(403, f"a staging root (or a directory holding one) is never deleted: {target.path}")
             info = target.lstat()
@@ -331,13 +375,13 @@ class StagingPlugin(Plugin):
                     raise PathRefused(
                         409, f"a directory (pass recursive=true to delete it and all in it): {target.path}"
                     )
-                shutil.rmtree(target.name, dir_fd=target.dir_fd)  # the fd-based, symlink-safe rmtree
+                remove_tree(target.dir_fd, target.name)  # by descriptor, never through a symlink, any depth
                 kind = "dir"
             else:
                 os.unlink(target.name, dir_fd=target.dir_fd)
                 kind = "symlink" if stat.S_ISLNK(info.st_mode) else "file"
             fsync_dir(target.dir_fd)
-            log.info("staging: deleted %s %s", kind, target.path)
+            log.info("staging: deleted %s %r", kind, target.path)
             return {"path": target.path, "removed": kind}
 
     def _move(self, src: str, dst: str, overwrite: bool) -> dict[str, Any]:
@@ -347,21 +391,25 @@ class StagingPlugin(Plugin):
                     raise PathRefused(
                         403, f"a staging root (or a directory holding one) is never moved or replaced: {end.path}"
                     )
-            if source.lstat() is None:
-                raise PathRefused(404, f"no such file or directory: {source.path}")
-            try:
-                if overwrite:
-                    os.rename(source.name, dest.name, src_dir_fd=source.dir_fd, dst_dir_fd=dest.dir_fd)
-                else:
-                    rename_noreplace(source.dir_fd, source.name, dest.dir_fd, dest.name)
-            except FileExistsError:
-                raise PathRefused(409, f"exists (pass overwrite=true to replace it): {dest.path}") from None
-            except OSError as exc:
-                raise refusal(exc, f"{source.path} -> {dest.path}") from None
-            fsync_dir(dest.dir_fd)
-            fsync_dir(source.dir_fd)
-            log.info("staging: moved %s to %s", source.path, dest.path)
-            return {"src": source.path, "dst": dest.path}
+            with self._partial_names_held(source, dest):
+                return self._rename(source, dest, overwrite)
+
+    def _rename(self, source: Target, dest: Target, overwrite: bool) -> dict[str, Any]:
+        if source.lstat() is None:
+            raise PathRefused(404, f"no such file or directory: {source.path}")
+        try:
+            if overwrite:
+                os.rename(source.name, dest.name, src_dir_fd=source.dir_fd, dst_dir_fd=dest.dir_fd)
+            else:
+                rename_noreplace(source.dir_fd, source.name, dest.dir_fd, dest.name)
+        except FileExistsError:
+            raise PathRefused(409, f"exists (pass overwrite=true to replace it): {dest.path}") from None
+        except OSError as exc:
+            raise refusal(exc, f"{source.path} -> {dest.path}") from None
+        fsync_dir(dest.dir_fd)
+        fsync_dir(source.dir_fd)
+        log.info("staging: moved %r to %r", source.path, dest.path)
+        return {"src": source.path, "dst": dest.path}
 
     def _open_for_reading(self, path: str) -> tuple[int, os.stat_result, str]:
         with self.roots.resolve(path) as target:
@@ -410,14 +458,14 @@ class StagingPlugin(Plugin):
         try:
             info = upload.commit(overwrite=overwrite)
         except PathRefused as exc:
-            if exc.status == 409:
+            if exc.status == 409 and not isinstance(exc, PartialReplaced):
                 upload.keep()
                 exc.detail += "; the upload is kept: commit it (overwrite=true) or delete it"
             raise
         self.cache.put(info, digest)
         took = max(time.monotonic() - started, 1e-6)
         log.info(
-            "staging: uploaded %s (%d bytes, %.1f MiB/s)",
+            "staging: uploaded %r (%d bytes, %.1f MiB/s)",
             target.path,
             info.st_size,
             (upload.written - upload.offset) / took / 2**20,
@@ -427,20 +475,24 @@ class StagingPlugin(Plugin):
     def _commit(self, path: str, sha256: str | None, overwrite: bool) -> dict[str, Any]:
         with self.roots.resolve(path) as target:
             _check_writable(target, overwrite)
-            key = lock_key(target)
-            if not self.locks.acquire(key):
+            keys = upload_keys(target)
+            if not self.locks.acquire_all(keys):
                 raise PathRefused(409, f"an upload to {target.path} is in progress")
             try:
                 try:
-                    fd = os.open(
-                        partial_name(target.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=target.dir_fd
-                    )
+                    # O_NONBLOCK: a FIFO under the partial name must not hang the open (and this worker thread)
+                    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+                    fd = os.open(partial_name(target.name), flags, dir_fd=target.dir_fd)
                 except FileNotFoundError:
                     raise PathRefused(404, f"no upload of {target.path} to commit") from None
                 try:
                     info = os.fstat(fd)
                     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                         raise PathRefused(403, f"the partial file of {target.path} is not a plain file", escape=True)
+                    if not owned_by_us(info):
+                        raise PathRefused(
+                            403, f"the partial file of {target.path} belongs to another user", escape=True
+                        )
                     digest = self.cache.digest(fd, info)
                     if sha256 is not None and digest != sha256:
                         raise PathRefused(
@@ -452,9 +504,9 @@ class StagingPlugin(Plugin):
                 finally:
                     os.close(fd)
             finally:
-                self.locks.release(key)
+                self.locks.release_all(keys)
             self.cache.put(info, digest)
-            log.info("staging: committed %s (%d bytes)", target.path, info.st_size)
+            log.info("staging: committed %r (%d bytes)", target.path, info.st_size)
             return {"path": target.path, "size": info.st_size, "sha256": digest}
 
     def _partial(self, path: str) -> dict[str, Any]:
@@ -496,6 +548,29 @@ class StagingPlugin(Plugin):
         if batch:
             await anyio.to_thread.run_sync(upload.write, batch)
 
+    async def _put_request(self, session: StagingSession, request: Request) -> dict[str, Any]:
+        """``POST put``: the body read (bounded), checked, decoded and written."""
+        limit = 4 * math.ceil(self.compat_max_bytes / 3) + 64 * 1024
+        body = await self._read_json(request, limit)
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the body must be a JSON object {filename, content, overwrite}")
+        filename, content, overwrite = body.get("filename"), body.get("content"), body.get("overwrite", False)
+        if not isinstance(filename, str) or not filename:
+            raise HTTPException(400, "Missing 'filename'")
+        if not isinstance(content, str):
+            raise HTTPException(400, "Missing 'content' (base64; \"\" for an empty file)")
+        if not isinstance(overwrite, bool):
+            raise HTTPException(400, "'overwrite' must be true or false")
+        try:
+            raw = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(400, "'content' is not valid base64") from None
+        del body, content
+        if len(raw) > self.compat_max_bytes:
+            raise self._too_large("put", len(raw))
+        with self._busy(session):
+            return await self._blocking(request, filename, self._put_whole, filename, raw, overwrite)
+
     # ------------------------------------------------------------ routes
 
     def routes(self, app: FastAPI) -> None:
@@ -512,25 +587,8 @@ class StagingPlugin(Plugin):
         @streaming_body  # read here, bounded, so an oversized file gets the 413 that points to upload
         async def put(session: StagingSessionDep, request: Request) -> dict[str, Any]:
             """Write a small file: ``{filename, content (base64), overwrite}`` -> ``{path, size, sha256}``."""
-            limit = 4 * math.ceil(plugin.compat_max_bytes / 3) + 64 * 1024
-            body = await plugin._read_json(request, limit)
-            if not isinstance(body, dict):
-                raise HTTPException(400, "the body must be a JSON object {filename, content, overwrite}")
-            filename, content, overwrite = body.get("filename"), body.get("content"), body.get("overwrite", False)
-            if not isinstance(filename, str) or not filename:
-                raise HTTPException(400, "Missing 'filename'")
-            if not isinstance(content, str):
-                raise HTTPException(400, "Missing 'content' (base64; \"\" for an empty file)")
-            if not isinstance(overwrite, bool):
-                raise HTTPException(400, "'overwrite' must be true or false")
-            try:
-                raw = base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise HTTPException(400, "'content' is not valid base64") from None
-            if len(raw) > plugin.compat_max_bytes:
-                raise plugin._too_large("put", len(raw))
-            with plugin._busy(session):
-                return await plugin._blocking(request, filename, plugin._put_whole, filename, raw, overwrite)
+            async with plugin._whole_slots:  # its turn first: a request that waits holds no body yet
+                return await plugin._put_request(session, request)
 
         @app.post("/get/{sid}", tags=["staging"])
         async def get(
@@ -540,8 +598,9 @@ class StagingPlugin(Plugin):
             filename = body.get("filename")
             if not isinstance(filename, str) or not filename:
                 raise HTTPException(400, "Missing 'filename'")
-            with plugin._busy(session):
-                return await plugin._blocking(request, filename, plugin._get_whole, filename)
+            async with plugin._whole_slots:
+                with plugin._busy(session):
+                    return await plugin._blocking(request, filename, plugin._get_whole, filename)
 
         @app.post("/list/{sid}", tags=["staging"])
         async def list_post(
@@ -639,7 +698,7 @@ class StagingPlugin(Plugin):
                         await anyio.to_thread.run_sync(_keep_and_close, job)
                     if isinstance(exc, ClientDisconnect):
                         log.info(
-                            "staging: upload of %s cut at %d bytes (kept for a resume)", job.target.path, job.written
+                            "staging: upload of %r cut at %d bytes (kept for a resume)", job.target.path, job.written
                         )
                         raise HTTPException(400, f"incomplete: the body was cut at {job.written} bytes") from None
                     raise
@@ -653,9 +712,11 @@ class StagingPlugin(Plugin):
                     commit=commit,
                     started=started,
                 )
+                # much left to hash from disk (a large partial file, resumed with little): a hashing slot
+                slots = plugin._hash_slots if job.written - job.hashed > HASH_SLOT_BYTES else None
                 with anyio.CancelScope(shield=True):
                     try:
-                        answer = await plugin._blocking(request, path, finish)
+                        answer = await plugin._blocking(request, path, finish, limiter=slots)
                     finally:
                         await anyio.to_thread.run_sync(_close_upload, job)
             return answer

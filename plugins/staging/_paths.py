@@ -42,6 +42,9 @@ _WALK_FLAGS = (_O_PATH or os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_C
 _READ_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: longest file name most file systems take (NAME_MAX)
 NAME_MAX = 255
+#: longest path the kernel takes (PATH_MAX, with its NUL): a longer one is refused before anything is walked
+#: or made (one ``put`` of ``a/a/a/...`` would otherwise make a directory per two bytes of its body)
+PATH_MAX = 4096
 
 
 class PathRefused(Exception):
@@ -76,6 +79,7 @@ _ERRNO_STATUS = {
     errno.EDQUOT: 507,
     errno.EFBIG: 413,
     errno.EBUSY: 409,
+    errno.ENXIO: 400,  # a socket (or a device without its driver) under the name
 }
 
 
@@ -151,6 +155,12 @@ class Roots:
             raise PathRefused(400, "empty path")
         if "\x00" in user_path:
             raise PathRefused(400, "a path cannot contain a NUL character")
+        if len(user_path) >= PATH_MAX:
+            raise PathRefused(400, f"path too long (at most {PATH_MAX - 1} bytes)")
+        try:
+            user_path.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a JSON body can carry one): no name is made of it
+            raise PathRefused(400, "a path must be Unicode text (it holds a lone surrogate)") from None
         path = user_path
         if path == "~" or path.startswith("~/"):
             path = self.home + path[1:]
@@ -160,7 +170,10 @@ class Roots:
             if not self.roots:
                 raise PathRefused(403, "no staging roots are configured on this edge", escape=True)
             path = self.roots[0].path + "/" + path
-        return _normalise(path)
+        normal = _normalise(path)
+        if len(os.fsencode(normal)) >= PATH_MAX:
+            raise PathRefused(400, f"path too long (at most {PATH_MAX - 1} bytes)")
+        return normal
 
     def locate(self, user_path: str) -> tuple[Root, str, list[str]]:
         """The root ``user_path`` lies in, the path inside it (the root's real path plus components)
@@ -335,16 +348,27 @@ class Target:
                     if len(entries) >= limit:
                         truncated = True
                         break
+                    name = printable(entry.name)
                     try:
                         info = entry.stat(follow_symlinks=False)
                     except OSError:
-                        entries.append({"name": entry.name, "type": "unknown", "size": None, "mtime": None})
+                        entries.append({"name": name, "type": "unknown", "size": None, "mtime": None, "mode": None})
                         continue
-                    entries.append({"name": entry.name, **entry_fields(info)})
+                    entries.append({"name": name, **entry_fields(info)})
         finally:
             os.close(fd)
         entries.sort(key=lambda e: e["name"])
         return entries, truncated
+
+
+def printable(name: str) -> str:
+    """A name from the file system as text JSON can carry: bytes that are not UTF-8 (which Python holds as
+    lone surrogates, and which no JSON answer can encode) are shown as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
 
 
 def entry_fields(info: os.stat_result) -> dict[str, Any]:
@@ -365,6 +389,94 @@ def fsync_dir(dir_fd: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# ---------------------------------------------------------------- deleting a tree
+
+#: opening a directory to delete what is in it: never through a symlink, never blocking (a FIFO swapped in)
+_DELETE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+#: directories a recursive delete holds open at once (two descriptors each: its own and the listing's)
+DELETE_DEPTH = 64
+
+
+def remove_tree(dir_fd: int, name: str) -> None:
+    """Delete the directory ``name`` in ``dir_fd`` and everything in it, through descriptors only.
+
+    Each directory is opened relative to its parent's descriptor (``O_NOFOLLOW |
+    O_DIRECTORY``) and emptied with ``unlinkat``, so a symlink inside is removed,
+    never entered, and one swapped in for a directory meanwhile is refused by the
+    open (then removed as the link it is).  Iterative, with at most
+    :data:`DELETE_DEPTH` directories open: a directory deeper than that is first
+    renamed into the top directory (inside the tree being deleted) and deleted
+    from there, so a tree of any depth goes without exhausting descriptors or the
+    stack (``shutil.rmtree`` recurses once per level before Python 3.13).
+    Blocking: call it in a worker thread.
+    """
+    top = os.open(name, _DELETE_FLAGS, dir_fd=dir_fd)
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+    try:
+        stack.append((top, name, os.scandir(top)))
+        moved_up = 0  # subdirectories renamed into the top directory since it was last read
+        spare = 0
+        while stack:
+            fd, _, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                _close_listing(entries)
+                if len(stack) == 1 and moved_up:  # read the top directory again for what was moved into it
+                    moved_up = 0
+                    stack[0] = (fd, name, os.scandir(fd))
+                    continue
+                _, done, _ = stack.pop()
+                os.close(fd)
+                os.rmdir(done, dir_fd=stack[-1][0] if stack else dir_fd)
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                try:
+                    os.unlink(entry.name, dir_fd=fd)
+                    continue
+                except FileNotFoundError:
+                    continue
+                except IsADirectoryError:  # it became a directory meanwhile
+                    pass
+            if len(stack) >= DELETE_DEPTH:
+                while True:
+                    spare += 1
+                    try:
+                        rename_noreplace(fd, entry.name, top, f".radical-delete-{spare}")
+                        break
+                    except FileExistsError:
+                        continue
+                moved_up += 1
+                continue
+            try:
+                child = os.open(entry.name, _DELETE_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                os.unlink(entry.name, dir_fd=fd)  # a symlink or a file swapped in: removed, not entered
+                continue
+            try:
+                stack.append((child, entry.name, os.scandir(child)))
+            except BaseException:
+                os.close(child)
+                raise
+    finally:
+        for fd, _, entries in stack:
+            _close_listing(entries)
+            os.close(fd)
+
+
+def _close_listing(entries: Iterator[os.DirEntry[str]]) -> None:
+    close = getattr(entries, "close", None)
+    if close is not None:
+        close()
 
 
 # ---------------------------------------------------------------- renaming without replacing
@@ -419,7 +531,9 @@ def rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
 
 
 __all__ = [
+    "DELETE_DEPTH",
     "NAME_MAX",
+    "PATH_MAX",
     "PathRefused",
     "Root",
     "Roots",
@@ -427,6 +541,8 @@ __all__ = [
     "entry_fields",
     "file_type",
     "fsync_dir",
+    "printable",
     "refusal",
+    "remove_tree",
     "rename_noreplace",
 ]

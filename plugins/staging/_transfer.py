@@ -2,9 +2,11 @@
 
 Uploads
     land in ``.{name}.radical-partial`` beside the target (mode 0600, created
-    with ``O_EXCL | O_NOFOLLOW``), locked while one upload writes it (in this
-    process, and with ``flock`` across processes where the file system has
-    it).  The body is written as it arrives in batches of about
+    with ``O_EXCL | O_NOFOLLOW``; an existing one is used only if it is the
+    edge user's own regular file with one link), locked while one upload
+    writes it (in this process, and with ``flock`` across processes where the
+    file system has it); no move, delete or upload through the edge touches a
+    locked partial file.  The body is written as it arrives in batches of about
     ``batch_bytes`` (one ``writev`` per batch in a worker thread, no joining
     of chunks), and hashed (SHA-256) in the same thread hop.  A resumed upload
     (``offset`` > 0) must continue exactly where the partial ends; its earlier
@@ -50,14 +52,27 @@ CHUNK = 1024 * 1024
 CATCH_UP_PER_BATCH = 4 * CHUNK
 #: most buffers one writev takes (IOV_MAX is 1024 on Linux)
 _IOV_MAX = 512
+#: what a hashed partial name holds between its dot and its suffix
+_HASHED = re.compile(r"[0-9a-f]{40}", re.ASCII)
 
 
 def partial_name(name: str) -> str:
-    """The name of the partial file of an upload to ``name`` (deterministic, so a resume finds it)."""
+    """The name of the partial file of an upload to ``name`` (deterministic, so a resume finds it).
+
+    ``.{name}.radical-partial``; for a name too long for that, and for a name that
+    is itself 40 hex digits (whose plain form would be the hashed form of some
+    long name, so the two uploads would share one partial file), the first 40 hex
+    digits of the name's SHA-256 stand in for it.
+    """
     candidate = f".{name}{PARTIAL_SUFFIX}"
-    if len(os.fsencode(candidate)) <= NAME_MAX:
+    if len(os.fsencode(candidate)) <= NAME_MAX and not _HASHED.fullmatch(name):
         return candidate
     return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:40]}{PARTIAL_SUFFIX}"
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether ``name`` has the form of a partial file's name (``.*.radical-partial``)."""
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and len(name) > len(PARTIAL_SUFFIX) + 1
 
 
 def sha256_of(fd: int, start: int, end: int, digest: Any, chunk: int = CHUNK) -> int:
@@ -122,15 +137,22 @@ class Locks:
         self._lock = threading.Lock()
 
     def acquire(self, key: tuple[int, int, str]) -> bool:
+        return self.acquire_all([key])
+
+    def acquire_all(self, keys: list[tuple[int, int, str]]) -> bool:
+        """All of ``keys`` (True), or none of them when one is held already (False)."""
         with self._lock:
-            if key in self._held:
+            if any(key in self._held for key in keys):
                 return False
-            self._held.add(key)
+            self._held.update(keys)
             return True
 
     def release(self, key: tuple[int, int, str]) -> None:
+        self.release_all([key])
+
+    def release_all(self, keys: list[tuple[int, int, str]]) -> None:
         with self._lock:
-            self._held.discard(key)
+            self._held.difference_update(keys)
 
     def held(self, key: tuple[int, int, str]) -> bool:
         with self._lock:
@@ -141,6 +163,36 @@ def lock_key(target: Target) -> tuple[int, int, str]:
     """What :class:`Locks` holds for an upload to ``target``."""
     info = os.fstat(target.dir_fd)
     return (info.st_dev, info.st_ino, partial_name(target.name))
+
+
+def name_keys(*targets: Target) -> list[tuple[int, int, str]]:
+    """The :class:`Locks` keys an operation on these names must hold: those of the names that are partial
+    files' names, so no move, delete or upload replaces or removes the partial file of a running upload
+    (which would then put *that* file in place, while it answers with the hash of its own bytes)."""
+    keys = []
+    for target in targets:
+        if not target.is_root and is_partial_name(target.name):
+            info = os.fstat(target.dir_fd)
+            keys.append((info.st_dev, info.st_ino, target.name))
+    return keys
+
+
+def upload_keys(target: Target) -> list[tuple[int, int, str]]:
+    """The :class:`Locks` keys an upload to (or a commit of) ``target`` holds."""
+    return [lock_key(target), *name_keys(target)]
+
+
+def owned_by_us(info: os.stat_result) -> bool:
+    """Whether a file is the edge user's: in a directory others may write in (``/tmp``), one of them may
+    have put a file of theirs under a partial name, to read what is uploaded into it or have it committed."""
+    return info.st_uid == os.geteuid()
+
+
+class PartialReplaced(PathRefused):
+    """The partial file's name no longer leads to the file the upload wrote (409; nothing of it is kept)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail)
 
 
 def _writev_all(fd: int, chunks: list[bytes]) -> None:
@@ -170,16 +222,16 @@ class Upload:
         self.written = offset  # bytes in the partial file
         self.hashed = 0  # bytes of it fed to the digest
         self.digest = hashlib.sha256()
-        self._key: tuple[int, int, str] | None = None
+        self._keys: list[tuple[int, int, str]] = []
 
     # ------------------------------------------------------------ open
 
     def open(self) -> None:
         """Lock and open the partial file, checked for a resume at ``offset``; :class:`PathRefused` if not."""
-        key = lock_key(self.target)
-        if not self.locks.acquire(key):
+        keys = upload_keys(self.target)
+        if not self.locks.acquire_all(keys):
             raise PathRefused(409, f"an upload to {self.target.path} is in progress")
-        self._key = key
+        self._keys = keys
         try:
             self._open()
         except BaseException:
@@ -188,11 +240,14 @@ class Upload:
 
     def _open(self) -> None:
         dir_fd, name, shown = self.target.dir_fd, self.partial, self.target.path
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted under the name must not block the open (no effect on a regular file)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        created = False
         try:
             if self.offset == 0:
                 try:
                     self.fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+                    created = True
                 except FileExistsError:
                     self.fd = os.open(name, flags, dir_fd=dir_fd)  # a stale partial: started over below
             else:
@@ -213,6 +268,12 @@ class Upload:
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             # a hard link planted under the partial name would let the upload write somewhere else
             raise PathRefused(403, f"the partial file of {shown} is not a plain file", escape=True)
+        # one made just now is ours whatever owner the file system reports (an NFS mount whose id mapping
+        # fails shows every file as nobody's); one that was there may have been planted by another user
+        if not created and not owned_by_us(info):
+            raise PathRefused(403, f"the partial file of {shown} belongs to another user", escape=True)
+        if stat.S_IMODE(info.st_mode) != 0o600:
+            os.fchmod(self.fd, 0o600)  # private while it arrives
         if self.offset == 0:
             os.ftruncate(self.fd, 0)
         elif info.st_size != self.offset:
@@ -266,9 +327,9 @@ class Upload:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)  # also releases the flock
-        if self._key is not None:
-            self.locks.release(self._key)
-            self._key = None
+        if self._keys:
+            self.locks.release_all(self._keys)
+            self._keys = []
 
 
 def process_umask() -> int:
@@ -283,13 +344,30 @@ def process_umask() -> int:
     return 0o022
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def commit_partial(target: Target, partial: str, *, overwrite: bool, fd: int) -> os.stat_result:
     """Rename ``partial`` (in the target's directory; open as ``fd``) onto the target; 409 if it exists and
-    not ``overwrite``.  Returns the status of the file now at the target (``fd``'s, after the rename)."""
+    not ``overwrite``.  Returns the status of the file now at the target (``fd``'s, after the rename).
+
+    A rename goes by name, so the name is checked to lead to ``fd``'s file just before it, and the target
+    just after (:class:`PartialReplaced`, 409, if not): what was hashed is what is put in place.
+    """
     dir_fd, shown = target.dir_fd, target.path
     existing = target.lstat()
     if existing is not None and stat.S_ISDIR(existing.st_mode):
         raise PathRefused(409, f"a directory is in the way: {shown}")
+    mine = os.fstat(fd)
+    try:
+        named = os.stat(partial, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        named = None
+    if named is None or not _same_file(named, mine):
+        raise PartialReplaced(
+            f"the partial file of {shown} was removed or replaced meanwhile: nothing was put in place"
+        )
     try:
         # private while it arrives; in place, the file gets the mode any new file of the edge's user gets
         os.fchmod(fd, 0o666 & ~process_umask())
@@ -298,11 +376,22 @@ def commit_partial(target: Target, partial: str, *, overwrite: bool, fd: int) ->
         else:
             rename_noreplace(dir_fd, partial, dir_fd, target.name)
     except FileExistsError:
+        _private(fd)
         raise PathRefused(409, f"exists (pass overwrite=true to replace it): {shown}") from None
     except OSError as exc:
+        _private(fd)
         raise refusal(exc, shown) from None
     fsync_dir(dir_fd)
+    placed = target.lstat()
+    if placed is None or not _same_file(placed, mine):
+        raise PartialReplaced(f"{shown} was replaced just as the upload was put in place")
     return os.fstat(fd)
+
+
+def _private(fd: int) -> None:
+    """Back to 0600: a partial file that stays (its commit was refused) is as private as while it arrived."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o600)
 
 
 def partial_state(target: Target, locks: Locks) -> dict[str, Any]:
@@ -325,8 +414,8 @@ def partial_state(target: Target, locks: Locks) -> dict[str, Any]:
 
 def abandon_partial(target: Target, locks: Locks) -> bool:
     """Remove the partial file of ``target``; 409 while an upload writes it."""
-    key = lock_key(target)
-    if not locks.acquire(key):
+    keys = upload_keys(target)
+    if not locks.acquire_all(keys):
         raise PathRefused(409, f"an upload to {target.path} is in progress")
     try:
         os.unlink(partial_name(target.name), dir_fd=target.dir_fd)
@@ -336,13 +425,20 @@ def abandon_partial(target: Target, locks: Locks) -> bool:
     except OSError as exc:
         raise refusal(exc, target.path) from None
     finally:
-        locks.release(key)
+        locks.release_all(keys)
 
 
 # ---------------------------------------------------------------- ranges
 
 
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
+#: digits of a byte position past which it lies beyond any file (int() refuses more than 4300: a 500)
+_MAX_DIGITS = 20
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 1 << 70
 
 
 class RangeNotSatisfiable(Exception):
@@ -365,12 +461,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # the last n bytes
-        n = int(last)
+        n = _position(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable
         return max(0, size - n), size
-    start = int(first)
-    end = int(last) + 1 if last else size
+    start = _position(first)
+    end = _position(last) + 1 if last else size
     if last and end <= start:
         return None  # last < first: invalid, ignored
     if start >= size:
@@ -464,14 +560,19 @@ __all__ = [
     "ChecksumCache",
     "FileStream",
     "Locks",
+    "PartialReplaced",
     "RangeNotSatisfiable",
     "Upload",
     "abandon_partial",
     "commit_partial",
+    "is_partial_name",
     "lock_key",
+    "name_keys",
+    "owned_by_us",
     "parse_range",
     "partial_name",
     "partial_state",
     "sha256_of",
+    "upload_keys",
     "version_key",
 ]
