@@ -35,9 +35,19 @@ export function withQuery(path, query) {
   return qs ? `${path}${path.includes("?") ? "&" : "?"}${qs}` : path;
 }
 
+/** Whether `path` is a path on this origin ("/x", never "//host" or "/\\host", which a browser reads as a host). */
+export function isOwnPath(path) {
+  if (typeof path !== "string" || !path.startsWith("/")) return false;
+  try {
+    return new URL(path, location.origin).origin === location.origin;
+  } catch {
+    return false;
+  }
+}
+
 /** fetch() on the bridge's own origin with the cookie; throws ApiError for an error status. */
 export async function request(method, path, { json, body, headers = {}, query, signal, raw = false } = {}) {
-  if (!path.startsWith("/")) throw new Error(`not a bridge path: ${path}`);
+  if (!isOwnPath(path)) throw new Error(`not a bridge path: ${path}`);
   const init = { method, credentials: "same-origin", headers: { ...headers }, signal };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
@@ -89,13 +99,26 @@ export async function signOut() {
   return request("DELETE", "/auth");
 }
 
+/** One path segment: percent-encoded, and never "." or ".." (a browser would fold those into the path). */
+function segment(value) {
+  const s = String(value);
+  if (s === "" || s === "." || s === "..") throw new Error(`cannot be a path segment: ${JSON.stringify(s)}`);
+  return encodeURIComponent(s);
+}
+
 export function edgePath(edge, plugin, rest = "") {
-  return `/${encodeURIComponent(edge)}/${encodeURIComponent(plugin)}/${rest}`;
+  return `/${segment(edge)}/${segment(plugin)}/${rest}`;
 }
 
 /**
  * One plugin of one edge: calls relative to /{edge}/{plugin}/, and the caller's session (registered on first
  * use, registered again if the plugin forgot or expired it).
+ *
+ * Every path it makes stays under /{edge}/{plugin}/: the plugin (which may be hostile) chooses its session id
+ * and, for a page built from its ui_config, the routes the page calls, and a browser folds "..", "%2e%2e" and
+ * "\\" in a path before it sends the request.  So the session id is always one encoded segment, and a path
+ * that would leave the plugin (to the bridge's routes, such as POST /bridge/terminate, or to another edge's,
+ * with the user's cookie) is refused before any request.
  */
 export class PluginApi {
   constructor(edge, plugin, { sessionOptions = {}, keepSession = false } = {}) {
@@ -109,8 +132,19 @@ export class PluginApi {
     this._registering = null;
   }
 
+  /** `rest` under this plugin's base; throws when the browser would send it elsewhere. */
   path(rest) {
-    return this.base + String(rest).replace(/^\/+/, "");
+    const path = this.base + String(rest).replace(/^\/+/, "");
+    let url = null;
+    try {
+      url = new URL(path, location.origin);
+    } catch {
+      url = null;
+    }
+    if (!url || url.origin !== location.origin || !url.pathname.startsWith(this.base)) {
+      throw new Error(`not a route of ${this.plugin} on ${this.edge}: ${rest}`);
+    }
+    return path;
   }
 
   request(method, rest, opts = {}) {
@@ -135,9 +169,11 @@ export class PluginApi {
     if (!this._registering) {
       this._registering = this.post("register_session", { ttl: 3600, ...this.sessionOptions })
         .then((answer) => {
-          this._sid = answer.sid;
+          const sid = answer && answer.sid;
+          if (typeof sid !== "string" || !sid) throw new ApiError(502, "register_session: no session id in the answer", this.base);
+          this._sid = sid;
           this.registered = answer;
-          return answer.sid;
+          return sid;
         })
         .finally(() => {
           this._registering = null;
@@ -167,12 +203,12 @@ export class PluginApi {
 
   /** GET {name}/{sid}/{rest...} with the session. */
   sget(name, rest = "", query, opts) {
-    return this.withSession((sid) => this.get(`${name}/${sid}${rest ? `/${rest}` : ""}`, query, opts));
+    return this.withSession((sid) => this.get(`${name}/${encodeURIComponent(sid)}${rest ? `/${rest}` : ""}`, query, opts));
   }
 
   /** POST {name}/{sid}/{rest...} with the session. */
   spost(name, rest = "", json, opts) {
-    return this.withSession((sid) => this.post(`${name}/${sid}${rest ? `/${rest}` : ""}`, json, opts));
+    return this.withSession((sid) => this.post(`${name}/${encodeURIComponent(sid)}${rest ? `/${rest}` : ""}`, json, opts));
   }
 
   /** Give the session back (best effort; keepalive so it also works while the page unloads). */
@@ -180,9 +216,13 @@ export class PluginApi {
     const sid = this._sid;
     this._sid = null;
     if (!sid || this.keepSession) return;
-    fetch(this.path(`unregister_session/${sid}`), { method: "POST", credentials: "same-origin", keepalive: true }).catch(
-      () => {},
-    );
+    let path;
+    try {
+      path = this.path(`unregister_session/${encodeURIComponent(sid)}`);
+    } catch {
+      return;
+    }
+    fetch(path, { method: "POST", credentials: "same-origin", keepalive: true }).catch(() => {});
   }
 }
 

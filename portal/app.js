@@ -476,7 +476,15 @@ class Explorer {
       if (controller.signal.aborted) fns.forEach((fn) => fn());
       else cleanups.push(...fns);
     };
-    const api = this.pluginApi(edge, plugin);
+    let api;
+    try {
+      api = this.pluginApi(edge, plugin);
+    } catch (err) {
+      // a plugin named "." or "..": no URL reaches it (a browser folds such a segment away)
+      shell.body.append(note(`This plugin cannot be reached from the portal: ${errorText(err)}`, "warn"));
+      this.page = { onEdge: updateBanner, dispose() {} };
+      return;
+    }
     const feed = this.feed;
     const base = hrefPlugin(edge, plugin);
     const ctx = {

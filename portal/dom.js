@@ -28,9 +28,22 @@ function apply(el, props) {
   return el;
 }
 
+/** attributes whose value is a URL the browser follows or loads */
+const URL_ATTRS = new Set(["href", "xlink:href", "src", "action", "formaction", "poster", "data", "srcset", "ping"]);
+/** a fragment (#/...) or a path of this origin: never a scheme (javascript:, data:), a host (//h) or /\\h */
+const OWN_URL = /^(#|\/(?![\/\\]))/;
+
 function setAttr(el, name, value) {
-  // attribute names are ours (literals in this code); only their values may come from data
+  // attribute names are ours (literals in this code); only their values may come from data.  A value that
+  // would run script or leave the origin is refused whatever its source (defence in depth: the pages build
+  // their links from encoded segments, and a string from the network that reaches h() as its props must
+  // not become a link either).
   if (/^on/i.test(name)) throw new Error(`event handler attributes are not allowed: ${name}`);
+  const lower = String(name).toLowerCase();
+  if (lower === "style" || lower === "srcdoc") throw new Error(`the attribute ${name} is not allowed`);
+  if (URL_ATTRS.has(lower) && value !== false && value !== null && value !== undefined) {
+    if (!OWN_URL.test(String(value))) throw new Error(`not a link of this site: ${name}=${JSON.stringify(String(value))}`);
+  }
   if (value === true) el.setAttribute(name, "");
   else if (value !== false && value !== null && value !== undefined) el.setAttribute(name, String(value));
 }

@@ -20,14 +20,16 @@ const FILE_PATHS = {
 
 /** An icon for a directory entry of type dir, file, symlink or other. */
 export function fileIconNode(type) {
-  const el = svg("svg", { viewBox: "0 0 24 24", class: `icon icon-${type}`, "aria-hidden": "true", focusable: "false" });
-  for (const d of FILE_PATHS[type] || FILE_PATHS.other) el.append(svg("path", { d }));
+  // the type comes from the edge: only an own key of the table ("constructor" is not an icon)
+  const known = Object.hasOwn(FILE_PATHS, type) ? type : "other";
+  const el = svg("svg", { viewBox: "0 0 24 24", class: `icon icon-${known}`, "aria-hidden": "true", focusable: "false" });
+  for (const d of FILE_PATHS[known]) el.append(svg("path", { d }));
   return el;
 }
 
 /** An icon for a plugin of `type` (its title's first letter when it has no icon of its own). */
 export function pluginIconNode(type, title = "") {
-  const paths = PATHS[type];
+  const paths = Object.hasOwn(PATHS, type) ? PATHS[type] : null; // the type comes from the edge
   const el = svg("svg", { viewBox: "0 0 24 24", class: "icon", "aria-hidden": "true", focusable: "false" });
   if (paths) {
     for (const d of paths) el.append(svg("path", { d }));

@@ -50,8 +50,6 @@ Handoff = Callable[[], Awaitable[None]]
 #: what closing a connection may raise when the peer is gone
 _CLOSE_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
-#: plugin names as they may appear in a portal module's file name (no dots, no slashes)
-_PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 #: the portal's own files (``GET /portal/{file}``): one lower-case name with one of these suffixes, so never a
 #: path, a dot file, ``..`` or a Python file of the package
 _PORTAL_FILE = re.compile(r"[a-z][a-z0-9_-]{0,63}\.(?:js|css|svg)")
@@ -230,7 +228,9 @@ class Bridge:
                 Route.make("POST", "/auth", self._auth_route, public=True),
                 Route.make("GET", "/auth", self._auth_status, public=True),
                 Route.make("DELETE", "/auth", self._sign_out, public=True),
-                Route.make("GET", "/plugins/{name}.js", self._portal_module, public=True, name=_PLUGIN_NAME.pattern),
+                Route.make(
+                    "GET", "/plugins/{name}.js", self._portal_module, public=True, name=profile.PLUGIN_NAME.pattern
+                ),
                 Route.make("GET", "/portal/{file}", self._portal_file, public=True, file=_PORTAL_FILE.pattern),
                 Route.make("GET", "/edges", self._edges),
                 Route.make("POST", "/edge/list", self._edge_list),

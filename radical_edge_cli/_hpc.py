@@ -22,6 +22,8 @@ from radical_edge_client import (
     JobUpdate,
 )
 
+from ._term import shown
+
 #: ``--time`` in sbatch's forms (see :func:`duration_seconds`)
 _DAYS = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -130,7 +132,9 @@ def connect(args: Any) -> AsyncBridgeClient:
 
 
 def table(rows: list[list[str]], out: TextIO) -> None:
-    """Columns padded to their widest cell."""
+    """Columns padded to their widest cell; every cell shown safely (:func:`~._term.shown`: its text may come
+    from an edge)."""
+    rows = [[shown(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
@@ -256,7 +260,7 @@ async def submit(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         if not isinstance(job_id, str):
             raise BridgeProtocolError("psij submit: no 'job_id' in the answer")
         if not args.follow:
-            out.write((json.dumps(submitted, indent=2) if args.json else job_id) + "\n")
+            out.write((json.dumps(submitted, indent=2) if args.json else shown(job_id)) + "\n")
             return 0
         args.following = job_id  # for the word on Ctrl-C (see _verbs.run)
         if args.json:
@@ -278,7 +282,7 @@ async def submit(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     if last is None or not last.final:  # watch() ends with the final state
         raise BridgeProtocolError(f"psij: the updates of job {job_id} ended before its final state")
     if not args.json and last.state != "DONE" and last.exit_code is None:
-        err.write(f"radical-edge submit: job {job_id} {last.state}\n")
+        err.write(f"radical-edge submit: job {shown(job_id)} {shown(last.state)}\n")
     return exit_status(last)
 
 
@@ -338,7 +342,7 @@ async def cancel(args: Any, out: TextIO = sys.stdout) -> int:
     if args.json:
         out.write(json.dumps({"cancel": answer, "job_id": args.job, "state": status.get("state")}, indent=2) + "\n")
     else:
-        out.write(f"{args.job} {status.get('state', 'UNKNOWN')}\n")
+        out.write(f"{shown(args.job)} {shown(status.get('state', 'UNKNOWN'))}\n")
     return 0
 
 

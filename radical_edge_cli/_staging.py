@@ -41,6 +41,7 @@ from radical_edge_client import (
 )
 
 from . import _hpc
+from ._term import shown
 
 REMOTE_FORM = "EDGE:PATH"
 
@@ -175,7 +176,7 @@ class ProgressBar:
         clock: Callable[[], float] = time.monotonic,
         columns: int | None = None,
     ) -> None:
-        self.label = label
+        self.label = shown(label)  # a file's name: it may come from an edge
         self.stream = stream
         self.interval = interval
         self.window = window
@@ -329,6 +330,8 @@ async def explain(exc: BaseException, where: str, plugin: AsyncStagingClient | N
         return f"{where}: {_detail(exc)}"
     if isinstance(exc, RadicalEdgeError):
         return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError):  # e.g. a remote path that names no file to download into a directory
+        return f"{where}: {exc}"
     return f"{type(exc).__name__}: {exc}"  # pragma: no cover - run() lets only the above through
 
 
@@ -351,13 +354,21 @@ def _remote(args: Any, text: str, role: str) -> Remote:
     return remote
 
 
-async def _target_path(plugin: AsyncStagingClient, remote: Remote, name: str | None) -> str:
+def _file_name(path: str) -> str | None:
+    """The last component of a remote ``path`` given by the user, as a file name (None: it names none)."""
+    name = posixpath.basename(path.rstrip("/"))
+    return None if name in ("", ".", "..", "~") else name
+
+
+async def _target_path(
+    plugin: AsyncStagingClient, remote: Remote, name: str | None, nameless: str = "standard input has none"
+) -> str:
     """Where a file called ``name`` goes when sent to ``remote``: into it when it is a directory (or ends
     with '/'), else ``remote``'s path.  Asking also finds a path outside the roots (403) before any byte moves."""
     path = remote.path
     if path.endswith("/") or path in (".", "~"):
         if name is None:
-            raise Failure(f"{remote}: give the file's name on the edge (standard input has none)")
+            raise Failure(f"{remote}: give the file's name on the edge ({nameless})")
         return posixpath.join(path, name)
     try:
         info = await plugin.stat(path)
@@ -371,18 +382,18 @@ async def _target_path(plugin: AsyncStagingClient, remote: Remote, name: str | N
         raise
     if info.get("type") == "dir":
         if name is None:
-            raise Failure(f"{remote} is a directory: give the file's name on the edge (standard input has none)")
+            raise Failure(f"{remote} is a directory: give the file's name on the edge ({nameless})")
         return posixpath.join(path, name)
     return path
 
 
-def _summary(args: Any, out: TextIO, verb: str, shown: str, answer: dict[str, Any], *, extra: dict[str, Any]) -> None:
+def _summary(args: Any, out: TextIO, verb: str, where: str, answer: dict[str, Any], *, extra: dict[str, Any]) -> None:
     if args.json:
         out.write(json.dumps({**extra, **answer}, indent=2) + "\n")
     elif not args.quiet:
         sha = answer.get("sha256")
         check = f"sha256 {sha}" if sha else "not verified"
-        out.write(f"{verb} {shown} ({answer.get('size')} bytes, {check})\n")
+        out.write(shown(f"{verb} {where} ({answer.get('size')} bytes, {check})") + "\n")
     out.flush()
 
 
@@ -404,7 +415,7 @@ class _Run:
         async with _hpc.connect(args) as client:
             try:
                 yield client
-            except (RadicalEdgeError, OSError, Failure) as exc:
+            except (RadicalEdgeError, OSError, ValueError, Failure) as exc:
                 if self.bar is not None:
                     self.bar.abort()
                 self.message = await explain(exc, self.where, self.plugin)
@@ -415,11 +426,11 @@ async def _guarded(verb: str, run: _Run, work: Callable[[], Awaitable[None]]) ->
     """Run ``work``; a failure becomes one line on stderr (status 1), after the progress bar's line is ended."""
     try:
         await work()
-    except (RadicalEdgeError, OSError, Failure) as exc:
+    except (RadicalEdgeError, OSError, ValueError, Failure) as exc:
         if run.bar is not None:
             run.bar.abort()
         message = run.message or await explain(exc, run.where, None)
-        sys.stderr.write(f"radical-edge {verb}: {message}\n")
+        sys.stderr.write(f"radical-edge {verb}: {shown(message)}\n")
         sys.stderr.flush()
         return 1
     return 0
@@ -517,7 +528,9 @@ async def cp(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
                 raise Failure(f"{src} is a {info.get('type')}, not a file (cp copies one file)")
             run.where = str(dst)
             target = run.plugin = await _staging(client, dst.edge)
-            path = await _target_path(target, dst, posixpath.basename(str(info.get("path") or src.path)))
+            # into a directory, the copy is named after the source the user named, never after a name the
+            # source edge answers with (a hostile one could say '.bashrc')
+            path = await _target_path(target, dst, _file_name(src.path), f"{src} names none")
             run.where = f"{dst.edge}:{path}"
             run.bar = _progress(args, posixpath.basename(src.path), err)
             args.on_interrupt = f"interrupted: the same command resumes the copy to {run.where}"
@@ -590,7 +603,7 @@ async def listing(args: Any, out: TextIO = sys.stdout) -> int:
         rows = [["TYPE", "MODE", "SIZE", "MODIFIED", "NAME"]]
         rows += [_row(e, str(e.get("name"))) for e in sorted(entries, key=lambda e: str(e.get("name")))]
         if len(rows) == 1:
-            out.write(f"{remote.edge}:{answer.get('path')}: empty\n")
+            out.write(shown(f"{remote.edge}:{answer.get('path')}: empty") + "\n")
         else:
             _hpc.table(rows, out)
         if answer.get("truncated"):

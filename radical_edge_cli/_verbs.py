@@ -15,6 +15,7 @@ import anyio
 from radical_edge_client import EdgeNotFound, RadicalEdgeError
 
 from . import _hpc, _staging
+from ._term import shown
 
 _client = _hpc.connect
 _table = _hpc.table
@@ -77,8 +78,17 @@ async def call(args: Any, out: TextIO = sys.stdout) -> int:
     try:
         out.write(json.dumps(answer.json(), indent=2) + "\n")
     except RadicalEdgeError:
-        out.write(answer.text + ("" if answer.text.endswith("\n") else "\n"))
+        # the body as it is into a file or a pipe; on a terminal its control characters are shown escaped
+        text = shown(answer.text, keep="\n\t") if _isatty(out) else answer.text
+        out.write(text + ("" if text.endswith("\n") else "\n"))
     return 0
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 async def events(args: Any, out: TextIO = sys.stdout) -> int:
@@ -93,7 +103,7 @@ async def events(args: Any, out: TextIO = sys.stdout) -> int:
         if args.json:
             out.write(json.dumps({"edge": edge, "plugin": plugin, "topic": topic, "data": data}) + "\n")
         else:
-            out.write(f"{edge}/{plugin}/{topic}: {json.dumps(data)}\n")
+            out.write(f"{shown(edge)}/{shown(plugin)}/{shown(topic)}: {json.dumps(data)}\n")
         out.flush()
         seen += 1
         if args.count and seen >= args.count:
@@ -127,17 +137,17 @@ def run(verb: str, args: Any) -> int:
     try:
         return anyio.run(fn, args)
     except (RadicalEdgeError, PermissionError) as exc:  # PermissionError: a token file others can read
-        sys.stderr.write(f"radical-edge {verb}: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"radical-edge {verb}: {type(exc).__name__}: {shown(exc)}\n")
         return 1
     except KeyboardInterrupt:
         following = getattr(args, "following", None)
         interrupted = getattr(args, "on_interrupt", None)
         if interrupted:  # put, get, cp: what the interrupted transfer left, and how to go on
             bar = "\n" if sys.stderr.isatty() else ""  # ends the progress bar's line
-            sys.stderr.write(f"{bar}radical-edge {verb}: {interrupted}\n")
+            sys.stderr.write(f"{bar}radical-edge {verb}: {shown(interrupted)}\n")
         elif following:  # submit --follow: stopping to follow does not stop the job
             sys.stderr.write(
-                f"radical-edge {verb}: stopped following; job {following} goes on "
-                f"(radical-edge cancel {args.edge} {following} stops it)\n"
+                f"radical-edge {verb}: stopped following; job {shown(following)} goes on "
+                f"(radical-edge cancel {args.edge} {shown(following)} stops it)\n"
             )
         return 130

@@ -34,6 +34,7 @@ import math
 import os
 import posixpath
 import re
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, ClassVar, TypeAlias
@@ -80,9 +81,65 @@ def _expect_dict(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+#: the longest file name (in bytes) most file systems take
+_NAME_MAX = 255
+
+
 def local_partial(path: Path) -> Path:
-    """Where a download to ``path`` collects its bytes until it is complete and verified."""
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    """Where a download to ``path`` collects its bytes until it is complete and verified:
+    ``.{name}.radical-partial`` beside it, or ``.{first 40 hex digits of the name's SHA-256}.radical-partial``
+    for a name too long for that (as the edge names its partial files)."""
+    name = f".{path.name}{PARTIAL_SUFFIX}"
+    if len(os.fsencode(name)) > _NAME_MAX:
+        name = f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:40]}{PARTIAL_SUFFIX}"
+    return path.with_name(name)
+
+
+def _local_name(remote: str) -> str:
+    """The file name a download of ``remote`` gets in a local directory: the last component of the path
+    the caller gave (never a name the edge sends).  ``ValueError`` when that names no file."""
+    name = posixpath.basename(remote.rstrip("/"))
+    if name in ("", ".", "..", "~") or "\0" in name:
+        raise ValueError(f"{remote!r} names no file to download into a directory: give the local file's name")
+    return name
+
+
+#: how a download's local partial file is opened: never through a symlink, not kept open by a child
+_OPEN_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+#: opening a FIFO without this would block until someone opens its other end
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _continuable(info: os.stat_result) -> bool:
+    """Whether a partial file may be continued: a regular file of this user with no other hard link."""
+    getuid = getattr(os, "getuid", None)
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and (getuid is None or info.st_uid == getuid())
+
+
+def _open_partial(part: Path, resume: bool) -> tuple[IO[bytes], int]:
+    """The local partial file of a download, open for reading and writing, and the bytes it holds already.
+
+    Continued (``resume``) only when it is a regular file of this user with no other link, opened without
+    following a symlink and without blocking (a FIFO): anything else at that name (a symlink or a hard link
+    someone planted to have the download write into another file, a FIFO to hang it) is removed, the name
+    only, and a new file is made with ``O_EXCL``, which never opens what it did not create.
+    """
+    if resume:
+        try:
+            fd = os.open(part, _OPEN_FLAGS | _NONBLOCK)
+        except OSError:  # nothing there, a symlink (ELOOP), a directory, not ours to open...
+            fd = -1
+        if fd >= 0:
+            info = os.fstat(fd)
+            if _continuable(info):
+                if _NONBLOCK:
+                    os.set_blocking(fd, True)
+                return os.fdopen(fd, "r+b"), info.st_size
+            os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(part)  # a symlink or a hard link goes, not what it leads to; a directory stays (an error below)
+    fd = os.open(part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+    return os.fdopen(fd, "r+b"), 0
 
 
 async def _report(progress: ProgressCallback | None, done: int, total: int | None) -> None:
@@ -517,20 +574,27 @@ class AsyncStagingClient(AsyncPluginClient):
     ) -> dict[str, Any]:
         """Download ``remote`` into ``target``; returns ``{path, size, sha256}``.
 
-        ``target`` is a local path (an existing directory: the file keeps its
-        name in it) or a binary file object (``write``, sync or async).  A path
-        is written as ``.{name}.radical-partial`` beside it and renamed when
-        complete and verified; an existing file is replaced only with
-        ``overwrite``.  ``resume`` continues such a partial file (a ``Range``
-        request for the rest).  ``verify`` compares the SHA-256 of what arrived
-        with the edge's (:class:`~radical_edge_client.ChecksumMismatch`).
+        ``target`` is a local path (an existing directory: the file is named
+        after the last component of ``remote``, never after anything the edge
+        sends; a ``remote`` whose last component is ``..``, ``.`` or ``~`` is a
+        ``ValueError``) or a binary file object (``write``, sync or async).  A
+        path is written as ``.{name}.radical-partial`` beside it (created with
+        ``O_EXCL | O_NOFOLLOW``: whatever else is at that name, a symlink
+        included, is removed, never written through) and renamed when complete
+        and verified; an existing file is replaced only with ``overwrite``.
+        ``resume`` continues such a partial file (a ``Range`` request for the
+        rest) when it is a regular file of this user with no other hard link.
+        ``verify`` compares the SHA-256 of what arrived with the edge's
+        (:class:`~radical_edge_client.ChecksumMismatch`; into a path, nothing is
+        put in place; into a file object, what was written stays written).
 
         ``range=(start, end)`` downloads only bytes ``start`` up to ``end``
         (exclusive; None: the end of the file), without resume or verification;
-        ``size`` in the answer is then the number of bytes written.
+        ``size`` in the answer is then the number of bytes written.  Into a path,
+        it writes the file directly (an existing one only with ``overwrite``).
         """
         if range is not None:
-            return await self._download_range(remote, target, range, progress)
+            return await self._download_range(remote, target, range, progress, overwrite)
         if not isinstance(target, str | os.PathLike):
             digest = hashlib.sha256() if verify else None
             sink = _Sink(target, digest)
@@ -538,14 +602,11 @@ class AsyncStagingClient(AsyncPluginClient):
             return await self._verified(remote, size, digest, expected, None)
         final = Path(target).expanduser()
         if await anyio.to_thread.run_sync(final.is_dir):
-            final = final / posixpath.basename(remote.rstrip("/"))
+            final = final / _local_name(remote)
         if not overwrite and await anyio.to_thread.run_sync(os.path.lexists, final):
             raise FileExistsError(f"{final} exists (pass overwrite=True to replace it)")
         part = local_partial(final)
-        offset = 0
-        if resume and await anyio.to_thread.run_sync(part.is_file):
-            offset = (await anyio.to_thread.run_sync(part.stat)).st_size
-        fh = await anyio.to_thread.run_sync(open, part, "r+b" if offset else "wb")
+        fh, offset = await anyio.to_thread.run_sync(_open_partial, part, resume)
         try:
             digest = hashlib.sha256() if verify else None
             if offset and digest is not None:
@@ -773,7 +834,12 @@ class AsyncStagingClient(AsyncPluginClient):
         return {"path": remote, "size": size, "sha256": got}
 
     async def _download_range(
-        self, remote: str, target: DownloadTarget, span: tuple[int, int | None], progress: ProgressCallback | None
+        self,
+        remote: str,
+        target: DownloadTarget,
+        span: tuple[int, int | None],
+        progress: ProgressCallback | None,
+        overwrite: bool,
     ) -> dict[str, Any]:
         start, end = span
         if start < 0 or (end is not None and end <= start):
@@ -781,8 +847,8 @@ class AsyncStagingClient(AsyncPluginClient):
         headers = {"range": f"bytes={start}-{'' if end is None else end - 1}"}
         owned = isinstance(target, str | os.PathLike)
         fh: Any = target
-        if isinstance(target, str | os.PathLike):
-            fh = await anyio.to_thread.run_sync(open, Path(target).expanduser(), "wb")
+        if isinstance(target, str | os.PathLike):  # an existing file is replaced only with overwrite
+            fh = await anyio.to_thread.run_sync(open, Path(target).expanduser(), "wb" if overwrite else "xb")
         try:
             sink = _Sink(fh, None)
             silence = _Silence(self.bridge.timeout)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -87,7 +88,7 @@ class JobWatcher:
         updates = []
         state = answer.get("state")
         for stream in STREAMS:
-            text = answer.get(stream)
+            text = _encodable(answer.get(stream))
             new_offset = answer.get(f"{stream}_offset")
             if isinstance(text, str) and text:
                 updates.append(self._output(stream, text, state if isinstance(state, str) else None))
@@ -100,7 +101,7 @@ class JobWatcher:
     def from_output(self, event: dict[str, Any]) -> JobUpdate | Literal[False] | None:
         """The new part of a ``job_output`` event; ``None`` if it holds nothing new, ``False`` if it skips
         output this watcher has not read (the caller reads the status from the offsets instead)."""
-        stream, data, offset = event.get("stream"), event.get("data"), event.get("offset")
+        stream, data, offset = event.get("stream"), _encodable(event.get("data")), event.get("offset")
         if stream not in STREAMS or not isinstance(data, str):
             return None
         if not isinstance(offset, int) or isinstance(offset, bool):
@@ -134,6 +135,15 @@ class JobWatcher:
     def _output(self, stream: str, text: str, state: str | None = None) -> JobUpdate:
         kind: Literal["stdout", "stderr"] = "stdout" if stream == "stdout" else "stderr"
         return JobUpdate(self.job_id, "output", state or self.state or "UNKNOWN", self.exit_code, kind, text)
+
+
+#: lone surrogates: JSON can carry them ("\\udcff"), no stream can encode them
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(value: Any) -> Any:
+    """Output text as UTF-8 can encode it (a hostile plugin's lone surrogates as U+FFFD); other values as given."""
+    return _SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
 
 
 def _state_of(answer: dict[str, Any], where: str) -> str:

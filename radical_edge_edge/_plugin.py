@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,8 +38,8 @@ log = logging.getLogger("radical_edge.edge")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: what a plugin (mount) name may look like: it is one URL path segment
-PLUGIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+#: what a plugin (mount) name may look like (the profile's grammar: the bridge checks manifests with it)
+PLUGIN_NAME = profile.PLUGIN_NAME
 #: the header the bridge sets to the authenticated caller's identity
 CALLER_HEADER = profile.CALLER_HEADER.decode()
 #: longest time-to-live a caller may ask for in register_session (seconds)
@@ -50,8 +49,8 @@ NotifySink = Callable[[str, str, Any], None]
 
 
 def check_plugin_name(name: str) -> str:
-    if not PLUGIN_NAME.fullmatch(name):
-        raise ValueError(f"invalid plugin name {name!r}: letters, digits, '_' and '-', at most 64")
+    if (reason := profile.plugin_name_error(name)) is not None:
+        raise ValueError(reason)
     return name
 
 

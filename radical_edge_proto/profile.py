@@ -12,6 +12,7 @@ itself sends, and what a ``GOAWAY`` code tells a connector to do next.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -125,12 +126,27 @@ def manifest_entry(
     }
 
 
+#: what a plugin (mount) name may look like: one URL path segment, never ``.`` or ``..``, nothing a browser
+#: or a URL parser would fold or split (the edge refuses others when mounting, the bridge in a manifest)
+PLUGIN_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+def plugin_name_error(name: object) -> str | None:
+    """Why ``name`` is not a valid plugin name, or None."""
+    if isinstance(name, str) and PLUGIN_NAME.fullmatch(name):
+        return None
+    return f"invalid plugin name {name!r}: letters, digits, '_' and '-', at most 64, not starting with '-'"
+
+
 def check_manifest(manifest: object) -> dict[str, dict[str, Any]]:
-    """``manifest`` if it is ``{plugin name: entry}`` with entries of :data:`MANIFEST_ENTRY`'s shape
-    (unknown keys allowed, for newer edges); ``ValueError`` naming the first problem otherwise."""
+    """``manifest`` if it is ``{plugin name: entry}`` with valid plugin names (:data:`PLUGIN_NAME`) and
+    entries of :data:`MANIFEST_ENTRY`'s shape (unknown keys allowed, for newer edges); ``ValueError``
+    naming the first problem otherwise."""
     if not isinstance(manifest, dict):
         raise ValueError("a manifest is a JSON object of plugin entries")
     for name, entry in manifest.items():
+        if (reason := plugin_name_error(name)) is not None:
+            raise ValueError(f"manifest: {reason}")
         if not isinstance(entry, dict):
             raise ValueError(f"manifest entry {name!r} is not an object")
         for key, types in MANIFEST_ENTRY.items():
@@ -207,7 +223,9 @@ __all__ = [
     "UNNUMBERED",
     "bridge_header",
     "check_edge_name",
+    "PLUGIN_NAME",
     "check_manifest",
+    "plugin_name_error",
     "edge_name_error",
     "endpoint_path",
     "error_body",

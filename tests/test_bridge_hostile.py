@@ -533,3 +533,13 @@ async def raw_exchange_head(b: Bridge, client_ssl, request: bytes) -> bytes:
             while b"\r\n\r\n" not in data:
                 data += await stream.receive()
     return data
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "-x", "a.b", "", "x" * 65, "<img src=x>", "ok%2F"])
+async def test_an_edge_cannot_announce_a_plugin_name_a_url_would_fold(bridge, client_ssl, name):
+    """Plugin names are one plain URL segment (the profile's PLUGIN_NAME): a hostile edge announcing ``..``
+    (which a browser folds into the bridge's own routes) is refused at the handshake."""
+    entry = {"type": "x", "version": "1", "enabled": True, "ui_config": {}, "error": None}
+    with pytest.raises(HandshakeError) as refused:
+        await start_edge(bridge, client_ssl, echo, manifest={name: entry})
+    assert "invalid plugin name" in str(refused.value)

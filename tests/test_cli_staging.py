@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -341,3 +342,68 @@ async def test_checksum_mismatch_is_one_line() -> None:
     assert "\n" not in message
     busy = await explain(HTTPError("an upload to /r/x is in progress", 409), "e1:x")
     assert busy == "e1:x: an upload to /r/x is in progress"
+
+
+# ---------------------------------------------------------------- what an edge sends is never obeyed
+
+#: a file name that would retitle and clear the terminal, overwrite the line, forge a new one, reverse text
+EVIL_NAME = "evil\x1b]0;owned\x07\x1b[2J\rforged\nline\u202etxt.exe"
+EVIL_SHOWN = "evil\\x1b]0;owned\\x07\\x1b[2J\\rforged\\nline\\u202etxt.exe"
+
+
+def assert_no_controls(text: str) -> None:
+    for raw in ("\x1b", "\x07", "\r", "\u202e"):
+        assert raw not in text, (raw, text)
+
+
+async def test_hostile_names_and_details_reach_the_terminal_escaped(tmp_path: Path, tls: TLSFiles) -> None:
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"12345")
+    (tmp_path / "sub-dir").mkdir()
+    async with site(tmp_path, tls) as s:
+        (s.r1 / EVIL_NAME).write_bytes(b"12345")  # a file someone made on the edge
+        listing = (await run(s, tmp_path, "ls", "e1:")).stdout.decode()
+        assert_no_controls(listing)
+        assert listing.count("\n") == 2  # the header and one row: no forged line
+        assert listing.splitlines()[1].endswith(EVIL_SHOWN)
+        exact = json.loads((await run(s, tmp_path, "ls", "e1:", "--json")).stdout)
+        assert [e["name"] for e in exact["entries"]] == [EVIL_NAME]  # --json: the name as it is
+        # the summary line names the path the edge answered with
+        put = (await run(s, tmp_path, "put", str(local), f"e1:sub/{EVIL_NAME}")).stdout.decode()
+        assert_no_controls(put)
+        assert put == f"uploaded to e1:{s.r1}/sub/{EVIL_SHOWN} (5 bytes, sha256 {sha(b'12345')})\n"
+        # an error's detail (the edge repeats the path it could not find) stays one line
+        missing = one_line(await run(s, tmp_path, "get", f"e1:no-{EVIL_NAME}", str(tmp_path), check=False))
+        assert_no_controls(missing)
+        assert missing.endswith(f": {s.r1}/no-{EVIL_SHOWN}\n")
+        # a remote path that names no file, downloaded into a directory: one line, nothing written
+        nameless = one_line(await run(s, tmp_path, "get", "e1:~/sub/..", str(tmp_path / "sub-dir"), check=False))
+        assert "give the local file's name" in nameless
+
+
+async def test_cp_names_the_copy_after_the_source_the_user_named(
+    tmp_path: Path, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile source edge answers ``stat`` with a path of its choosing: the copy into a directory is still
+    named after the source the user gave (never ``.bashrc`` in the target's home)."""
+    from radical_edge_cli import _staging  # noqa: PLC0415
+    from radical_edge_cli._cli import build_parser  # noqa: PLC0415
+    from radical_edge_client import AsyncStagingClient  # noqa: PLC0415
+
+    real_stat = AsyncStagingClient.stat
+
+    async def lying_stat(self: AsyncStagingClient, path: str) -> dict[str, Any]:
+        info = await real_stat(self, path)
+        if self.edge.name == "e1":
+            info["path"] = "/somewhere/.bashrc"
+        return info
+
+    monkeypatch.setattr(AsyncStagingClient, "stat", lying_stat)
+    async with site(tmp_path, tls) as s:
+        (s.r1 / "src.bin").write_bytes(b"data")
+        (s.e2root / ".bashrc").write_bytes(b"# mine")
+        words = ["cp", "e1:src.bin", "e2:", "--overwrite", "--url", s.url, "--token", TOKEN, "--cert", str(s.tls.ca)]
+        out = io.StringIO()
+        assert await _staging.cp(build_parser().parse_args(words), out, io.StringIO()) == 0
+        assert (s.e2root / ".bashrc").read_bytes() == b"# mine"
+        assert (s.e2root / "src.bin").read_bytes() == b"data"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psutil
 import pytest
@@ -367,9 +367,14 @@ def test_names_from_the_network_render_as_text(live: LiveSystem, tab: Page) -> N
     # the bridge refuses such an edge name at the handshake...
     with pytest.raises(HandshakeError):
         FakeEdge(live, XSS, manifest("echo")).connect()
-    # ...but plugin names, titles and descriptions come from the edge as they are
+    # ...and so it does a plugin name that is not one plain URL segment...
     hostile = manifest(XSS, **{XSS: {"title": "<script>window.__xss = 1</script>", "description": XSS}})
-    evil = live.add_edge("evil", hostile)
+    with pytest.raises(HandshakeError):
+        FakeEdge(live, "evil-name", hostile).connect()
+    # ...but plugin types, titles and descriptions come from the edge as they are
+    gizmo = manifest("gizmo", gizmo={"title": "<script>window.__xss = 1</script>", "description": XSS})
+    gizmo["gizmo"]["type"] = XSS
+    evil = live.add_edge("evil", gizmo)
     try:
         page = tab.page
         login(page, live.url)
@@ -378,7 +383,7 @@ def test_names_from_the_network_render_as_text(live: LiveSystem, tab: Page) -> N
         card.wait_for()
         assert "<script>window.__xss = 1</script>" in card.inner_text()
         assert XSS in card.inner_text()
-        go(page, f"#/e/evil/{page.evaluate('n => encodeURIComponent(n)', XSS)}")
+        go(page, "#/e/evil/gizmo")
         page.locator("h1.page-title", has_text="<script>").wait_for()
         assert page.evaluate("() => window.__xss") is None
         assert page.locator("img[src=x]").count() == 0
@@ -410,6 +415,230 @@ def test_names_from_the_network_render_as_text(live: LiveSystem, tab: Page) -> N
     assert page.locator("h1.page-title .edge-title").inner_text() == XSS
     assert page.locator("img[src=x]").count() == 0
     shot(page, "hostile-names")
+
+
+#: routes of the bridge and of another edge a hostile plugin would like the signed-in browser to call
+STEERED = ("/bridge/terminate", f"/edge/disconnect/{EDGE}", f"/{EDGE}/sysinfo/homedir")
+
+
+def trap_steered(page: Any) -> list[str]:
+    """Requests the page makes to :data:`STEERED` routes, answered here (never reaching the bridge)."""
+    hits: list[str] = []
+
+    def answer(route: Any) -> None:
+        hits.append(f"{route.request.method} {urlsplit(route.request.url).path}")
+        route.fulfill(status=200, headers={"content-type": "application/json"}, body="{}")
+
+    page.route(lambda url: urlsplit(url).path in STEERED, answer)
+    return hits
+
+
+def test_a_hostile_plugin_cannot_point_the_browser_at_other_routes(live: LiveSystem, tab: Page) -> None:
+    """A plugin's paths (its session id, its ui_config's routes) stay under /{edge}/{plugin}/: a session id
+    like ``../../../bridge/terminate`` or a ui_config route like ``../../edge/disconnect/hpc`` (or the same
+    with ``%2e%2e`` or backslashes) never makes the browser call the bridge's or another edge's routes with
+    the user's cookie."""
+    escape = "../../../bridge/terminate"
+
+    def routes(method: str, path: str, body: bytes) -> tuple[int, Any]:
+        if path.split("?", maxsplit=1)[0].endswith("/register_session"):
+            return 200, {"sid": escape}
+        return 200, {}
+
+    ui = {
+        "title": "Gadget",
+        "monitors": [
+            {"id": "plain", "title": "Plain", "auto_load": f"../../{EDGE}/sysinfo/homedir"},
+            {"id": "encoded", "title": "Encoded", "auto_load": f"%2e%2e/%2E%2E/{EDGE}/sysinfo/homedir"},
+            {"id": "backslash", "title": "Backslash", "auto_load": f"..\\..\\{EDGE}\\sysinfo\\homedir"},
+            {"id": "deeper", "title": "Deeper", "auto_load": "a/../../../../bridge/terminate"},
+        ],
+        "forms": [
+            {
+                "title": "Harmless",
+                "fields": [{"name": "x"}],
+                "submit": {"label": "Go", "endpoint": f"../../edge/disconnect/{EDGE}"},
+            }
+        ],
+    }
+    # a plugin named "..": its routes would be the bridge's own (/steer/../bridge/terminate); the bridge
+    # refuses such a manifest at the handshake, and the portal refuses the name too (checked below with a
+    # stubbed event stream, as from a bridge that would let it through)
+    dots = {"title": "Dots", "monitors": [{"id": "dots", "title": "Dots", "auto_load": "bridge/terminate"}]}
+    with pytest.raises(HandshakeError):
+        FakeEdge(live, "steer-dots", manifest("..", **{"..": dots})).connect()
+    evil = live.add_edge("steer", manifest("psij", "gadget", gadget=ui), routes)
+    try:
+        page = tab.page
+        hits = trap_steered(page)
+        login(page, live.url)
+        # a psij page (its module) with that session id: it lists jobs, and gives the session back on leaving
+        go(page, "#/e/steer/psij")
+        page.locator("form[aria-label='Submit a job']").wait_for()
+        page.wait_for_timeout(500)
+        page.evaluate("() => window.radicalEdgeExplorer.closeSessions()")
+        # a page built from the ui_config: its monitors load, its form is sent
+        go(page, "#/e/steer/gadget")
+        page.locator("section.card[data-monitor=deeper] .note").wait_for()
+        page.fill("input[name=x]", "1")
+        page.click("button:text('Go')")
+        page.locator(".form-status", has_text="not a route of").wait_for()
+        notes = page.locator("section.card[data-monitor] .note").all_inner_texts()
+        snapshot = {
+            "topic": "topology",
+            "data": {
+                "bridge": {"url": live.url},
+                "edges": {
+                    "steer": {
+                        "endpoint": {"connected": True, "connected_since": time.time()},
+                        "plugins": manifest("..", **{"..": dots}),
+                    }
+                },
+            },
+        }
+        page.route(
+            lambda url: urlsplit(url).path == "/events",
+            lambda route: route.fulfill(
+                status=200,
+                headers={"content-type": "text/event-stream"},
+                body=f"id: 1\ndata: {json.dumps(snapshot)}\n\n",
+            ),
+        )
+        page.goto("about:blank")
+        page.goto(live.url + "/")
+        page.locator("li.edge .edge-link", has_text="steer").wait_for()
+        go(page, "#/e/steer/..")
+        page.locator("main .note", has_text="cannot be reached from the portal").wait_for()
+        page.wait_for_timeout(500)
+        assert hits == []
+        assert len(notes) == 4
+        assert all("not a route of" in n for n in notes), notes
+        assert live.connected(EDGE)
+    finally:
+        live.portal.call(evil.aclose)
+
+
+def test_hostile_plugin_types_and_file_names_render_as_text(live: LiveSystem, tab: Page) -> None:
+    """Plugin types that are names of Object's own properties (``constructor``, ``__proto__``) leave the tree
+    whole; a staging listing with hostile names (markup, a ``javascript:`` URL, quotes and newlines, a name
+    that is a JSON object) shows them as text, and every link stays on this origin, the name encoded."""
+    names = [XSS, "javascript:alert(1)", "q\"uo'te\nnew line.txt", "../../../bridge/terminate"]
+    entries = [{"name": n, "type": "file", "size": 1, "mtime": 0, "mode": 0o644} for n in names]
+    entries += [
+        {"name": {"id": "toasts", "class": "injected", "href": "javascript:alert(2)"}, "type": "symlink"},
+        {"name": "odd", "type": "constructor"},
+    ]
+
+    def routes(method: str, path: str, body: bytes) -> tuple[int, Any]:
+        route = path.split("?", maxsplit=1)[0]
+        if route == "/files/roots":
+            return 200, {"roots": ["/data"], "home": "/data"}
+        if route == "/files/register_session":
+            return 200, {"sid": "s1"}
+        if route == "/files/list/s1":
+            return 200, {"path": "/data", "entries": entries, "truncated": False}
+        return 404, {"detail": XSS}
+
+    plugins = manifest("files", "odd", "proto")
+    plugins["files"]["type"] = "staging"
+    plugins["odd"]["type"] = "constructor"
+    plugins["proto"]["type"] = "__proto__"
+    evil = live.add_edge("ev", plugins, routes)  # a short name: the tree places it before the others
+    try:
+        page = tab.page
+        hits = trap_steered(page)
+        page.set_default_timeout(10000)
+        login(page, live.url)  # the tree shows every edge
+        plugin_list = edge_row(page, "ev").locator(":scope > .plugin-list")
+        go(page, "#/e/ev")
+        plugin_list.locator("li[data-plugin=proto] svg.icon-monogram").wait_for()
+        assert plugin_list.locator("li").count() == 3
+        go(page, "#/e/ev/files")
+        rows = page.locator("table.data tbody tr")
+        wait_for(lambda: rows.count() == len(entries), 10, "the listing")
+        text = page.locator("table.data").inner_text()
+        for name in names:
+            assert name.replace("\n", " ") in text.replace("\n", " ")
+        assert "[object Object]" in text
+        assert page.locator("img[src=x]").count() == 0
+        assert page.locator(".injected, #toasts:not(.toasts)").count() == 0
+        links = page.evaluate(
+            "() => [...document.querySelectorAll('main a[href]')].map(a => [a.getAttribute('href'), a.href])"
+        )
+        for raw, resolved in links:
+            assert raw.startswith(("#", "/")), raw
+            assert not raw.startswith("//"), raw
+            assert urlsplit(resolved).netloc == urlsplit(live.url).netloc, resolved
+        downloads = page.evaluate(
+            "() => [...document.querySelectorAll('table.data a[download]')].map(a => a.getAttribute('href'))"
+        )
+        prefix = "/ev/files/file/s1?path="
+        assert all(d.startswith(prefix) for d in downloads), downloads
+        assert all("/" not in d.removeprefix(prefix) and "&" not in d.removeprefix(prefix) for d in downloads)
+        assert {unquote(d.removeprefix(prefix)) for d in downloads} == {f"/data/{n}" for n in names}
+        assert hits == []
+    finally:
+        live.portal.call(evil.aclose)
+
+
+def test_a_hostile_task_record_renders_as_text(live: LiveSystem, tab: Page) -> None:
+    """A task's output that is a JSON object (not text) is shown as JSON text: it never reaches h() as the
+    props of the element (which would set its class, id or other attributes)."""
+    injected = {"class": "injected", "id": "toasts", "hidden": True}
+    task = {"uid": "t1", "state": "DONE", "kind": "executable", "executable": "/bin/x", "stdout": injected}
+    task["stderr"] = XSS
+
+    def routes(method: str, path: str, body: bytes) -> tuple[int, Any]:
+        answers = {
+            "/tasks/list_sessions": {"sessions": ["s1"]},
+            "/tasks/session_status/s1": {"status": "ready", "backends": ["fake"]},
+            "/tasks/list_tasks/s1": {"tasks": [task]},
+            "/tasks/task/s1/t1": task,
+        }
+        route = path.split("?", maxsplit=1)[0]
+        return (200, answers[route]) if route in answers else (404, {"detail": route})
+
+    plugins = manifest("tasks")
+    plugins["tasks"]["type"] = "rhapsody"
+    evil = live.add_edge("tasked", plugins, routes)
+    try:
+        page = tab.page
+        login(page, live.url)
+        go(page, "#/e/tasked/tasks")
+        page.locator("table.data tbody tr", has_text="t1").click()
+        out = page.locator("pre.output").first
+        out.wait_for()
+        assert json.loads(out.inner_text()) == injected
+        assert page.locator("pre.output.stderr").inner_text() == XSS
+        assert page.locator(".injected, #toasts:not(.toasts), img[src=x]").count() == 0
+    finally:
+        live.portal.call(evil.aclose)
+
+
+def test_the_dom_helpers_refuse_a_link_off_this_origin(live: LiveSystem, tab: Page) -> None:
+    """Defence in depth: whatever a future page passes to h()/svg(), an href or src that is not a path or a
+    fragment of this origin (``javascript:``, ``data:``, ``//host``, ``/\\host``, ``https://...``) throws."""
+    page = tab.page
+    login(page, live.url)
+    result = page.evaluate(
+        """async () => {
+            const { h, svg } = await import('/portal/dom.js');
+            const refused = [];
+            const bad = ['javascript:alert(1)', ' JavaScript:alert(1)', 'data:text/html,x', '//evil.example/',
+                         '/\\\\evil.example/', 'https://evil.example/', 'java\tscript:alert(1)'];
+            for (const href of bad) {
+                try { h('a', { href }, 'x'); } catch (e) { refused.push(href); }
+            }
+            for (const src of bad) {
+                try { h('img', { src }); } catch (e) { refused.push(src); }
+            }
+            try { svg('a', { href: 'javascript:alert(1)' }); } catch (e) { refused.push('svg'); }
+            const ok = [h('a', { href: '#/e/x' }), h('a', { href: '/x/y?z=1' })].map((a) => a.getAttribute('href'));
+            return { refused: refused.length, total: 2 * bad.length + 1, ok };
+        }"""
+    )
+    assert result["refused"] == result["total"], result
+    assert result["ok"] == ["#/e/x", "/x/y?z=1"]
 
 
 def test_a_plugin_without_a_module_gets_a_page_from_its_ui_config(live: LiveSystem, tab: Page) -> None:

@@ -496,6 +496,77 @@ async def test_resume_and_verify_of_downloads(tmp_path: Path, tls: TLSFiles) -> 
         assert (await st.upload(src, "~/u.bin"))["sha256"] == sha(bytes(other))
 
 
+async def test_a_download_never_writes_through_what_is_planted_at_its_partial_name(
+    tmp_path: Path, tls: TLSFiles
+) -> None:
+    """Someone who can write in the target's directory plants a symlink (or a hard link, or a FIFO) at the
+    download's partial-file name: the download never writes, truncates or blocks on what it leads to; it
+    makes its own partial file (``O_EXCL | O_NOFOLLOW``) and continues only one that is a regular file of
+    its user with no other link."""
+    data = pattern(3 * MiB + 5)
+    async with site(tmp_path, tls) as s, s.client() as bridge:
+        st = await staging(bridge)
+        (s.r1 / "f.bin").write_bytes(data)
+        victim = tmp_path / "victim.txt"
+        victim.write_bytes(b"precious")
+        down = tmp_path / "down"
+        down.mkdir()
+        part = down / ".f.bin.radical-partial"
+        for resume in (True, False):
+            part.symlink_to(victim)
+            await st.download("~/f.bin", down, resume=resume, overwrite=True)
+            assert victim.read_bytes() == b"precious"
+            assert (down / "f.bin").read_bytes() == data
+            assert not os.path.lexists(part)
+        os.link(victim, part)  # a hard link: continuing it would write into the victim
+        await st.download("~/f.bin", down, overwrite=True)
+        assert victim.read_bytes() == b"precious"
+        assert victim.stat().st_nlink == 1
+        os.mkfifo(part)  # a FIFO: opening it for writing would block
+        with anyio.fail_after(20):
+            await st.download("~/f.bin", down, overwrite=True)
+        assert (down / "f.bin").read_bytes() == data
+        assert not os.path.lexists(part)
+        # a genuine partial file of this user is still continued
+        part.write_bytes(data[:MiB])
+        seen: list[int] = []
+        await st.download("~/f.bin", down, overwrite=True, progress=lambda done, total: seen.append(done))
+        assert seen[0] == MiB
+        assert (down / "f.bin").read_bytes() == data
+
+
+async def test_a_download_into_a_directory_takes_a_real_file_name(tmp_path: Path, tls: TLSFiles) -> None:
+    """Into a directory, a download is named after the remote path's last component: one that names no
+    file (``..``, ``.``, ``~``) is refused before anything is written; a long one still gets a partial file."""
+    async with site(tmp_path, tls) as s, s.client() as bridge:
+        st = await staging(bridge)
+        down = tmp_path / "down"
+        down.mkdir()
+        for remote in ("~/..", "~/sub/..", ".", "~", "~/"):
+            with pytest.raises(ValueError, match="give the local file's name"):
+                await st.download(remote, down)
+        assert not list(down.iterdir())
+        assert not list(tmp_path.glob("*.radical-partial"))
+        long_name = "n" * 250  # fits a file system's 255 bytes; ".{name}.radical-partial" would not
+        (s.r1 / long_name).write_bytes(b"long")
+        await st.download(f"~/{long_name}", down)
+        assert (down / long_name).read_bytes() == b"long"
+        assert [p.name for p in down.iterdir()] == [long_name]
+
+
+async def test_a_range_download_to_a_path_replaces_a_file_only_with_overwrite(tmp_path: Path, tls: TLSFiles) -> None:
+    async with site(tmp_path, tls) as s, s.client() as bridge:
+        st = await staging(bridge)
+        (s.r1 / "f.bin").write_bytes(b"0123456789")
+        mine = tmp_path / "mine.txt"
+        mine.write_bytes(b"precious")
+        with pytest.raises(FileExistsError):
+            await st.download("~/f.bin", mine, range=(2, 5))
+        assert mine.read_bytes() == b"precious"
+        await st.download("~/f.bin", mine, range=(2, 5), overwrite=True)
+        assert mine.read_bytes() == b"234"
+
+
 async def test_escape_forms_are_refused_everywhere(tmp_path: Path, tls: TLSFiles) -> None:
     async with site(tmp_path, tls) as s, s.client() as bridge, s.http() as http:
         st = await staging(bridge)

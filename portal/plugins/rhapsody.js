@@ -133,7 +133,7 @@ export async function render(root, ctx) {
   async function showTask(uid) {
     try {
       const t = await api.get(`task/${encodeURIComponent(sid)}/${encodeURIComponent(uid)}`);
-      const box = card([h("span", "Task "), h("span.mono", uid), " ", badge(t.state)]);
+      const box = card([h("span", "Task "), h("span.mono", String(uid)), " ", badge(t.state)]);
       const f = facts([
         ["Runs", t.kind === "function" ? t.function : [t.executable, ...(t.arguments || [])].join(" ")],
         ["Exit code", t.exit_code],
@@ -144,7 +144,9 @@ export async function render(root, ctx) {
       ]);
       box.body.append(f.el);
       if (t.return_value !== null && t.return_value !== undefined) box.body.append(h("h3", "Return value"), h("pre.json", typeof t.return_value === "string" ? t.return_value : JSON.stringify(t.return_value, null, 2)));
-      box.body.append(h("div.output-head", h("strong", "stdout")), h("pre.output", t.stdout || ""), h("div.output-head", h("strong", "stderr")), h("pre.output.stderr", t.stderr || ""));
+      // as text: a value that is not a string (a JSON object) must not reach h() as its props
+      const text = (v) => (v === null || v === undefined ? "" : typeof v === "string" ? v : JSON.stringify(v));
+      box.body.append(h("div.output-head", h("strong", "stdout")), h("pre.output", text(t.stdout)), h("div.output-head", h("strong", "stderr")), h("pre.output.stderr", text(t.stderr)));
       detail.replaceChildren(box.el);
       box.el.scrollIntoView({ block: "nearest" });
     } catch (err) {

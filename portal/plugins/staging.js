@@ -5,7 +5,7 @@
 import { KeyedTable, card, errorText, fmtBytes, fmtTime, h, note, setText } from "/portal/dom.js";
 import { fileIconNode } from "/portal/icons.js";
 
-const TYPE_ORDER = { dir: 0, symlink: 1, file: 2 };
+const TYPE_ORDER = new Map([["dir", 0], ["symlink", 1], ["file", 2]]);
 
 export async function render(root, ctx) {
   const api = ctx.api;
@@ -31,7 +31,7 @@ export async function render(root, ctx) {
   const table = new KeyedTable({
     key: (e) => e.name,
     compare: (a, b) =>
-      (TYPE_ORDER[a.type] ?? 3) - (TYPE_ORDER[b.type] ?? 3) || a.name.localeCompare(b.name, undefined, { numeric: true }),
+      (TYPE_ORDER.get(a.type) ?? 3) - (TYPE_ORDER.get(b.type) ?? 3) || a.name.localeCompare(b.name, undefined, { numeric: true }),
     empty: "This directory is empty.",
     columns: [
       {
@@ -178,13 +178,19 @@ export async function render(root, ctx) {
 
   async function list(path) {
     try {
-      const answer = await api.withSession(async (sid) => ({ sid, ...(await api.get(`list/${encodeURIComponent(sid)}`, { path })) }));
-      const changedDir = answer.path !== current;
-      current = answer.path;
+      const answer = await api.withSession(async (sid) => ({ ...(await api.get(`list/${encodeURIComponent(sid)}`, { path })), sid }));
+      const dir = typeof answer.path === "string" && answer.path ? answer.path : String(path);
+      const changedDir = dir !== current;
+      current = dir;
       if (changedDir) table.clear();
       pathInput.value = current;
-      table.setAll((answer.entries || []).map((e) => ({ ...e, sid: answer.sid })));
-      setText(meta, `${(answer.entries || []).length} entries${answer.truncated ? " (the listing was cut)" : ""}`);
+      // the edge's entries as text: a name or a type that is not a string (a hostile edge's JSON object)
+      // must not reach h() as its props, nor a lookup table as a key
+      const entries = (Array.isArray(answer.entries) ? answer.entries : [])
+        .filter((e) => e && typeof e === "object")
+        .map((e) => ({ ...e, name: String(e.name ?? ""), type: typeof e.type === "string" ? e.type : "other", sid: answer.sid }));
+      table.setAll(entries);
+      setText(meta, `${entries.length} entries${answer.truncated ? " (the listing was cut)" : ""}`);
       renderCrumbs();
       listStatus.replaceChildren();
       return true;
