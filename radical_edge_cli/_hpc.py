@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -267,18 +268,19 @@ async def submit(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
             out.write(json.dumps({"event": "submitted", **submitted}) + "\n")
             out.flush()
         last: JobUpdate | None = None
-        async for update in psij.watch(job_id):
-            last = update
-            if args.json:
-                fields = {"job_id": update.job_id, "state": update.state, "exit_code": update.exit_code}
-                if update.kind == "output":
-                    fields.update(stream=update.stream, data=update.data)
-                out.write(json.dumps({"event": update.kind, **fields}) + "\n")
-                out.flush()
-            elif update.kind == "output":
-                stream = out if update.stream == "stdout" else err
-                stream.write(update.data)
-                stream.flush()
+        async with contextlib.aclosing(psij.watch(job_id)) as updates:  # closed at once on Ctrl-C too
+            async for update in updates:
+                last = update
+                if args.json:
+                    fields = {"job_id": update.job_id, "state": update.state, "exit_code": update.exit_code}
+                    if update.kind == "output":
+                        fields.update(stream=update.stream, data=update.data)
+                    out.write(json.dumps({"event": update.kind, **fields}) + "\n")
+                    out.flush()
+                elif update.kind == "output":
+                    stream = out if update.stream == "stdout" else err
+                    stream.write(update.data)
+                    stream.flush()
     if last is None or not last.final:  # watch() ends with the final state
         raise BridgeProtocolError(f"psij: the updates of job {job_id} ended before its final state")
     if not args.json and last.state != "DONE" and last.exit_code is None:
@@ -335,8 +337,9 @@ async def cancel(args: Any, out: TextIO = sys.stdout) -> int:
         answer = await psij.cancel_job(args.job)
         status: dict[str, Any] = {}
         with anyio.move_on_after(max(args.wait, 0)):
-            async for update in psij.watch(args.job, poll_interval=1.0):
-                status = {"job_id": update.job_id, "state": update.state, "exit_code": update.exit_code}
+            async with contextlib.aclosing(psij.watch(args.job, poll_interval=1.0)) as updates:
+                async for update in updates:
+                    status = {"job_id": update.job_id, "state": update.state, "exit_code": update.exit_code}
         if not status:
             status = await psij.get_job_status(args.job)
     if args.json:

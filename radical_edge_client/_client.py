@@ -519,9 +519,7 @@ class AsyncEdgeClient(_Scoped):
         plugins = (await self._entry()).get("plugins", {})
         return plugins if isinstance(plugins, dict) else {}
 
-    async def get_plugin(
-        self, /, name: str, *, session: bool = True, **session_options: Any
-    ) -> AsyncPluginClient:
+    async def get_plugin(self, /, name: str, *, session: bool = True, **session_options: Any) -> AsyncPluginClient:
         """A client for plugin ``name``, of the class registered for its type (e.g. :class:`AsyncSysInfoClient`).
 
         With ``session`` (the default) a session is registered first, with

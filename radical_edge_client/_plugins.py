@@ -9,7 +9,7 @@ plugin's ``type`` in the edge's manifest.  Their blocking forms
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, ClassVar
 
 import anyio
@@ -151,7 +151,7 @@ class AsyncPSIJClient(AsyncPluginClient):
         unless it had ended already)."""
         return await self.post_json(f"{self.session_path('cancel')}/{quote_segment(str(job_id))}")
 
-    def watch(self, job_id: str, *, poll_interval: float = 5.0) -> AsyncIterator[JobUpdate]:
+    def watch(self, job_id: str, *, poll_interval: float = 5.0) -> AsyncGenerator[JobUpdate, None]:
         """Follow a job: its status changes and its output as it comes, ending after its final state.
 
         The first update is the current status (with the output so far before

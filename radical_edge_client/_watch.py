@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,7 +160,7 @@ async def watch_job(
     unsubscribe: Unsubscribe,
     *,
     poll_interval: float,
-) -> AsyncIterator[JobUpdate]:
+) -> AsyncGenerator[JobUpdate, None]:
     """The updates of ``job_id`` (see the module docstring); ends after the final state."""
     send, receive = anyio.create_memory_object_stream[tuple[str, dict[str, Any]] | None](_BUFFER)
     watcher = JobWatcher(job_id)
@@ -189,7 +189,12 @@ async def watch_job(
         answer = await read_status(job_id, watcher.offsets["stdout"], watcher.offsets["stderr"])
         return watcher.from_status(answer), _state_of(answer, f"psij status of {job_id}"), answer
 
-    await subscribe(on_event, on_gap)  # first: what happens from now on is queued for us
+    try:
+        await subscribe(on_event, on_gap)  # first: what happens from now on is queued for us
+    except BaseException:  # cancelled or failed before it was on: only the queue to close
+        send.close()
+        receive.close()
+        raise
     try:
         outputs, state, answer = await poll()  # then: everything before, from offset 0
         for update in outputs:

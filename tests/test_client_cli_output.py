@@ -163,7 +163,7 @@ async def test_psij_and_queue_info_verbs_show_hostile_text_escaped(hostile: Live
     assert f"{SHOWN}*" in queues  # the default queue's mark
     submitted = await printed(hostile, _hpc.submit, "submit", "e1", "/bin/true")
     assert submitted == SHOWN + "\n"
-    cancelled = await printed(hostile, _hpc.cancel, "cancel", "e1", "j1", "--wait", "0.3")
+    cancelled = await printed(hostile, _hpc.cancel, "cancel", "e1", "j1", "--wait", "0")
     assert cancelled == f"j1 {SHOWN}\n"
     # --json is the data, exact
     exact = json.loads(await printed(hostile, _hpc.jobs, "jobs", "e1", "--json"))
