@@ -187,7 +187,9 @@ async def test_edge_killed_with_requests_in_flight_all_get_503_fast(bridge, clie
     assert max(t for _, t in results) - killed < 1.0
 
 
-async def raw_exchange(bridge, client_ssl, request: bytes) -> bytes:
+async def raw_exchange(bridge, client_ssl, request: bytes, *, head_only: bool = False) -> bytes:
+    """Send ``request`` as written; return what comes back until the bridge closes (or, with ``head_only``,
+    the answer's head: for a connection that stays open)."""
     stream = await anyio.connect_tcp(
         "127.0.0.1", bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
     )
@@ -196,7 +198,7 @@ async def raw_exchange(bridge, client_ssl, request: bytes) -> bytes:
         data = b""
         with anyio.fail_after(5):
             try:
-                while True:
+                while not (head_only and b"\r\n\r\n" in data):
                     data += await stream.receive()
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 pass

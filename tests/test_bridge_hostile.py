@@ -515,24 +515,10 @@ async def test_a_websocket_upgrade_needs_the_bearer_token_not_the_cookie(bridge,
         "Origin: https://evil.example\r\n"
     )
     cookie = f"Cookie: radical_edge_token={TOKEN}\r\n"
-    with_cookie = await raw_exchange_head(bridge, client_ssl, (upgrade + cookie + "\r\n").encode())
+    with_cookie = await raw_exchange(bridge, client_ssl, (upgrade + cookie + "\r\n").encode(), head_only=True)
     assert with_cookie.startswith(b"HTTP/1.1 401 ")
-    with_bearer = await raw_exchange_head(bridge, client_ssl, (upgrade + AUTH + "\r\n").encode())
+    with_bearer = await raw_exchange(bridge, client_ssl, (upgrade + AUTH + "\r\n").encode(), head_only=True)
     assert with_bearer.startswith(b"HTTP/1.1 101 ")
-
-
-async def raw_exchange_head(b: Bridge, client_ssl, request: bytes) -> bytes:
-    """Send ``request`` and return the answer's head (the connection then stays open: read only the head)."""
-    stream = await anyio.connect_tcp(
-        "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
-    )
-    async with stream:
-        await stream.send(request)
-        data = b""
-        with anyio.fail_after(5):
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-    return data
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "-x", "a.b", "", "x" * 65, "<img src=x>", "ok%2F"])
