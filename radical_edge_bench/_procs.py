@@ -48,6 +48,10 @@ def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
 def _run_edge(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
+    from radical_edge_tunnel import tune_allocator  # noqa: PLC0415
+
+    tune_allocator()  # as radical-edge-service does
+
     from radical_edge_edge import EdgeService  # noqa: PLC0415
     from radical_edge_tunnel import resolve_settings  # noqa: PLC0415
 
@@ -80,6 +84,10 @@ def _run_edge(args: argparse.Namespace) -> int:
 
 def _run_direct(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
+
+    from radical_edge_tunnel import tune_allocator  # noqa: PLC0415
+
+    tune_allocator()  # the same allocator settings as the bridge and the edge: the floor is not flattered
 
     from ._app import build_app  # noqa: PLC0415
 

@@ -20,6 +20,7 @@ from radical_edge_tunnel import (
     InsecureFileError,
     check_private,
     load_or_create_token,
+    tune_allocator,
     tunnel_limits,
 )
 
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     # the token is in the config now: what the bridge's own plugins start must not inherit it
     os.environ.pop(ENV_TOKEN, None)
     raise_fd_limit(config.max_connections)
+    tune_allocator()
     bridge = Bridge(config)
 
     failed: list[str] = []

@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 
 from radical_edge_proto import edge_name_error
-from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_CERT, ENV_TOKEN, ENV_URL, resolve_settings
+from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_CERT, ENV_TOKEN, ENV_URL, resolve_settings, tune_allocator
 
 from ._body import DEFAULT_MAX_BODY_BYTES
 from ._discovery import PluginSelectionError, discover
@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("no bridge token found (--token, %s, %s): connecting without one", ENV_TOKEN, args.token_file)
     # the token is in the settings now: the processes this edge starts (jobs, tasks, child edges) must not inherit it
     os.environ.pop(ENV_TOKEN, None)
+    tune_allocator()
     if args.staging_root:
         # plugin options travel in the environment (the edge never imports a plugin): the staging plugin reads it
         os.environ[STAGING_ROOTS_ENV] = os.pathsep.join(

@@ -5,6 +5,7 @@ bridge finds it with :func:`resolve_settings` and keeps its connection with a
 :class:`Redialer` (one backoff, one fatal policy: see ``_redial.py``).
 """
 
+from ._allocator import tune_allocator
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
@@ -22,7 +23,7 @@ from ._settings import (
     read_token_file,
     resolve_settings,
 )
-from ._speedups import PURE_PYTHON_ENV, enable_speedups
+from ._speedups import PURE_PYTHON_ENV, client_frame_builder, enable_speedups
 from ._speedups import masking as websocket_masking
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
@@ -64,6 +65,7 @@ __all__ = [
     "WebSocketCarrier",
     "accept_handshake",
     "check_private",
+    "client_frame_builder",
     "client_ssl_context",
     "connect_handshake",
     "connect_websocket",
@@ -74,6 +76,7 @@ __all__ = [
     "read_token_file",
     "resolve_settings",
     "tls_object",
+    "tune_allocator",
     "tunnel_limits",
     "websocket_masking",
     "websocket_url",

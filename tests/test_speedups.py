@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 from wsproto import ConnectionType, WSConnection, frame_protocol
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
-from radical_edge_tunnel import connect_websocket, enable_speedups, websocket_masking
+from radical_edge_tunnel import client_frame_builder, connect_websocket, enable_speedups, websocket_masking
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +143,42 @@ def test_a_process_with_the_extra_uses_it(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "C (websockets.speedups)"
+
+
+@pytest.mark.usefixtures("accelerated")
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, (1 << 20) + 3])
+def test_the_accelerated_client_frames_are_read_by_wsproto_and_by_websockets(size: int) -> None:
+    """A client carrier with the accelerators builds its data frames itself (fewer copies): a final,
+    masked binary frame with a fresh key, which both wsproto and ``websockets`` (sans-I/O server) read back."""
+    build = client_frame_builder()
+    assert build is not None
+    payload = os.urandom(size)
+    frame, again = build(payload), build(payload)
+    header = 2 if size < 126 else 4 if size < 1 << 16 else 10
+    assert frame[header : header + 4] != again[header : header + 4]  # a fresh masking key each time
+
+    server = WSConnection(ConnectionType.SERVER)
+    client = WSConnection(ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="x", target="/")))
+    assert isinstance(next(server.events()), Request)
+    client.receive_data(server.send(AcceptConnection()))
+    server.receive_data(frame)
+    got = b"".join(bytes(e.data) for e in server.events() if isinstance(e, BytesMessage))
+    assert got == payload
+
+    independent = ServerProtocol(max_size=None)
+    independent.receive_data(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    (request,) = independent.events_received()
+    independent.send_response(independent.accept(request))
+    independent.receive_data(again)
+    (message,) = independent.events_received()
+    assert message.data == payload
+
+
+def test_without_the_accelerators_the_carrier_uses_wsprotos_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADICAL_EDGE_PURE_PYTHON", "1")
+    monkeypatch.setattr(frame_protocol, "XorMaskerSimple", PURE)
+    assert client_frame_builder() is None
