@@ -36,8 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -49,10 +50,12 @@ from . import _load as load
 from . import _staging as staging_bench
 from ._app import SMALL_BODY
 from ._cli import Options
+from ._staging import _per_gib, _ratio
 
 EDGE = "bench-edge"
 HOST = "127.0.0.1"
 MIB = 1 << 20
+T = TypeVar("T")
 
 TARGETS = {
     "p50_ratio": 2.0,  # tunnel p50 / direct p50 at 1 client <=
@@ -170,8 +173,11 @@ class Proc:
         self._log_fh.close()
 
 
-def _cpu_deltas(procs: dict[str, Proc], before: dict[str, float]) -> dict[str, float]:
-    return {name: proc.cpu() - before[name] for name, proc in procs.items()}
+async def _with_cpu(procs: dict[str, Proc], work: Awaitable[T]) -> tuple[T, dict[str, float]]:
+    """Await ``work``; its result and the CPU seconds each process spent meanwhile."""
+    before = {name: proc.cpu() for name, proc in procs.items()}
+    result = await work
+    return result, {name: proc.cpu() - before[name] for name, proc in procs.items()}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -388,13 +394,9 @@ class Bench:
             key = "direct" if via == "direct" else "tunnel"
             _log(f"bench: small GET, {via}: 1 client, {o.duration:g} s")
             servers = self._servers(key)
-            before = {n: p.cpu() for n, p in servers.items()}
-            one = await self.http_run(key, 1, o.duration)
-            one_cpu = _cpu_deltas(servers, before)
+            one, one_cpu = await _with_cpu(servers, self.http_run(key, 1, o.duration))
             _log(f"bench: small GET, {via}: {o.connections} connections, {o.duration:g} s")
-            before = {n: p.cpu() for n, p in servers.items()}
-            many = await self.http_run(key, o.connections, o.duration)
-            many_cpu = _cpu_deltas(servers, before)
+            many, many_cpu = await _with_cpu(servers, self.http_run(key, o.connections, o.duration))
             small[via] = {"one_client": self._record(one, one_cpu), "concurrent": self._record(many, many_cpu)}
 
         _log(f"bench: small GET over WS /connect: 1 stream, then {o.connections} concurrent streams")
@@ -404,12 +406,12 @@ class Bench:
             with anyio.fail_after(30):
                 await tg.start(client.run)
             servers = self._servers("tunnel")
-            before = {n: p.cpu() for n, p in servers.items()}
-            one = await load.run_tunnel_load(client, path, 1, o.duration, expect=SMALL_BODY)
-            one_cpu = _cpu_deltas(servers, before)
-            before = {n: p.cpu() for n, p in servers.items()}
-            many = await load.run_tunnel_load(client, path, o.connections, o.duration, expect=SMALL_BODY)
-            many_cpu = _cpu_deltas(servers, before)
+            one, one_cpu = await _with_cpu(
+                servers, load.run_tunnel_load(client, path, 1, o.duration, expect=SMALL_BODY)
+            )
+            many, many_cpu = await _with_cpu(
+                servers, load.run_tunnel_load(client, path, o.connections, o.duration, expect=SMALL_BODY)
+            )
             await client.aclose()
             tg.cancel_scope.cancel()
         small["tunnel_ws"] = {"one_client": self._record(one, one_cpu), "concurrent": self._record(many, many_cpu)}
@@ -454,29 +456,12 @@ class Bench:
 
     async def bulk(self, res: dict[str, Any]) -> None:
         assert self.ctx is not None
-        size = self.o.size_mib * MIB
-        timeout = 60 + size / MIB  # >= 1 MiB/s
         out: dict[str, Any] = {"size_mib": self.o.size_mib}
         for via in ("tunnel", "direct"):
             port, _ = self._small_path(via)
             prefix = "" if via == "direct" else f"/{EDGE}/bench"
-            servers = self._servers(via)
             _log(f"bench: {self.o.size_mib} MiB download and upload, {via}")
-            before = {n: p.cpu() for n, p in servers.items()}
-            down = await load.download(self._target(port), f"{prefix}/download?size={size}", timeout)
-            down_cpu = _cpu_deltas(servers, before)
-            before = {n: p.cpu() for n, p in servers.items()}
-            up = await load.upload(self._target(port), f"{prefix}/upload", size, timeout)
-            up_cpu = _cpu_deltas(servers, before)
-            for name, t in (("download", down), ("upload", up)):
-                if t.status != 200 or t.nbytes != size:
-                    raise RuntimeError(f"{via} {name}: status {t.status}, {t.nbytes} of {size} bytes\n{self._logs()}")
-            out[via] = {
-                "download_mib_s": round(down.mib_s, 1),
-                "upload_mib_s": round(up.mib_s, 1),
-                "download_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in down_cpu.items()},
-                "upload_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in up_cpu.items()},
-            }
+            out[via] = await self._bulk_run(via, self._servers(via), port, prefix)
         out["ratios"] = {
             "download": _ratio(out["tunnel"]["download_mib_s"], out["direct"]["download_mib_s"]),
             "upload": _ratio(out["tunnel"]["upload_mib_s"], out["direct"]["upload_mib_s"]),
@@ -489,24 +474,33 @@ class Bench:
             port = self._start_tunnel({**self._env, PURE_PYTHON_ENV: "1"}, "-pure")
             servers = {"bridge": self.procs["bridge-pure"], "edge": self.procs["edge-pure"]}
             try:
-                before = {n: p.cpu() for n, p in servers.items()}
-                down = await load.download(self._target(port), f"/{EDGE}/bench/download?size={size}", timeout)
-                down_cpu = _cpu_deltas(servers, before)
-                before = {n: p.cpu() for n, p in servers.items()}
-                up = await load.upload(self._target(port), f"/{EDGE}/bench/upload", size, timeout)
-                up_cpu = _cpu_deltas(servers, before)
+                pure = out["tunnel_pure"] = await self._bulk_run(
+                    "tunnel (pure Python)", servers, port, f"/{EDGE}/bench"
+                )
             finally:
                 for name in ("edge-pure", "bridge-pure"):
                     self.procs.pop(name).stop()
-            out["tunnel_pure"] = {
-                "download_mib_s": round(down.mib_s, 1),
-                "upload_mib_s": round(up.mib_s, 1),
-                "download_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in down_cpu.items()},
-                "upload_cpu_s_per_gib": {k: round(v * (1 << 30) / size, 3) for k, v in up_cpu.items()},
-            }
-            out["ratios"]["download_pure"] = _ratio(down.mib_s, out["direct"]["download_mib_s"])
-            out["ratios"]["upload_pure"] = _ratio(up.mib_s, out["direct"]["upload_mib_s"])
+            out["ratios"]["download_pure"] = _ratio(pure["download_mib_s"], out["direct"]["download_mib_s"])
+            out["ratios"]["upload_pure"] = _ratio(pure["upload_mib_s"], out["direct"]["upload_mib_s"])
         res["bulk"] = out
+
+    async def _bulk_run(self, via: str, servers: dict[str, Proc], port: int, prefix: str) -> dict[str, Any]:
+        """A ``--size-mib`` download, then an upload, through ``port``: the rates and the servers' CPU per GiB."""
+        size = self.o.size_mib * MIB
+        timeout = 60 + size / MIB  # >= 1 MiB/s
+        down, down_cpu = await _with_cpu(
+            servers, load.download(self._target(port), f"{prefix}/download?size={size}", timeout)
+        )
+        up, up_cpu = await _with_cpu(servers, load.upload(self._target(port), f"{prefix}/upload", size, timeout))
+        for name, t in (("download", down), ("upload", up)):
+            if t.status != 200 or t.nbytes != size:
+                raise RuntimeError(f"{via} {name}: status {t.status}, {t.nbytes} of {size} bytes\n{self._logs()}")
+        return {
+            "download_mib_s": round(down.mib_s, 1),
+            "upload_mib_s": round(up.mib_s, 1),
+            "download_cpu_s_per_gib": {k: _per_gib(v, size) for k, v in down_cpu.items()},
+            "upload_cpu_s_per_gib": {k: _per_gib(v, size) for k, v in up_cpu.items()},
+        }
 
     async def memory(self, res: dict[str, Any]) -> None:
         assert self.ctx is not None
@@ -625,12 +619,6 @@ async def _sample_rss(servers: dict[str, Proc], peak: dict[str, float], done: an
             peak[name] = max(peak[name], proc.memory()["VmRSS"])
         with anyio.move_on_after(0.02):
             await done.wait()
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return round(a / b, 3)
 
 
 # ---------------------------------------------------------------------------- entry point

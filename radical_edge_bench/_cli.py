@@ -111,10 +111,10 @@ class Options:
             big_mib=args.big_mib if args.big_mib is not None else (32 if quick else 1024),
             connections=args.connections,
             driver=args.driver,
-            pipeline=max(1, getattr(args, "pipeline", 1)),
-            scale=getattr(args, "scale", None),
-            idle_seconds=max(0.5, float(getattr(args, "idle_seconds", 10.0))),
-            heartbeat_interval=getattr(args, "heartbeat_interval", None),
+            pipeline=max(1, args.pipeline),
+            scale=args.scale,
+            idle_seconds=max(0.5, args.idle_seconds),
+            heartbeat_interval=args.heartbeat_interval,
         )
 
 

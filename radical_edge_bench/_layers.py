@@ -75,6 +75,7 @@ from radical_edge_proto import (
 from radical_edge_tunnel import enable_speedups, with_buffered_tls
 
 from ._app import build_app
+from ._load import request_bytes
 
 EDGE = "bench-edge"
 PLUGIN = "bench"
@@ -164,11 +165,6 @@ class Messages:
     ws_to_bridge: bytes = b""  # the edge's WebSocket frame (masked)
     bridge_response: bytes = b""  # the bridge's HTTP answer (one write)
     direct_response: list[bytes] = field(default_factory=list)  # the direct server's writes (head, body)
-
-
-def request_bytes(token: str, host: str, path: str = PATH) -> bytes:
-    """The request the bench's load drivers send (see ``_load.request_bytes`` and its wrk script)."""
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode("latin-1")
 
 
 def reason_phrase(status: int) -> bytes:
@@ -550,11 +546,10 @@ class WebSocket(Layer):
             raise RuntimeError("WebSocket: the edge must mask, the bridge must not")
 
 
-class ClientHopTLS(Layer):
-    """TLS between the HTTP client and the bridge: the bridge decrypts the request (``HTTPChannel._read``)
-    and encrypts the answer (one write); the client's work runs but is not counted."""
+class _ClientHopLayer(Layer):
+    """TLS between the HTTP client (``client``) and a server (``server``): what each one received."""
 
-    key, label, parties = "tls_client", "TLS, client hop (HTTPS)", (BRIDGE, OTHER)
+    key, label = "tls_client", "TLS, client hop (HTTPS)"
 
     def __init__(self, m: Messages, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
         super().__init__()
@@ -562,6 +557,13 @@ class ClientHopTLS(Layer):
         self.server, self.client = tls_pair(server_ctx, client_ctx, "127.0.0.1")
         self.got = b""
         self.answer = b""
+
+
+class ClientHopTLS(_ClientHopLayer):
+    """TLS between the HTTP client and the bridge: the bridge decrypts the request (``HTTPChannel._read``)
+    and encrypts the answer (one write); the client's work runs but is not counted."""
+
+    parties = (BRIDGE, OTHER)
 
     def step(self) -> None:
         m, split = self.m, self.split
@@ -606,18 +608,11 @@ class TunnelHopTLS(Layer):
             raise RuntimeError("TLS (tunnel hop): the bytes did not arrive intact")
 
 
-class DirectTLS(Layer):
+class DirectTLS(_ClientHopLayer):
     """TLS between the HTTP client and uvicorn (asyncio's SSL protocol): the request decrypted, the head
     and the body encrypted as two writes; the client's work runs but is not counted."""
 
-    key, label, parties = "tls_client", "TLS, client hop (HTTPS)", (DIRECT, OTHER)
-
-    def __init__(self, m: Messages, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
-        super().__init__()
-        self.m = m
-        self.server, self.client = tls_pair(server_ctx, client_ctx, "127.0.0.1")
-        self.got = b""
-        self.answer = b""
+    parties = (DIRECT, OTHER)
 
     def step(self) -> None:
         m, split = self.m, self.split
@@ -787,7 +782,8 @@ def uvicorn_app(files: TLSFiles) -> tuple[ASGIApp, ssl.SSLContext]:
 
 def build_messages(token: str, host: str, runner: asyncio.Runner, edge_app: ASGIApp) -> Messages:
     """One request through the real code of every layer, keeping what each one hands to the next."""
-    m = Messages(token=token, host=host, client_request=request_bytes(token, host))
+    # the request as the load drivers send it
+    m = Messages(token=token, host=host, client_request=request_bytes("GET", PATH, token, host))
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(m.client_request)
     event = conn.next_event()
