@@ -234,6 +234,7 @@ class ClientHub:
                     (b"transfer-encoding", b"chunked"),
                 ],
             )
+            # what the replay and the snapshot include: the replay is taken now, numbered up to it
             sent = events.last_seq
             if last_id is not None:
                 try:
@@ -247,7 +248,6 @@ class ClientHub:
                     await exchange.send_body(_sse_frame(None, gap))
                 for event in replay.events if replay else []:
                     await exchange.send_body(_sse_event(event))
-                sent = max([sent, *(e.seq for e in (replay.events if replay else []))])
             await exchange.send_body(_sse_frame(sent, {"topic": profile.TOPIC_TOPOLOGY, "data": events.snapshot()}))
             assert sub.receive is not None
             while True:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
 
 from radical_edge_proto import ErrorCode, ResponseReceived, profile
-from radical_edge_tunnel import StreamResetError, TunnelClosedError, TunnelStream
+from radical_edge_tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelStream
 
 from ._exchange import Exchange, RequestHead
 from ._http import BadRequest, ClientGone
@@ -31,13 +31,11 @@ from ._metrics import Metrics
 #: how long a bodiless request waits for the answer's head before it also watches the caller
 _QUICK_ANSWER = 0.05
 
-TunnelStreamOpener = Callable[[str, str, list[tuple[bytes, bytes]], bool], Awaitable[TunnelStream]]
-
 
 async def forward(
     channel: Exchange,
     request: RequestHead,
-    open_edge_stream: TunnelStreamOpener,
+    tunnel: Tunnel,
     tunnel_path: str,
     *,
     caller: str,
@@ -45,7 +43,8 @@ async def forward(
     timeout: float,
     metrics: Metrics,
 ) -> None:
-    """Forward ``request`` (whose body is still unread) and write the answer to ``channel``."""
+    """Forward ``request`` (whose body is still unread) to the edge on ``tunnel``, as ``tunnel_path``,
+    and write the answer to ``channel``."""
     headers = profile.forwarded_request_headers(request.headers, caller=caller, root_path=root_path)
     has_body = request.has_body
     started = time.perf_counter()
@@ -53,7 +52,7 @@ async def forward(
     metrics.in_flight += 1
     try:
         try:
-            stream = await open_edge_stream(request.method.decode(), tunnel_path, headers, not has_body)
+            stream = await tunnel.request(request.method.decode(), tunnel_path, headers, end_stream=not has_body)
         except TunnelClosedError as exc:
             status = 503
             await channel.send_error(503, f"edge not available: {exc}")

@@ -126,10 +126,6 @@ class HeadMeter:
         return None
 
 
-def _malformed(exc: h11.RemoteProtocolError) -> BadRequest:
-    return BadRequest(exc.error_status_hint, f"malformed request: {exc}")
-
-
 class HTTPChannel:
     """One client connection; call :meth:`next_request` in a loop."""
 
@@ -153,15 +149,17 @@ class HTTPChannel:
             return b""
         return with_buffered_tls(self._ssl, data, 256 * 1024)
 
+    def _poll(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """h11's next event from the bytes it has; a malformed request is a :class:`BadRequest`."""
+        try:
+            return self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(exc.error_status_hint, f"malformed request: {exc}") from None
+
     async def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _malformed(exc) from None
-            if event is not h11.NEED_DATA:
-                return event
+        while (event := self._poll()) is h11.NEED_DATA:
             self._feed(await self._read())
+        return event
 
     def _feed(self, data: bytes) -> None:
         """Hand received bytes to h11; while a request head arrives, 414/431 as soon as it passes a limit."""
@@ -211,10 +209,7 @@ class HTTPChannel:
         """The next request's first event: TimeoutError after ``idle_timeout`` without a byte; once
         the first byte is here, the rest of the head must follow within ``head_timeout``.
         Timers are armed only when there is something to wait for (pipelined heads need none)."""
-        try:
-            event = self.h11.next_event()
-        except h11.RemoteProtocolError as exc:  # a pipelined head that came with the previous request
-            raise _malformed(exc) from None
+        event = self._poll()  # a pipelined head may have come with the previous request
         if event is not h11.NEED_DATA:
             return event
         with anyio.fail_after(self.limits.idle_timeout):
@@ -222,10 +217,7 @@ class HTTPChannel:
         if not data:
             return h11.ConnectionClosed()
         self._feed(data)
-        try:
-            event = self.h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise _malformed(exc) from None
+        event = self._poll()
         if event is not h11.NEED_DATA:
             return event
         try:
@@ -242,10 +234,7 @@ class HTTPChannel:
         if self.h11.they_are_waiting_for_100_continue:
             await self._write(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
         while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _malformed(exc) from None
+            event = self._poll()
             if event is h11.NEED_DATA:
                 try:
                     with anyio.fail_after(self.limits.body_read_timeout):

@@ -27,7 +27,7 @@ from wsproto.utilities import generate_accept_token
 
 from radical_edge_proto import profile
 from radical_edge_proto.profile import error_body
-from radical_edge_tunnel import Carrier, TunnelStream, WebSocketCarrier
+from radical_edge_tunnel import Carrier, WebSocketCarrier
 
 from ._auth import Authenticator, bearer_from_headers, clear_session_cookie, credential_from_headers, session_cookie
 from ._clients import ClientHub
@@ -406,14 +406,10 @@ class Bridge:
             return
         raw_target = request.target.decode("latin-1")
         tunnel_path = raw_target[len(segments[1]) + 1 :]
-
-        async def open_edge_stream(m: str, p: str, h: list[tuple[bytes, bytes]], end: bool) -> TunnelStream:
-            return await tunnel.request(m, p, h, end_stream=end)
-
         await forward(
             channel,
             request,
-            open_edge_stream,
+            tunnel,
             tunnel_path,
             caller="token" if self.auth.enabled else "anonymous",
             root_path=f"/{segments[1]}",

@@ -26,6 +26,11 @@ PURE_PYTHON_ENV = "RADICAL_EDGE_PURE_PYTHON"
 _ApplyMask = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 
 
+def _accelerated() -> bool:
+    """Whether wsproto makes its maskers with the C routine now (:func:`enable_speedups` installed it)."""
+    return bool(getattr(_frame_protocol.XorMaskerSimple, "accelerated", False))
+
+
 def _load_apply_mask() -> _ApplyMask | None:
     try:
         from websockets.speedups import apply_mask  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
@@ -60,7 +65,7 @@ def client_frame_builder() -> Callable[[bytes | bytearray | memoryview], bytes] 
     without them.  For carriers that negotiated no extension (ours never offer one): the frame is
     exactly what wsproto sends for ``Message(data)``, with a fresh random key.
     """
-    if not getattr(_frame_protocol.XorMaskerSimple, "accelerated", False):
+    if not _accelerated():
         return None
     apply = _load_apply_mask()
     if apply is None:  # pragma: no cover - accelerated implies it loaded
@@ -84,9 +89,7 @@ def client_frame_builder() -> Callable[[bytes | bytearray | memoryview], bytes] 
 
 def masking() -> str:
     """Which WebSocket masking routine this process uses: ``"C (websockets.speedups)"`` or ``"pure Python"``."""
-    return (
-        "C (websockets.speedups)" if getattr(_frame_protocol.XorMaskerSimple, "accelerated", False) else "pure Python"
-    )
+    return "C (websockets.speedups)" if _accelerated() else "pure Python"
 
 
 def enable_speedups() -> str:
@@ -95,7 +98,7 @@ def enable_speedups() -> str:
     Called when a WebSocket carrier is made, so every bridge, edge and SDK
     process uses them without a setting.
     """
-    if getattr(_frame_protocol.XorMaskerSimple, "accelerated", False):
+    if _accelerated():
         return masking()
     if os.environ.get(PURE_PYTHON_ENV, "").strip() not in ("", "0"):
         return masking()
