@@ -28,7 +28,7 @@ from radical_edge_plugins.psij._spec import SpecError, parse_duration, parse_spe
 from radical_edge_plugins.psij._state import JobRecord, JobTable
 from radical_edge_plugins.scheduler import JobState
 
-from radical_edge_edge import discover
+from radical_edge_edge import Plugin, discover
 
 from .psij_helpers import FINAL, PsijEdge, psij_edge
 from .slurm_helpers import Slurm
@@ -590,3 +590,8 @@ async def test_reconcile_against_real_squeue_and_sacct(tmp_path: Path, slurm: Sl
         assert edge.states("lost-1")[-1] == "DONE"
         assert record.exit_code == 0
         assert {e.data["source"] for e in edge.job_events("lost-1")[1:]} == {"scheduler"}
+
+
+def test_the_plugin_keeps_the_session_expiry_loop() -> None:
+    """Its own loops must not shadow Plugin's ``_cleanup_loop`` (the one that expires sessions)."""
+    assert PsijPlugin._cleanup_loop is Plugin._cleanup_loop

@@ -48,7 +48,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -246,9 +246,10 @@ class PsijPlugin(Plugin):
         await self.run_sync(self.executor_default)
         self._child_seq = max(self._child_seq, await self.run_sync(_children.last_number, self.children_dir, edge))
         assert self._tg is not None, "the psij plugin's lifespan runs its background tasks"
-        self._tg.start_soon(self._reconcile_loop)
-        self._tg.start_soon(self._cleanup_loop)
-        self._tg.start_soon(self._children_loop)
+        # (not named _cleanup_loop & co: Plugin's own _cleanup_loop expires the sessions)
+        self._tg.start_soon(self._repeat, "reconcile", lambda: self.reconcile_tick, self.reconcile)
+        self._tg.start_soon(self._repeat, "cleanup", lambda: self.cleanup_interval, lambda: self.run_sync(self.cleanup))
+        self._tg.start_soon(self._repeat, "checking the child edges", lambda: self.child_tick, self.check_children)
         log.info(
             "psij: output in %s, kept %g days; default executor %s",
             self.output_dir,
@@ -485,13 +486,15 @@ class PsijPlugin(Plugin):
         if self.jobs.advance(record, state, exit_code=exit_code, message=view.message(), source="scheduler"):
             log.info("psij: job %s (%s %s) reconciled: %s", record.job_id, executor, record.native_id, view.message())
 
-    async def _reconcile_loop(self) -> None:
+    @staticmethod
+    async def _repeat(what: str, interval: Callable[[], float], work: Callable[[], Awaitable[Any]]) -> None:
+        """``work()`` every ``interval()`` seconds until cancelled; a failure is logged, the loop goes on."""
         while True:
-            await anyio.sleep(self.reconcile_tick)
+            await anyio.sleep(interval())
             try:
-                await self.reconcile()
+                await work()
             except Exception:
-                log.exception("psij: reconcile failed")
+                log.exception("psij: %s failed", what)
 
     def cleanup(self) -> list[Path]:
         """Apply the cleanup policy now (blocking); returns the files deleted."""
@@ -513,14 +516,6 @@ class PsijPlugin(Plugin):
         if removed:
             log.info("psij: cleanup deleted %d file(s) older than %g days", len(removed), self.keep_days)
         return removed
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.cleanup_interval)
-            try:
-                await self.run_sync(self.cleanup)
-            except Exception:
-                log.exception("psij: cleanup failed")
 
     # ------------------------------------------------------------ child edges
 
@@ -593,13 +588,22 @@ class PsijPlugin(Plugin):
                 ready = await self.run_sync(child.ready_file.exists)
                 await self.run_sync(self._settle_child, child, ready)
 
-    async def _children_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.child_tick)
-            try:
-                await self.check_children()
-            except Exception:
-                log.exception("psij: checking the child edges failed")
+    def _submit_options(self, body: dict[str, Any]) -> tuple[str, bool]:
+        """A submit body's ``executor`` (default: :meth:`executor_default`) and ``stream_output`` (default: true)."""
+        executor = body.get("executor") or self.executor_default()
+        if not isinstance(executor, str):
+            raise HTTPException(422, "executor must be a name like 'local' or 'slurm'")
+        stream_output = body.get("stream_output", True)
+        if not isinstance(stream_output, bool):
+            raise HTTPException(422, "stream_output must be true or false")
+        return executor, stream_output
+
+    def _follow_submitted(self, record: JobRecord) -> None:
+        """A job just submitted: PENDING unless PSI/J has said more already, and followed from now on."""
+        if record.state is None:
+            self.jobs.advance(record, JobState.PENDING, source="submit")
+        if self._tg is not None:
+            self._tg.start_soon(self._follow, record)
 
     async def submit_child(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         """The ``submit_tunneled`` route's work (HTTP errors as :class:`HTTPException`)."""
@@ -609,12 +613,7 @@ class PsijPlugin(Plugin):
             spec_in, plugins, tunnel = _children.check_body(body)
         except ChildError as exc:
             raise HTTPException(422, str(exc)) from None
-        executor = body.get("executor") or self.executor_default()
-        if not isinstance(executor, str):
-            raise HTTPException(422, "executor must be a name like 'local' or 'slurm'")
-        stream_output = body.get("stream_output", True)
-        if not isinstance(stream_output, bool):
-            raise HTTPException(422, "stream_output must be true or false")
+        executor, stream_output = self._submit_options(body)
         settings = self.child_bridge or self.bridge_settings
         if settings is None:
             raise HTTPException(409, "this edge does not dial a bridge by URL: it cannot tell a child edge where to go")
@@ -638,8 +637,7 @@ class PsijPlugin(Plugin):
             if token_copy is not None:
                 token_copy.unlink(missing_ok=True)
             raise HTTPException(422, str(exc)) from None
-        if record.state is None:
-            self.jobs.advance(record, JobState.PENDING, source="submit")
+        self._follow_submitted(record)
         child = ChildRecord(
             edge=name,
             owner=session.owner,
@@ -651,8 +649,6 @@ class PsijPlugin(Plugin):
             via=tunnel["via"] if tunnel else None,
         )
         self.children[name] = child
-        if self._tg is not None:
-            self._tg.start_soon(self._follow, record)
         self.notify("tunnel_status", child.status())
         log.info("psij: child edge %s: job %s (%s %s)", name, record.job_id, executor, record.native_id)
         return {
@@ -686,12 +682,7 @@ class PsijPlugin(Plugin):
                 raise HTTPException(
                     422, f"unknown field(s) {', '.join(map(repr, unknown))} (known: job_spec, executor, stream_output)"
                 )
-            executor = body.get("executor") or plugin.executor_default()
-            if not isinstance(executor, str):
-                raise HTTPException(422, "executor must be a name like 'local' or 'slurm'")
-            stream_output = body.get("stream_output", True)
-            if not isinstance(stream_output, bool):
-                raise HTTPException(422, "stream_output must be true or false")
+            executor, stream_output = plugin._submit_options(body)
             if plugin._tg is None:
                 raise HTTPException(503, "the psij plugin is not running")
             try:
@@ -699,10 +690,7 @@ class PsijPlugin(Plugin):
                 record = await plugin.run_sync(plugin._submit_blocking, session, spec, executor, stream_output)
             except (SpecError, plugin._backend.SubmitFailed) as exc:
                 raise HTTPException(422, str(exc)) from None
-            if record.state is None:
-                plugin.jobs.advance(record, JobState.PENDING, source="submit")
-            if plugin._tg is not None:
-                plugin._tg.start_soon(plugin._follow, record)
+            plugin._follow_submitted(record)
             state = record.state or JobState.PENDING
             return {"job_id": record.job_id, "native_id": record.native_id, "executor": executor, "state": state.value}
 

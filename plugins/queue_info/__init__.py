@@ -79,9 +79,7 @@ def scheduler_errors(what: str) -> Iterator[None]:
         raise HTTPException(503, f"{what}: {exc}") from None
     except CommandTimeout as exc:
         raise HTTPException(504, f"{what}: {exc}") from None
-    except CommandFailed as exc:
-        raise HTTPException(502, f"{what}: {exc}") from None
-    except SchedulerError as exc:
+    except SchedulerError as exc:  # CommandFailed and the rest
         raise HTTPException(502, f"{what}: {exc}") from None
     except ValueError as exc:
         log.exception("%s: unreadable scheduler output", what)

@@ -751,12 +751,11 @@ class SlurmBackend(CommandBackend):
     async def queues(self) -> dict[str, dict[str, Any]]:
         """``{partition: queue record}``: ``scontrol -o show partition`` with the nodes of ``sinfo``."""
         text = (await self.command("scontrol", "-o", "show", "partition")).stdout
-        qos_max_jobs: dict[str, int | None] = {}
-        if partition_qos(parse_scontrol_partitions(text)):
+        partitions = parse_scontrol_partitions(text)
+        if partition_qos(partitions):  # their MaxJobsPerUser: parsed again with it
             qos = await self.command("sacctmgr", *SACCTMGR_QOS_ARGS, check=False)
             if qos.returncode == 0:
-                qos_max_jobs = parse_qos_max_jobs(qos.stdout)
-        partitions = parse_scontrol_partitions(text, qos_max_jobs)
+                partitions = parse_scontrol_partitions(text, parse_qos_max_jobs(qos.stdout))
         return queue_records(partitions, await self.nodes())
 
     async def allocations(self) -> list[dict[str, Any]]:
