@@ -28,7 +28,7 @@ from radical_edge_plugins.psij._spec import SpecError, parse_duration, parse_spe
 from radical_edge_plugins.psij._state import JobRecord, JobTable
 from radical_edge_plugins.scheduler import JobState
 
-from radical_edge_edge import Plugin, discover
+from radical_edge_edge import discover
 
 from .psij_helpers import FINAL, PsijEdge, psij_edge
 from .slurm_helpers import Slurm
@@ -592,6 +592,13 @@ async def test_reconcile_against_real_squeue_and_sacct(tmp_path: Path, slurm: Sl
         assert {e.data["source"] for e in edge.job_events("lost-1")[1:]} == {"scheduler"}
 
 
-def test_the_plugin_keeps_the_session_expiry_loop() -> None:
-    """Its own loops must not shadow Plugin's ``_cleanup_loop`` (the one that expires sessions)."""
-    assert PsijPlugin._cleanup_loop is Plugin._cleanup_loop
+async def test_an_idle_session_expires(tmp_path: Path) -> None:
+    """psij's own periodic work must not take the place of Plugin's session expiry (it once shadowed the
+    loop that expires sessions, so they never did): an idle session is gone after its TTL."""
+    async with psij_edge(tmp_path, session_ttl=0.3) as edge:
+        sid = await edge.session()
+        assert (await edge.call("GET", f"list_jobs/{sid}")).status == 200
+        # collected by the expiry loop itself (nothing touches the session meanwhile)
+        gone = lambda: all(session.sid != sid for session in edge.plugin.sessions)  # noqa: E731
+        await edge.wait_for(gone, timeout=5, what="the expiry loop to collect the session")
+        assert (await edge.call("GET", f"list_jobs/{sid}")).status == 410
