@@ -11,12 +11,13 @@ import contextlib
 import json
 import re
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 
 from radical_edge_client import (
     AsyncBridgeClient,
+    AsyncPluginClient,
     AsyncPSIJClient,
     AsyncQueueInfoClient,
     BridgeProtocolError,
@@ -24,6 +25,8 @@ from radical_edge_client import (
 )
 
 from ._term import shown
+
+P = TypeVar("P", bound=AsyncPluginClient)
 
 #: ``--time`` in sbatch's forms (see :func:`duration_seconds`)
 _DAYS = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -141,11 +144,16 @@ def table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
-async def _psij(client: AsyncBridgeClient, edge: str) -> AsyncPSIJClient:
-    plugin = await (await client.get_edge_client(edge)).get_plugin("psij")
-    if not isinstance(plugin, AsyncPSIJClient):
-        raise BridgeProtocolError(f"the plugin 'psij' of edge {edge!r} is not a psij plugin")
+async def plugin_of(client: AsyncBridgeClient, edge: str, name: str, cls: type[P]) -> P:
+    """The client of plugin ``name`` of ``edge`` (a session registered), which must be a ``cls``."""
+    plugin = await (await client.get_edge_client(edge)).get_plugin(name)
+    if not isinstance(plugin, cls):
+        raise BridgeProtocolError(f"the plugin {name!r} of edge {edge!r} is not a {name} plugin")
     return plugin
+
+
+async def _psij(client: AsyncBridgeClient, edge: str) -> AsyncPSIJClient:
+    return await plugin_of(client, edge, "psij", AsyncPSIJClient)
 
 
 # ---------------------------------------------------------------- queues
@@ -198,9 +206,7 @@ def queue_rows(queues: dict[str, Any]) -> list[list[str]]:
 async def queues(args: Any, out: TextIO = sys.stdout) -> int:
     """The queues of an edge's scheduler, as a table (``--json``: the plugin's answer)."""
     async with connect(args) as client:
-        plugin = await (await client.get_edge_client(args.edge)).get_plugin("queue_info")
-        if not isinstance(plugin, AsyncQueueInfoClient):
-            raise BridgeProtocolError(f"the plugin 'queue_info' of edge {args.edge!r} is not a queue_info plugin")
+        plugin = await plugin_of(client, args.edge, "queue_info", AsyncQueueInfoClient)
         info = await plugin.get_info(user=args.user, force=args.force)
     found = info.get("queues")
     if not isinstance(found, dict):

@@ -30,7 +30,6 @@ from radical_edge_client import (
     AsyncBridgeClient,
     AsyncStagingClient,
     AuthError,
-    BridgeProtocolError,
     ChecksumMismatch,
     EdgeNotFound,
     EdgeUnavailable,
@@ -41,7 +40,7 @@ from radical_edge_client import (
 )
 
 from . import _hpc
-from ._term import shown
+from ._term import isatty, shown
 
 REMOTE_FORM = "EDGE:PATH"
 
@@ -260,11 +259,7 @@ def _progress(args: Any, label: str, err: TextIO) -> ProgressBar | None:
     """A progress bar on ``err`` if it is a terminal and ``--quiet`` was not given."""
     if getattr(args, "quiet", False):
         return None
-    try:
-        tty = err.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return ProgressBar(label, err) if tty else None
+    return ProgressBar(label, err) if isatty(err) else None
 
 
 # ---------------------------------------------------------------- errors
@@ -291,8 +286,8 @@ async def _roots_hint(plugin: AsyncStagingClient | None) -> str:
         roots = (await plugin.roots()).get("roots") or []
     except RadicalEdgeError:
         return ""
-    shown = ", ".join(str(r.get("path") if isinstance(r, dict) else r) for r in roots)
-    return f" (the staging roots of {plugin.edge.name}: {shown})" if shown else ""
+    listed = ", ".join(str(r.get("path") if isinstance(r, dict) else r) for r in roots)
+    return f" (the staging roots of {plugin.edge.name}: {listed})" if listed else ""
 
 
 async def explain(exc: BaseException, where: str, plugin: AsyncStagingClient | None = None) -> str:
@@ -339,10 +334,7 @@ async def explain(exc: BaseException, where: str, plugin: AsyncStagingClient | N
 
 
 async def _staging(client: AsyncBridgeClient, edge: str) -> AsyncStagingClient:
-    plugin = await (await client.get_edge_client(edge)).get_plugin("staging")
-    if not isinstance(plugin, AsyncStagingClient):
-        raise BridgeProtocolError(f"the plugin 'staging' of edge {edge!r} is not a staging plugin")
-    return plugin
+    return await _hpc.plugin_of(client, edge, "staging", AsyncStagingClient)
 
 
 def _remote(args: Any, text: str, role: str) -> Remote:
@@ -547,8 +539,8 @@ async def cp(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
             if run.bar is not None:
                 run.bar.close()
         args.on_interrupt = None
-        shown = f"{dst.edge}:{answer.get('path')}"
-        _summary(args, out, f"copied {src.edge}:{info.get('path')} to", shown, answer, extra={"edge": dst.edge})
+        copied = f"{dst.edge}:{answer.get('path')}"
+        _summary(args, out, f"copied {src.edge}:{info.get('path')} to", copied, answer, extra={"edge": dst.edge})
 
     return await _guarded("cp", run, work)
 
@@ -567,13 +559,13 @@ def _row(entry: dict[str, Any], name: str) -> list[str]:
     kind = str(entry.get("type") or "-")
     mode = entry.get("mode")
     size = entry.get("size")
-    shown = name + ("/" if kind == "dir" else "")
+    label = name + ("/" if kind == "dir" else "")
     return [
         kind,
         stat.filemode(_TYPE_BITS.get(kind, 0) | (mode & 0o7777)) if isinstance(mode, int) else "-",
         "-" if size is None else str(size),
         _when(entry.get("mtime")),
-        shown,
+        label,
     ]
 
 

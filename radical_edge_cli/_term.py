@@ -14,6 +14,7 @@ escapes control characters itself), and so are the bytes of ``get EDGE:PATH -`` 
 from __future__ import annotations
 
 import re
+from typing import TextIO
 
 #: C0 and C1 controls, DEL, lone surrogates (not encodable: printing one would fail), the line and paragraph
 #: separators and the bidirectional formatting characters
@@ -33,4 +34,12 @@ def shown(value: object, *, keep: str = "") -> str:
     return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
 
 
-__all__ = ["shown"]
+def isatty(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (False for one without ``isatty``, or closed)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = ["isatty", "shown"]

@@ -15,10 +15,7 @@ import anyio
 from radical_edge_client import EdgeNotFound, RadicalEdgeError
 
 from . import _hpc, _staging
-from ._term import shown
-
-_client = _hpc.connect
-_table = _hpc.table
+from ._term import isatty, shown
 
 
 async def ls(args: Any, out: TextIO = sys.stdout) -> int:
@@ -26,7 +23,7 @@ async def ls(args: Any, out: TextIO = sys.stdout) -> int:
     target = getattr(args, "target", None)
     if target and _staging.parse_remote(target) is not None:
         return await _staging.listing(args, out)
-    async with _client(args) as client:
+    async with _hpc.connect(args) as client:
         topology = await client.topology()
     edges = topology.get("edges", {})
     if target:
@@ -42,10 +39,10 @@ async def ls(args: Any, out: TextIO = sys.stdout) -> int:
     rows = [["EDGE", "CONNECTED", "PLUGINS"]]
     for name, edge in sorted(edges.items()):
         plugins = edge.get("plugins", {})
-        shown = [p if info.get("enabled", True) else f"{p}(not loaded)" for p, info in sorted(plugins.items())]
+        names = [p if info.get("enabled", True) else f"{p}(not loaded)" for p, info in sorted(plugins.items())]
         connected = "yes" if (edge.get("endpoint") or {}).get("connected", True) else "no"
-        rows.append([name, connected, ", ".join(shown) or "-"])
-    _table(rows, out)
+        rows.append([name, connected, ", ".join(names) or "-"])
+    _hpc.table(rows, out)
     return 0
 
 
@@ -66,7 +63,7 @@ async def call(args: Any, out: TextIO = sys.stdout) -> int:
     json_body, raw = _body(args.data)
     method = args.method or ("POST" if args.data is not None else "GET")
     path = f"/{args.edge}/{args.plugin}/{args.path.lstrip('/')}"
-    async with _client(args) as client:
+    async with _hpc.connect(args) as client:
         answer = await client.request(method, path, json=json_body, data=raw)
     if args.json:
         try:
@@ -79,16 +76,9 @@ async def call(args: Any, out: TextIO = sys.stdout) -> int:
         out.write(json.dumps(answer.json(), indent=2) + "\n")
     except RadicalEdgeError:
         # the body as it is into a file or a pipe; on a terminal its control characters are shown escaped
-        text = shown(answer.text, keep="\n\t") if _isatty(out) else answer.text
+        text = shown(answer.text, keep="\n\t") if isatty(out) else answer.text
         out.write(text + ("" if text.endswith("\n") else "\n"))
     return 0
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 async def events(args: Any, out: TextIO = sys.stdout) -> int:
@@ -109,7 +99,7 @@ async def events(args: Any, out: TextIO = sys.stdout) -> int:
         if args.count and seen >= args.count:
             done.set()
 
-    async with _client(args) as client:
+    async with _hpc.connect(args) as client:
         await client.register_callback(args.edge, args.plugin, args.topic, show)
         if not args.json:
             sys.stderr.write("waiting for events (Ctrl-C to stop)\n")

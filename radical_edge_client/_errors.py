@@ -172,6 +172,13 @@ class HTTPError(RadicalEdgeError):
     """Any other error status (400, 409, 422, 500, ...)."""
 
 
+def expect_dict(value: Any, where: str) -> dict[str, Any]:
+    """``value`` (a decoded answer) if it is a JSON object, else :class:`BridgeProtocolError` about ``where``."""
+    if not isinstance(value, dict):
+        raise BridgeProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def detail_of(body: bytes) -> Any:
     """The ``detail`` of an error envelope (or of any JSON object with one), else the body as text."""
     try:

@@ -13,10 +13,9 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, ClassVar
 
 import anyio
-import anyio.to_thread
 
 from ._client import AsyncPluginClient, register_plugin_client
-from ._errors import BridgeProtocolError, ChildEdgeFailed, HTTPError
+from ._errors import BridgeProtocolError, ChildEdgeFailed, HTTPError, expect_dict
 from ._events import EventGap
 from ._http import quote_segment
 from ._staging import AsyncStagingClient
@@ -24,12 +23,6 @@ from ._watch import FINAL_STATES, JobUpdate, watch_job
 
 #: the longest wait one rhapsody request asks for (the plugin's bound; the bridge times requests out at 60 s)
 _MAX_WAIT = 30.0
-
-
-def _expect_dict(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BridgeProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _query(user: str | None, force: bool) -> dict[str, Any]:
@@ -49,16 +42,16 @@ class AsyncSysInfoClient(AsyncPluginClient):
 
     async def get_metrics(self) -> dict[str, Any]:
         """``{system, cpu, memory, disks, network, gpus}``, measured now."""
-        return _expect_dict(await self.get_json(self.session_path("metrics")), "sysinfo metrics")
+        return expect_dict(await self.get_json(self.session_path("metrics")), "sysinfo metrics")
 
     async def homedir(self) -> str:
         """The home directory of the account the edge runs as."""
-        answer = _expect_dict(await self.get_json("homedir"), "sysinfo homedir")
+        answer = expect_dict(await self.get_json("homedir"), "sysinfo homedir")
         return str(answer["homedir"])
 
     async def host_role(self) -> dict[str, Any]:
         """``{role: bridge|login|compute, scheduler, job_id}``."""
-        return _expect_dict(await self.get_json("host_role"), "sysinfo host_role")
+        return expect_dict(await self.get_json("host_role"), "sysinfo host_role")
 
 
 @register_plugin_client
@@ -84,22 +77,22 @@ class AsyncQueueInfoClient(AsyncPluginClient):
 
     async def get_info(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{queues: {NAME: {state, time_limit, nodes_total, ...}}}``."""
-        return _expect_dict(await self.get_json(self.session_path("get_info"), params=_query(user, force)), "get_info")
+        return expect_dict(await self.get_json(self.session_path("get_info"), params=_query(user, force)), "get_info")
 
     async def list_jobs(self, queue: str, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{jobs: [...]}`` of one queue."""
         path = f"{self.session_path('list_jobs')}/{quote_segment(queue)}"
-        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_jobs")
+        return expect_dict(await self.get_json(path, params=_query(user, force)), "list_jobs")
 
     async def list_all_jobs(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{jobs: [...]}`` of every queue."""
         path = self.session_path("list_all_jobs")
-        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_all_jobs")
+        return expect_dict(await self.get_json(path, params=_query(user, force)), "list_all_jobs")
 
     async def list_allocations(self, *, user: str | None = None, force: bool = False) -> dict[str, Any]:
         """``{allocations: [{account, user, fairshare, qos, ...}]}``."""
         path = self.session_path("list_allocations")
-        return _expect_dict(await self.get_json(path, params=_query(user, force)), "list_allocations")
+        return expect_dict(await self.get_json(path, params=_query(user, force)), "list_allocations")
 
     async def cancel_job(self, job_id: str) -> Any:
         """Cancel a batch job."""
@@ -129,17 +122,17 @@ class AsyncPSIJClient(AsyncPluginClient):
             body["executor"] = executor
         if stream_output is not None:
             body["stream_output"] = stream_output
-        return _expect_dict(await self.post_json(self.session_path("submit"), json=body), "psij submit")
+        return expect_dict(await self.post_json(self.session_path("submit"), json=body), "psij submit")
 
     async def executors(self) -> dict[str, Any]:
         """``{executors: [...], default}``: the executors that can be chosen on this edge."""
-        return _expect_dict(await self.get_json("executors"), "psij executors")
+        return expect_dict(await self.get_json("executors"), "psij executors")
 
     async def get_job_status(self, job_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> dict[str, Any]:
         """State, exit code and the new stdout/stderr text from those offsets (with the new offsets)."""
         path = f"{self.session_path('status')}/{quote_segment(str(job_id))}"
         params = {"stdout_offset": stdout_offset, "stderr_offset": stderr_offset}
-        return _expect_dict(await self.get_json(path, params=params), "psij status")
+        return expect_dict(await self.get_json(path, params=params), "psij status")
 
     async def list_jobs(self) -> Any:
         """``{jobs: [{job_id, native_id, executor, state, exit_code, executable, arguments, name, ...}]}``: the
@@ -209,14 +202,14 @@ class AsyncPSIJClient(AsyncPluginClient):
             body["tunnel"] = {"via": via, "ssh_options": list(ssh_options)}
         if stream_output is not None:
             body["stream_output"] = stream_output
-        return _expect_dict(
+        return expect_dict(
             await self.post_json(self.session_path("submit_tunneled"), json=body), "psij submit_tunneled"
         )
 
     async def tunnel_status(self, edge_name: str) -> dict[str, Any]:
         """A child edge: ``{edge, job_id, native_id, state (pending|active|failed|done), job_state, exit_code,
         reason, stdout_tail, stderr_tail, ...}``."""
-        return _expect_dict(await self.get_json(f"tunnel_status/{quote_segment(str(edge_name))}"), "psij tunnel_status")
+        return expect_dict(await self.get_json(f"tunnel_status/{quote_segment(str(edge_name))}"), "psij tunnel_status")
 
     async def wait_child_edge(
         self, edge_name: str, *, timeout: float | None = 600.0, poll_interval: float = 0.5
@@ -277,7 +270,7 @@ class AsyncRhapsodyClient(AsyncPluginClient):
             body["notify_batch_window"] = notify_batch_window
         if notify_batch_size is not None:
             body["notify_batch_size"] = notify_batch_size
-        answer = _expect_dict(await self.post_json("register_session", json=body or None), "register_session")
+        answer = expect_dict(await self.post_json("register_session", json=body or None), "register_session")
         sid = answer.get("sid")
         if not isinstance(sid, str):
             raise BridgeProtocolError(f"POST {self.namespace}/register_session: no 'sid' in the answer")
@@ -298,12 +291,12 @@ class AsyncRhapsodyClient(AsyncPluginClient):
         params = {"wait": wait} if wait else None
         timeout = None if not wait else wait + self.bridge.timeout
         answer = await self.get_json(self.session_path("session_status"), params=params, timeout=timeout)
-        return _expect_dict(answer, "rhapsody session_status")
+        return expect_dict(answer, "rhapsody session_status")
 
     async def backends(self, *, refresh: bool = False) -> dict[str, Any]:
         """``{backends: {NAME: {available, reason}}, default: [...]}``: what this edge can run tasks on."""
         answer = await self.get_json("backends", params={"refresh": True} if refresh else None)
-        return _expect_dict(answer, "rhapsody backends")
+        return expect_dict(answer, "rhapsody backends")
 
     async def submit_tasks(self, tasks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submit ``tasks``; returns ``[{uid, state}]`` in the same order."""
@@ -342,16 +335,16 @@ class AsyncRhapsodyClient(AsyncPluginClient):
     async def get_task(self, uid: str) -> dict[str, Any]:
         """One task's record: state, exit_code, stdout, stderr, return_value, error, times."""
         path = f"{self.session_path('task')}/{quote_segment(str(uid))}"
-        return _expect_dict(await self.get_json(path), "rhapsody task")
+        return expect_dict(await self.get_json(path), "rhapsody task")
 
     async def cancel_task(self, uid: str) -> dict[str, Any]:
         """Cancel one task (its process tree is gone when this returns): ``{uid, state, cancelled}``."""
         answer = await self.post_json(f"{self.session_path('cancel')}/{quote_segment(str(uid))}")
-        return _expect_dict(answer, "rhapsody cancel")
+        return expect_dict(answer, "rhapsody cancel")
 
     async def cancel_all(self) -> dict[str, Any]:
         """Cancel every task of this session that is not final: ``{cancelled: n, uids: [...]}``."""
-        return _expect_dict(await self.post_json(self.session_path("cancel_all")), "rhapsody cancel_all")
+        return expect_dict(await self.post_json(self.session_path("cancel_all")), "rhapsody cancel_all")
 
 
 def _expect_list(value: Any, where: str, *, key: str) -> list[dict[str, Any]]:

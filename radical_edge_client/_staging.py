@@ -36,6 +36,7 @@ import posixpath
 import re
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Any, ClassVar, TypeAlias
 
@@ -44,7 +45,7 @@ import anyio.to_thread
 
 from ._blocking import Blocking
 from ._client import AsyncPluginClient, register_plugin_client
-from ._errors import BridgeProtocolError, ChecksumMismatch, HTTPError, RadicalEdgeError, RequestTimeout
+from ._errors import BridgeProtocolError, ChecksumMismatch, HTTPError, RadicalEdgeError, RequestTimeout, expect_dict
 from ._http import StreamResponse, SupportsAsyncRead, SupportsAsyncWrite, SupportsRead, SupportsWrite
 
 #: bytes read from a local file per worker-thread hop, and gathered before one local write
@@ -73,12 +74,6 @@ DownloadTarget: TypeAlias = str | os.PathLike[str] | IO[bytes] | SupportsWrite |
 
 _DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-
-def _expect_dict(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BridgeProtocolError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 #: the longest file name (in bytes) most file systems take
@@ -309,6 +304,18 @@ class _Sink:
         if self.pending >= CHUNK:
             await self.flush()
 
+    async def drain(
+        self, answer: StreamResponse, silence: _Silence, done: int, total: int | None, progress: ProgressCallback | None
+    ) -> int:
+        """Write the rest of ``answer``'s body here (each chunk pokes ``silence`` and is reported); the bytes done."""
+        while chunk := await answer.receive():
+            silence.poke()
+            await self.add(chunk)
+            done += len(chunk)
+            await _report(progress, done, total)
+        await self.flush()
+        return done
+
     async def flush(self) -> None:
         if self.batch:
             batch, self.batch, self.pending = self.batch, [], 0
@@ -330,6 +337,10 @@ def _total_of(answer: StreamResponse, offset: int) -> int | None:
         if int(match.group(1)) != offset:
             raise BridgeProtocolError(f"{answer.where}: asked for bytes from {offset}, got {match.group(0)}")
         return int(match.group(3))
+    return _content_length(answer)
+
+
+def _content_length(answer: StreamResponse) -> int | None:
     length = answer.header("content-length")
     return int(length) if length is not None and length.isdigit() else None
 
@@ -415,12 +426,12 @@ class AsyncStagingClient(AsyncPluginClient):
         """
         raw = content.encode() if isinstance(content, str) else bytes(content)
         body = {"filename": filename, "content": base64.b64encode(raw).decode("ascii"), "overwrite": overwrite}
-        return _expect_dict(await self.post_json(self.session_path("put"), json=body), "staging put")
+        return expect_dict(await self.post_json(self.session_path("put"), json=body), "staging put")
 
     async def get(self, filename: str) -> bytes:
         """The content of ``filename`` on the edge, as bytes (small files: use :meth:`download` for big ones)."""
         got = await self.post_json(self.session_path("get"), json={"filename": filename})
-        answer = _expect_dict(got, "staging get")
+        answer = expect_dict(got, "staging get")
         try:
             return base64.b64decode(answer["content"], validate=True)
         except (KeyError, ValueError, TypeError):
@@ -428,7 +439,7 @@ class AsyncStagingClient(AsyncPluginClient):
 
     async def list(self, path: str = "~") -> dict[str, Any]:
         """``{path, entries: [{name, type, size, mtime, mode}]}`` of a directory on the edge."""
-        return _expect_dict(await self.post_json(self.session_path("list"), json={"path": path}), "staging list")
+        return expect_dict(await self.post_json(self.session_path("list"), json={"path": path}), "staging list")
 
     async def put_file(
         self, local: str | os.PathLike[str], filename: str, *, overwrite: bool = False
@@ -441,7 +452,7 @@ class AsyncStagingClient(AsyncPluginClient):
 
     async def roots(self) -> dict[str, Any]:
         """``{roots: [...], home}``: the directories this edge stages files in, and what ``~`` is there."""
-        return _expect_dict(await self.get_json("roots"), "staging roots")
+        return expect_dict(await self.get_json("roots"), "staging roots")
 
     async def listdir(self, path: str = "~") -> dict[str, Any]:
         """``{path, entries: [{name, type (file|dir|symlink|other), size, mtime, mode}], truncated}``.
@@ -449,17 +460,17 @@ class AsyncStagingClient(AsyncPluginClient):
         Symlinks are listed as ``symlink`` (never followed); ``size`` is None for directories.
         """
         answer = await self.get_json(self.session_path("list"), params={"path": path})
-        return _expect_dict(answer, "staging list")
+        return expect_dict(answer, "staging list")
 
     async def stat(self, path: str) -> dict[str, Any]:
         """``{path, name, type, size, mtime, mode}`` (and ``sha256`` when the edge knows it already);
         :class:`~radical_edge_client.NotFound` if there is nothing at ``path``."""
-        return _expect_dict(await self.get_json(self.session_path("stat"), params={"path": path}), "staging stat")
+        return expect_dict(await self.get_json(self.session_path("stat"), params={"path": path}), "staging stat")
 
     async def mkdir(self, path: str, *, parents: bool = False, exist_ok: bool = False) -> dict[str, Any]:
         """Make a directory (``parents``: the missing ones above it too) -> ``{path, created}``."""
         params = {"path": path, "parents": parents, "exist_ok": exist_ok}
-        return _expect_dict(await self.post_json(self.session_path("mkdir"), params=params), "staging mkdir")
+        return expect_dict(await self.post_json(self.session_path("mkdir"), params=params), "staging mkdir")
 
     async def delete(self, path: str, *, recursive: bool = False) -> dict[str, Any]:
         """Delete a file or a symlink, a directory (with all in it) only with ``recursive=True``; never a root.
@@ -467,12 +478,12 @@ class AsyncStagingClient(AsyncPluginClient):
         Returns ``{path, removed}`` (``removed``: what it was, ``file``, ``symlink`` or ``dir``).
         """
         params = {"path": path, "recursive": recursive}
-        return _expect_dict(await self.post_json(self.session_path("delete"), params=params), "staging delete")
+        return expect_dict(await self.post_json(self.session_path("delete"), params=params), "staging delete")
 
     async def move(self, src: str, dst: str, *, overwrite: bool = False) -> dict[str, Any]:
         """Rename ``src`` to ``dst`` on the edge (same file system; an existing ``dst`` only with ``overwrite``)."""
         params = {"src": src, "dst": dst, "overwrite": overwrite}
-        return _expect_dict(await self.post_json(self.session_path("move"), params=params), "staging move")
+        return expect_dict(await self.post_json(self.session_path("move"), params=params), "staging move")
 
     async def checksum(self, path: str, *, attempts: int = 60) -> str:
         """The SHA-256 (hex) of a file on the edge (computed there once per version of the file, then cached).
@@ -487,7 +498,7 @@ class AsyncStagingClient(AsyncPluginClient):
             except RequestTimeout:
                 if attempt >= attempts - 1:
                     raise
-        return str(_expect_dict(got, "staging checksum")["sha256"])
+        return str(expect_dict(got, "staging checksum")["sha256"])
 
     # ------------------------------------------------------------ partial uploads
 
@@ -495,19 +506,19 @@ class AsyncStagingClient(AsyncPluginClient):
         """``{path, offset, active, exists}``: how many bytes of an upload to ``path`` the edge holds (0: none),
         whether an upload to it runs now, whether something is at ``path`` already."""
         answer = await self.get_json(self.session_path("upload"), params={"path": path})
-        return _expect_dict(answer, "staging upload state")
+        return expect_dict(answer, "staging upload state")
 
     async def abandon_upload(self, path: str) -> bool:
         """Drop the partial upload to ``path`` on the edge; whether there was one."""
         response = await self.request("DELETE", self.session_path("upload"), params={"path": path})
-        return bool(_expect_dict(response.json(), "staging abandon").get("removed"))
+        return bool(expect_dict(response.json(), "staging abandon").get("removed"))
 
     async def commit(self, path: str, *, sha256: str | None = None, overwrite: bool = False) -> dict[str, Any]:
         """Put a complete upload made with ``commit=false`` in place (after comparing ``sha256``)."""
         params: dict[str, Any] = {"path": path, "overwrite": overwrite}
         if sha256 is not None:
             params["sha256"] = sha256
-        return _expect_dict(await self.post_json(self.session_path("commit"), params=params), "staging commit")
+        return expect_dict(await self.post_json(self.session_path("commit"), params=params), "staging commit")
 
     # ------------------------------------------------------------ streamed transfers
 
@@ -655,9 +666,7 @@ class AsyncStagingClient(AsyncPluginClient):
         while answer is None:
             headers = {"range": f"bytes={offset}-"} if offset else None
             try:
-                async with self.stream(
-                    "GET", self.session_path("file"), params={"path": src_path}, headers=headers, timeout=None
-                ) as got:
+                async with self._get_file(src_path, headers) as got:
                     if got.status == 200:
                         offset = 0  # the edge ignored the range and sends the whole file: the copy starts over
                     total = _total_of(got, offset)
@@ -683,6 +692,10 @@ class AsyncStagingClient(AsyncPluginClient):
         return await dst._verify_and_commit(dst_path, answer, expected, overwrite)
 
     # ------------------------------------------------------------ internals
+
+    def _get_file(self, remote: str, headers: dict[str, str] | None) -> AbstractAsyncContextManager[StreamResponse]:
+        """``GET file/{sid}`` of ``remote``, streamed, with no total timeout (the caller counts silence)."""
+        return self.stream("GET", self.session_path("file"), params={"path": remote}, headers=headers, timeout=None)
 
     async def _start_offset(self, remote: str, *, overwrite: bool, resume: bool, settle: float = 5.0) -> int:
         """Where an upload to ``remote`` starts: what the edge holds of it when resuming, else 0.
@@ -739,7 +752,7 @@ class AsyncStagingClient(AsyncPluginClient):
                 raise ChecksumMismatch(exc.detail, exc.status) from None
             raise
         silence.check(where)
-        return _expect_dict(response.json(), "staging upload")
+        return expect_dict(response.json(), "staging upload")
 
     async def _verify_and_commit(
         self, remote: str, answer: dict[str, Any], expected: str, overwrite: bool
@@ -775,21 +788,13 @@ class AsyncStagingClient(AsyncPluginClient):
             silence = _Silence(self.bridge.timeout)
             try:
                 with silence.scope:
-                    async with self.stream(
-                        "GET", self.session_path("file"), params={"path": remote}, headers=headers, timeout=None
-                    ) as answer:
+                    async with self._get_file(remote, headers) as answer:
                         if answer.status == 200 and offset:
                             offset = await self._restart(local, sink)
                         total = _total_of(answer, offset)
                         expected = _digest_of(answer)
-                        done = offset
-                        await _report(progress, done, total)
-                        while chunk := await answer.receive():
-                            silence.poke()
-                            await sink.add(chunk)
-                            done += len(chunk)
-                            await _report(progress, done, total)
-                        await sink.flush()
+                        await _report(progress, offset, total)
+                        done = await sink.drain(answer, silence, offset, total, progress)
                 silence.check(f"download of {remote!r}")
             except HTTPError as exc:
                 if exc.status != 416 or not offset or local is None:
@@ -853,20 +858,10 @@ class AsyncStagingClient(AsyncPluginClient):
             sink = _Sink(fh, None)
             silence = _Silence(self.bridge.timeout)
             with silence.scope:
-                async with self.stream(
-                    "GET", self.session_path("file"), params={"path": remote}, headers=headers, timeout=None
-                ) as answer:
+                async with self._get_file(remote, headers) as answer:
                     if answer.status != 206 and start:
                         raise BridgeProtocolError(f"{answer.where}: the edge did not send the range asked for")
-                    length = answer.header("content-length")
-                    total = int(length) if length is not None and length.isdigit() else None
-                    done = 0
-                    while chunk := await answer.receive():
-                        silence.poke()
-                        await sink.add(chunk)
-                        done += len(chunk)
-                        await _report(progress, done, total)
-                    await sink.flush()
+                    done = await sink.drain(answer, silence, 0, _content_length(answer), progress)
             silence.check(f"download of {remote!r}")
         finally:
             if owned:
