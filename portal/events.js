@@ -5,6 +5,9 @@
 // the bridge still replays what we missed.  Each (re)connection starts with a topology snapshot; a `gap`
 // says events were lost and the listeners re-read what they show.
 
+/** the bridge's event topics (profile.py) and the name this feed emits each under */
+const EVENT_KINDS = { topology: "topology", topology_change: "change", notification: "notification", gap: "gap" };
+
 export class EventFeed {
   constructor(url = "/events") {
     this.url = url;
@@ -102,21 +105,7 @@ export class EventFeed {
       return;
     }
     if (!message || typeof message !== "object") return;
-    switch (message.topic) {
-      case "topology":
-        this.emit("topology", message.data || {});
-        break;
-      case "topology_change":
-        this.emit("change", message.data || {});
-        break;
-      case "notification":
-        this.emit("notification", message.data || {});
-        break;
-      case "gap":
-        this.emit("gap", message.data || {});
-        break;
-      default:
-        break;
-    }
+    const kind = Object.hasOwn(EVENT_KINDS, message.topic) ? EVENT_KINDS[message.topic] : null;
+    if (kind) this.emit(kind, message.data || {});
   }
 }
