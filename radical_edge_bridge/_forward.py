@@ -88,14 +88,16 @@ async def _relay_answer(
     deadline = anyio.current_time() + timeout
     with anyio.move_on_after(min(timeout, _QUICK_ANSWER)), contextlib.suppress(StreamResetError):
         await stream.wait_response()
-    with anyio.move_on_at(deadline) as timer:
-        if stream.response is None and not stream.body_complete:  # neither the head nor a reset yet
+    timed_out = False
+    if stream.response is None and not stream.body_complete:  # neither the head nor a reset yet
+        with anyio.move_on_at(deadline) as timer:
             with anyio.CancelScope() as answered:
                 stream.on_response(answered.cancel)
                 await channel.wait_disconnect()
             if not answered.cancel_called:
                 raise ClientGone("the caller went away before the answer")
-    if timer.cancelled_caught:
+        timed_out = timer.cancelled_caught
+    if timed_out:
         await stream.reset(ErrorCode.CANCEL)  # the edge stops the work too
         failure = (504, f"the edge did not answer within {timeout:g} s")
     else:

@@ -156,6 +156,11 @@ class _Primed(anyio.abc.ByteStream):
         self._stream = stream
         self._first = first
 
+    @property
+    def holds_bytes(self) -> bool:
+        """Whether some of ``first`` has not been received yet."""
+        return bool(self._first)
+
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._first:
             data, self._first = self._first[:max_bytes], self._first[max_bytes:]
@@ -295,12 +300,13 @@ class ConnectionServer:
                     )
                 first = await stream.receive()  # a silent socket never takes a slot
                 async with slots.slot(peer):
-                    return await TLSStream.wrap(
-                        _Primed(stream, first),
-                        server_side=True,
-                        ssl_context=self.ssl_context,
-                        standard_compatible=False,
+                    primed = _Primed(stream, first)
+                    tls = await TLSStream.wrap(
+                        primed, server_side=True, ssl_context=self.ssl_context, standard_compatible=False
                     )
+                if not primed.holds_bytes:  # the handshake took them all: no layer between TLS and socket
+                    tls.transport_stream = stream
+                return tls
         except _HANDSHAKE_FAILED as exc:
             self.gate.stats.tls_handshake_failures += 1
             log.debug("TLS handshake with %s failed: %s", peer, _describe_error(exc))
