@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from radical_edge_proto import Limits
 from radical_edge_tunnel import (
     DEFAULT_TOKEN_FILE,
     ENV_TOKEN,
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_window_kib,
         default=tunnel_limits().initial_window_size // 1024,
         metavar="KIB",
-        help="how much of one answer an edge may send ahead of the caller, in KiB (default %(default)s); "
-        "smaller: small requests wait less behind a big download on the same edge, big downloads go slower",
+        help="how much of one answer an edge may send ahead of the caller at first, in KiB (default %(default)s); "
+        "on a path with a round trip of 5 ms or more the bridge lets it grow to what the path needs (up to "
+        "16 MiB); smaller: small requests wait less behind a big download on the same edge",
     )
     p.add_argument(
         "--client-heartbeat-interval",
@@ -144,9 +146,16 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,
         edge_ttl=args.edge_ttl,
-        tunnel=dataclasses.replace(tunnel_limits(), initial_window_size=args.stream_window * 1024),
+        tunnel=_with_stream_window(args.stream_window * 1024),
         max_disconnected_edges=args.max_disconnected_edges,
     )
+
+
+def _with_stream_window(window: int) -> Limits:
+    """The tunnel limits with this stream window; the connection window holds at least two such streams."""
+    limits = tunnel_limits()
+    connection = min(max(limits.connection_window_size, 2 * window), (1 << 31) - 1)
+    return dataclasses.replace(limits, initial_window_size=window, connection_window_size=connection)
 
 
 def _window_kib(text: str) -> int:

@@ -5,7 +5,16 @@ Standard library only.  A :class:`Connection` turns received bytes into
 (bridge, edge, client) wire it to real carriers.  See ``docs/protocol.md``.
 """
 
-from ._connection import CREDIT_DIVISOR, HEARTBEAT_MISSES, HUB_PING_INTERVALS, PROTOCOL_VERSION, Connection
+from ._connection import (
+    CREDIT_DIVISOR,
+    HEARTBEAT_MISSES,
+    HUB_PING_INTERVALS,
+    PROTOCOL_VERSION,
+    RTT_PROBES,
+    TUNE_MIN_RTT,
+    TUNE_SPAN,
+    Connection,
+)
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     MAX_FRAME_SIZE,
@@ -37,6 +46,9 @@ from ._state import ConnState, HalfState
 
 __all__ = [
     "CREDIT_DIVISOR",
+    "RTT_PROBES",
+    "TUNE_MIN_RTT",
+    "TUNE_SPAN",
     "EDGE_NAME_MAX",
     "HEADER_SIZE",
     "HEARTBEAT_MISSES",

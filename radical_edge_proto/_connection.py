@@ -52,6 +52,19 @@ HEARTBEAT_MISSES = 3
 HUB_PING_INTERVALS = 2
 #: Credit goes back to the peer once this fraction of a window was consumed.
 CREDIT_DIVISOR = 4
+#: Window tuning (see :meth:`Connection.tune_windows`): the consumption rate is measured over at least this
+#: many seconds (and at least one round trip), so a burst of reads is not taken for a fast path.
+TUNE_SPAN = 0.005
+#: Window tuning: a path whose round trip is shorter (seconds) keeps the initial windows.  512 KiB a round
+#: trip is still 100 MiB/s per stream at this bound, and on a busy host a round trip measured on loopback
+#: can look a few milliseconds long (the peer's loop answers late); growing there would only let more
+#: of a big download queue ahead of small answers.
+TUNE_MIN_RTT = 0.005
+#: Window tuning: seconds after :meth:`Connection.tune_windows` at which a PING measures the round trip
+#: (the shortest one counts: the first may meet a peer still busy starting up)
+RTT_PROBES = (0.0, 1.0, 3.0)
+_HEARTBEAT_PING = b"heartbeat"
+_RTT_PING = b"rtt"
 
 _LIVE = frozenset({ConnState.OPEN, ConnState.CLOSING_LOCAL, ConnState.CLOSING_REMOTE, ConnState.CLOSING_BOTH})
 
@@ -71,15 +84,18 @@ _SENT_ONLY_BY: dict[int, Side] = {
 
 class _Stream:
     __slots__ = (
+        "consumed",
         "counted",
         "credit",
         "id",
         "local",
         "local_initiated",
+        "mark",
         "recv_window",
         "remote",
         "send_window",
         "unacked",
+        "window",
     )
 
     def __init__(self, stream_id: int, local_initiated: bool, send_window: int, recv_window: int) -> None:
@@ -92,6 +108,9 @@ class _Stream:
         self.unacked = 0  # received, not yet acknowledged by the application
         self.credit = 0  # acknowledged, not yet returned in a WINDOW_UPDATE
         self.counted = True  # counts against max_concurrent_streams
+        self.window = recv_window  # the receive window this side keeps granting (grows when tuned)
+        self.mark: float | None = None  # window tuning: when the current measurement began
+        self.consumed = 0  # window tuning: bytes acknowledged since then
 
     @property
     def done(self) -> bool:
@@ -145,7 +164,14 @@ class Connection:
         self._goaway_last_id: int | None = None
         self._send_window = 0
         self._recv_window = self.local_limits.connection_window_size
+        self._conn_window = self.local_limits.connection_window_size  # grows with tuned stream windows
         self._conn_credit = 0
+        self._tuning: tuple[int, int] | None = None  # (largest stream window, largest connection window)
+        #: the shortest round trip seen (seconds; ``None`` until a PONG answered a PING of ours)
+        self.min_rtt: float | None = None
+        self._probe_at: float | None = None  # when the PING now awaiting its PONG was sent
+        self._probes: list[float] = []  # when the next round-trip PINGs are due
+        self._rx_now: float | None = None  # the arrival time of the bytes being handled
         self._subscriptions: dict[int, Subscription] = {}
         self._last_rx: float | None = None
         self._rx_since_timer = False
@@ -280,7 +306,7 @@ class Connection:
 
     def _return_connection_credit(self, n: int) -> None:
         self._conn_credit += n
-        if self._conn_credit >= _credit_threshold(self.local_limits.connection_window_size):
+        if self._conn_credit >= _credit_threshold(self._conn_window):
             self._out.append(fr.encode_frame(FrameType.WINDOW_UPDATE, 0, 0, fr.u32(self._conn_credit)))
             self._recv_window += self._conn_credit
             self._conn_credit = 0
@@ -461,8 +487,13 @@ class Connection:
             self._out.append(fr.encode_frame(FrameType.RESET, 0, stream_id, fr.u16(error_code)))
         self._drop_stream(stream)
 
-    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
-        """Say that ``n`` received bytes of ``stream_id`` were consumed; credit goes back to the peer."""
+    def acknowledge_received_data(self, stream_id: int, n: int, now: float | None = None) -> None:
+        """Say that ``n`` received bytes of ``stream_id`` were consumed; credit goes back to the peer.
+
+        ``now`` (the caller's clock, as for :meth:`handle_timer`) is when they were consumed: with
+        :meth:`tune_windows` on, the stream's window grows when the consumption rate shows that a
+        round trip holds more than half of it.
+        """
         if self.state not in _LIVE:
             return
         stream = self._streams.get(stream_id)
@@ -475,12 +506,62 @@ class Connection:
         stream.unacked -= n
         if stream.remote is not HalfState.CLOSED:
             stream.credit += n
-            if stream.credit >= _credit_threshold(self.local_limits.initial_window_size):
+            if self._tuning is not None and now is not None and self.min_rtt is not None:
+                self._tune(stream, n, now, self.min_rtt)
+            if stream.credit >= _credit_threshold(stream.window):
                 self._out.append(fr.encode_frame(FrameType.WINDOW_UPDATE, 0, stream_id, fr.u32(stream.credit)))
                 stream.recv_window += stream.credit
                 stream.credit = 0
         self._return_connection_credit(n)
         self._retire_if_done(stream)
+
+    def tune_windows(self, max_stream_window: int, max_connection_window: int, now: float) -> None:
+        """Let receive windows grow to what the path needs, up to these sizes (bytes).
+
+        A stream's window starts at ``initial_window_size``.  PINGs (payload ``rtt``) measure the round
+        trip now and at :data:`RTT_PROBES`; heartbeat PINGs refine it (:attr:`min_rtt` keeps the
+        shortest).  On a path shorter than :data:`TUNE_MIN_RTT` the windows stay as they are.  While
+        the application acknowledges a stream's data, the rate it does so is measured over at least a
+        round trip and :data:`TUNE_SPAN`; when twice what that rate consumes in a round trip exceeds the
+        window, the window grows to it (at most doubling at a time): a long path is no longer limited to
+        a window per round trip, while on a short one the window, and what queues in it ahead of other
+        streams, stays small.  The connection window follows at twice the largest stream window.  Only
+        the credit granted grows; nothing on the wire changes, and the peer needs no support for it.
+        """
+        if not 0 < max_stream_window <= fr.MAX_WINDOW or not 0 < max_connection_window <= fr.MAX_WINDOW:
+            raise LocalProtocolError("window sizes must be in [1, 2**31-1]")
+        self._tuning = (max_stream_window, max_connection_window)
+        self._probes = [now + delay for delay in RTT_PROBES]
+        self._probe(now)
+
+    def _probe(self, now: float) -> None:
+        """Send a round-trip PING if one is due and none is awaiting its PONG."""
+        while self._probes and self._probes[0] <= now:
+            del self._probes[0]  # one awaiting its PONG already measures this round trip
+            if self._probe_at is None and self.state in _LIVE:
+                self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _RTT_PING))
+                self._probe_at = now
+
+    def _tune(self, stream: _Stream, n: int, now: float, rtt: float) -> None:
+        assert self._tuning is not None
+        max_stream, max_conn = self._tuning
+        if stream.mark is None:
+            stream.mark = now
+        stream.consumed += n
+        elapsed = now - stream.mark
+        if rtt < TUNE_MIN_RTT or elapsed < max(rtt, TUNE_SPAN):
+            return
+        wanted = 2 * stream.consumed * rtt / elapsed  # twice what one round trip consumes at this rate
+        stream.mark, stream.consumed = now, 0
+        if wanted <= stream.window or stream.window >= max_stream:
+            return
+        grown = min(max_stream, 2 * stream.window, int(wanted))
+        stream.credit += grown - stream.window  # the increase leaves with the next WINDOW_UPDATE
+        stream.window = grown
+        conn = min(max_conn, 2 * grown)
+        if conn > self._conn_window:
+            self._conn_credit += conn - self._conn_window
+            self._conn_window = conn
 
     # ------------------------------------------------------------ connection level (send)
 
@@ -609,7 +690,8 @@ class Connection:
             ping_at = self._ping_sent_at + interval
         else:
             ping_at = self._last_rx + self._ping_after(interval)
-        return min(ping_at, self._last_rx + HEARTBEAT_MISSES * interval)
+        due = min(ping_at, self._last_rx + HEARTBEAT_MISSES * interval)
+        return min(due, self._probes[0]) if self._probes else due
 
     def _ping_after(self, interval: float) -> float:
         """Seconds of silence before this side's first PING (section 12)."""
@@ -637,9 +719,12 @@ class Connection:
             resets = self._terminate(ErrorCode.TIMEOUT, by_peer=False)
             return [ConnectionClosed(ErrorCode.TIMEOUT, reason, by_peer=False), *resets]
         ping_due = self._ping_sent_at is None or now - self._ping_sent_at >= interval
+        self._probe(now)
         if silent >= self._ping_after(interval) and ping_due:
-            self._out.append(fr.encode_frame(FrameType.PING, 0, 0, b"heartbeat"))
+            self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _HEARTBEAT_PING))
             self._ping_sent_at = now
+            if self._probe_at is None:
+                self._probe_at = now
         return []
 
     # ------------------------------------------------------------ receiving
@@ -662,6 +747,7 @@ class Connection:
         """
         if self.state is ConnState.CLOSED:
             return []
+        self._rx_now = now
         if data:
             if now is None:
                 self._rx_since_timer = True
@@ -870,6 +956,10 @@ class Connection:
         self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
         if len(frame.payload) > fr.MAX_PING_PAYLOAD:
             raise RemoteProtocolError("PONG payload too long", ErrorCode.FRAME_SIZE_ERROR)
+        if self._probe_at is not None and self._rx_now is not None and frame.payload in (_HEARTBEAT_PING, _RTT_PING):
+            rtt = max(self._rx_now - self._probe_at, 0.0)
+            self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+            self._probe_at = None
         events.append(PongReceived(frame.payload))
 
     def _on_goaway(self, frame: RawFrame, events: list[Event]) -> None:

@@ -246,4 +246,3 @@ class ManifestUpdated(Event):
     """(hub) The connector's plugin manifest changed; this is the whole new manifest."""
 
     manifest: dict[str, Any]
-

@@ -26,6 +26,8 @@ from radical_edge_proto import (
     ErrorCode,
     Event,
     LocalProtocolError,
+    PingReceived,
+    PongReceived,
     RemoteProtocolError,
     RequestReceived,
     ResponseReceived,
@@ -35,6 +37,7 @@ from radical_edge_proto import (
 )
 
 from ._carrier import Carrier
+from ._limits import MAX_CONNECTION_WINDOW, MAX_STREAM_WINDOW
 
 log = logging.getLogger("radical_edge.tunnel")
 
@@ -254,7 +257,7 @@ class TunnelStream:
             self._forget_if_done()
         conn = self.tunnel._conn
         if not conn.closed:
-            conn.acknowledge_received_data(self.id, len(chunk))
+            conn.acknowledge_received_data(self.id, len(chunk), anyio.current_time())
             await self.tunnel.flush()
         return chunk
 
@@ -376,11 +379,16 @@ class Tunnel:
         self.close_event: ConnectionClosed | None = None
         #: seconds a write may take before the carrier is given up
         self.write_timeout = 30.0
+        #: how far receive windows may grow on a long path (bytes; see ``Connection.tune_windows``)
+        self.max_stream_window = MAX_STREAM_WINDOW
+        self.max_connection_window = MAX_CONNECTION_WINDOW
 
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until the connection ends; then every open stream is reset and handlers cancelled."""
+        if not self._conn.closed:
+            self._conn.tune_windows(self.max_stream_window, self.max_connection_window, anyio.current_time())
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -613,6 +621,8 @@ class Tunnel:
                     # after the ConnectionClosed, a reset is the connection's end taking the stream along
                     stream._on_reset(event.error_code, event.by_peer, self.close_event)
                 self._wake_senders()
+            elif isinstance(event, PingReceived | PongReceived):
+                pass  # answered by the connection; liveness and round trips are the tunnel's own business
             else:
                 if isinstance(event, ConnectionClosed):
                     self.close_event = event

@@ -431,7 +431,10 @@ async def test_an_sdk_client_leaving_a_download_early_is_not_an_error(bridge, cl
     ]
 
 
-@pytest.mark.parametrize(("given", "window"), [([], 1024 * 1024), (["--stream-window", "256"], 256 * 1024)])
+@pytest.mark.parametrize(
+    ("given", "window"),
+    [([], 512 * 1024), (["--stream-window", "256"], 256 * 1024), (["--stream-window", "8192"], 8 * 1024 * 1024)],
+)
 def test_the_stream_window_is_a_bridge_option(tmp_path, given, window):
     """``--stream-window``: how much of one answer an edge may send ahead of the caller (the bridge's receive
     window per stream, announced in WELCOME); the frames stay 256 KiB."""
@@ -442,6 +445,7 @@ def test_the_stream_window_is_a_bridge_option(tmp_path, given, window):
     config = config_from_args(args)
     assert config.tunnel.initial_window_size == window
     assert config.tunnel.max_frame_size == 256 * 1024
+    assert config.tunnel.connection_window_size >= max(2 * window, 4 * 1024 * 1024)  # two such streams fit
 
 
 @pytest.mark.parametrize("bad", ["0", "15", "2097152", "x"])

@@ -84,6 +84,9 @@ async def open_pair(handler=echo, limits=SMALL, credential="good", *, on_client_
 
 async def test_echo_large_body_with_backpressure():
     client, hub = await open_pair()
+    for tunnel in (client, hub):  # windows may not grow past the announced ones here
+        tunnel.max_stream_window = SMALL.initial_window_size
+        tunnel.max_connection_window = SMALL.connection_window_size
     payload = bytes(range(256)) * 4096  # 1 MiB, 8x the connection window
     received = bytearray()
     async with anyio.create_task_group() as tg:
@@ -117,9 +120,13 @@ async def test_bad_credential_is_refused():
 
 async def test_peer_loss_resets_in_flight_streams():
     started = anyio.Event()
+    serving = 0
 
     async def stall(stream: TunnelStream) -> None:
-        started.set()
+        nonlocal serving
+        serving += 1
+        if serving == 5:  # every stream reached the hub: none is refused by its GOAWAY
+            started.set()
         await anyio.sleep_forever()
 
     client, hub = await open_pair(handler=stall)
