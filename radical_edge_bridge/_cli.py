@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import anyio
 
-from radical_edge_proto import Limits
 from radical_edge_tunnel import (
     DEFAULT_TOKEN_FILE,
     ENV_TOKEN,
@@ -22,10 +20,9 @@ from radical_edge_tunnel import (
     check_private,
     load_or_create_token,
     tune_allocator,
-    tunnel_limits,
 )
 
-from ._config import BridgeConfig
+from ._config import BRIDGE_STREAM_WINDOW, BridgeConfig, bridge_tunnel_limits
 from ._server import Bridge
 
 log = logging.getLogger("radical_edge.bridge")
@@ -51,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stream-window",
         type=_window_kib,
-        default=tunnel_limits().initial_window_size // 1024,
+        default=BRIDGE_STREAM_WINDOW // 1024,
         metavar="KIB",
         help="how much of one answer an edge may send ahead of the caller at first, in KiB (default %(default)s); "
         "on a path with a round trip of 5 ms or more the bridge lets it grow to what the path needs (up to "
@@ -146,16 +143,9 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         max_connections=args.max_connections,
         max_connections_per_peer=args.max_connections_per_peer,
         edge_ttl=args.edge_ttl,
-        tunnel=_with_stream_window(args.stream_window * 1024),
+        tunnel=bridge_tunnel_limits(args.stream_window * 1024),
         max_disconnected_edges=args.max_disconnected_edges,
     )
-
-
-def _with_stream_window(window: int) -> Limits:
-    """The tunnel limits with this stream window; the connection window holds at least two such streams."""
-    limits = tunnel_limits()
-    connection = min(max(limits.connection_window_size, 2 * window), (1 << 31) - 1)
-    return dataclasses.replace(limits, initial_window_size=window, connection_window_size=connection)
 
 
 def _window_kib(text: str) -> int:

@@ -1,11 +1,12 @@
 """What a radical-edge process announces it will receive on a tunnel (bridge, edge and SDK alike).
 
-Windows: a stream starts with 512 KiB of credit and a connection with 4 MiB.
+Windows: a stream starts with 1 MiB of credit and a connection with 4 MiB
+(the bridge starts its streams smaller: see its ``BridgeConfig.tunnel``).
 Each tunnel lets them grow with the path (``Connection.tune_windows``): on
-loopback or a LAN they stay small, so little queues ahead of a small answer
-behind a big download; on a path with a long round trip they grow, up to
-:data:`MAX_STREAM_WINDOW` per stream and :data:`MAX_CONNECTION_WINDOW` per
-connection, so one stream is not held to a window per round trip.
+loopback or a LAN they stay as announced; on a path with a long round trip
+they grow, up to :data:`MAX_STREAM_WINDOW` per stream and
+:data:`MAX_CONNECTION_WINDOW` per connection, so one stream is not held to a
+window per round trip.
 
 The protocol's defaults (:class:`radical_edge_proto.Limits`) suit any peer; over
 a WebSocket carrier one larger frame costs the same Python work as a small one,
@@ -21,8 +22,6 @@ from radical_edge_proto import Limits
 
 #: the payload size of the frames this side accepts (the peer sends no longer ones)
 TUNNEL_FRAME_SIZE = 256 * 1024
-#: the credit each stream starts with: what may queue ahead of other streams on a short path
-TUNNEL_STREAM_WINDOW = 512 * 1024
 #: how far a stream's window may grow on a long path (what one stream may have in flight)
 MAX_STREAM_WINDOW = 16 * 1024 * 1024
 #: how far a connection's window may grow (what one peer may have in flight towards this side in all)
@@ -31,4 +30,4 @@ MAX_CONNECTION_WINDOW = 32 * 1024 * 1024
 
 def tunnel_limits() -> Limits:
     """The limits bridges, edges and SDK clients announce by default."""
-    return Limits(max_frame_size=TUNNEL_FRAME_SIZE, initial_window_size=TUNNEL_STREAM_WINDOW)
+    return Limits(max_frame_size=TUNNEL_FRAME_SIZE)
