@@ -48,9 +48,10 @@ def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
 def _run_edge(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
-    from radical_edge_tunnel import tune_allocator  # noqa: PLC0415
+    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
 
     tune_allocator()  # as radical-edge-service does
+    tune_gc()
 
     from radical_edge_edge import EdgeService  # noqa: PLC0415
     from radical_edge_tunnel import resolve_settings  # noqa: PLC0415
@@ -68,6 +69,7 @@ def _run_edge(args: argparse.Namespace) -> int:
             tg.start_soon(service.run)
             with anyio.fail_after(30):
                 await service.wait_connected()
+            freeze_startup_objects()
             print(READY, flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
@@ -85,9 +87,10 @@ def _run_edge(args: argparse.Namespace) -> int:
 def _run_direct(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from radical_edge_tunnel import tune_allocator  # noqa: PLC0415
+    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
 
-    tune_allocator()  # the same allocator settings as the bridge and the edge: the floor is not flattered
+    tune_allocator()  # the same allocator and GC settings as the bridge and the edge: the floor is not flattered
+    tune_gc()
 
     from ._app import build_app  # noqa: PLC0415
 
@@ -106,8 +109,11 @@ def _run_direct(args: argparse.Namespace) -> int:
         access_log=False,
         backlog=1024,
     )
+    server = uvicorn.Server(config)
+    config.load()  # the app and uvicorn's protocol classes are built before the heap is frozen
+    freeze_startup_objects()
     print(f"{READY} {sock.getsockname()[1]}", flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(sockets=[sock])
     return 0
 
 

@@ -18,8 +18,10 @@ from radical_edge_tunnel import (
     ENV_TOKEN,
     InsecureFileError,
     check_private,
+    freeze_startup_objects,
     load_or_create_token,
     tune_allocator,
+    tune_gc,
 )
 
 from ._config import BRIDGE_STREAM_WINDOW, BridgeConfig, bridge_tunnel_limits
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop(ENV_TOKEN, None)
     raise_fd_limit(config.max_connections)
     tune_allocator()
+    tune_gc()
     bridge = Bridge(config)
 
     failed: list[str] = []
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:  # the port is taken, the address is not ours, ...
                 failed.append(f"cannot listen on {config.host}:{config.port}: {exc}")
                 return
+            freeze_startup_objects()  # started: what exists now is left out of every later collection
             print(f"radical-edge bridge listening on {bridge.url}", flush=True)
             print(f"bridge token: {token_origin(args)}", flush=True)
 

@@ -28,7 +28,16 @@ import anyio
 import anyio.to_thread
 
 from radical_edge_proto import edge_name_error
-from radical_edge_tunnel import DEFAULT_TOKEN_FILE, ENV_CERT, ENV_TOKEN, ENV_URL, resolve_settings, tune_allocator
+from radical_edge_tunnel import (
+    DEFAULT_TOKEN_FILE,
+    ENV_CERT,
+    ENV_TOKEN,
+    ENV_URL,
+    freeze_startup_objects,
+    resolve_settings,
+    tune_allocator,
+    tune_gc,
+)
 
 from ._body import DEFAULT_MAX_BODY_BYTES
 from ._discovery import PluginSelectionError, discover
@@ -169,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the token is in the settings now: the processes this edge starts (jobs, tasks, child edges) must not inherit it
     os.environ.pop(ENV_TOKEN, None)
     tune_allocator()
+    tune_gc()
     if args.staging_root:
         # plugin options travel in the environment (the edge never imports a plugin): the staging plugin reads it
         os.environ[STAGING_ROOTS_ENV] = os.pathsep.join(
@@ -197,19 +207,20 @@ def write_ready_file(path: str, name: str) -> None:
 async def _serve(service: EdgeService, ready_file: str | None = None) -> int:
     status = 0
     async with anyio.create_task_group() as tg:
-        if ready_file is not None:
 
-            async def announce_ready() -> None:
-                try:
-                    await service.wait_connected()
-                except RuntimeError:  # stopped (or refused) before the bridge accepted it
-                    return
+        async def announce_ready() -> None:
+            try:
+                await service.wait_connected()
+            except RuntimeError:  # stopped (or refused) before the bridge accepted it
+                return
+            freeze_startup_objects()  # started (plugins loaded): left out of every later collection
+            if ready_file is not None:
                 try:
                     await anyio.to_thread.run_sync(write_ready_file, ready_file, service.name)
                 except OSError as exc:
                     log.error("cannot write the ready file %s: %s", ready_file, exc)
 
-            tg.start_soon(announce_ready)
+        tg.start_soon(announce_ready)
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

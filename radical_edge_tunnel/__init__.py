@@ -8,6 +8,7 @@ bridge finds it with :func:`resolve_settings` and keeps its connection with a
 from ._allocator import tune_allocator
 from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
+from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._limits import TUNNEL_FRAME_SIZE, tunnel_limits
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectError",
     "Connector",
     "FatalDialError",
+    "GEN0_THRESHOLD",
     "HandshakeError",
     "InsecureFileError",
     "PURE_PYTHON_ENV",
@@ -76,7 +78,9 @@ __all__ = [
     "read_token_file",
     "resolve_settings",
     "tls_object",
+    "freeze_startup_objects",
     "tune_allocator",
+    "tune_gc",
     "tunnel_limits",
     "websocket_masking",
     "websocket_url",

@@ -652,6 +652,11 @@ class Tunnel:
             if not self._conn.closed:
                 await stream.reset(ErrorCode.INTERNAL_ERROR)
         finally:
+            # the handler is done: what it hung on the stream (its scope, reset callbacks that close over
+            # its state, which refers back to the stream) goes, so the stream is freed by reference
+            # counting when it is forgotten, not later by the cyclic garbage collector
+            stream._scope = None
+            stream._reset_callbacks.clear()
             if stream.id in self._streams and stream.id not in self._conn.open_streams:
                 self._streams.pop(stream.id, None)
 
