@@ -60,8 +60,8 @@ TUNE_SPAN = 0.005
 #: can look a few milliseconds long (the peer's loop answers late); growing there would only let more
 #: of a big download queue ahead of small answers.
 TUNE_MIN_RTT = 0.005
-#: Window tuning: seconds after :meth:`Connection.tune_windows` at which a PING measures the round trip
-#: (the shortest one counts: the first may meet a peer still busy starting up)
+#: Window tuning: seconds after the first data is consumed at which a PING measures the round trip (the
+#: shortest one counts: the first may wait behind the very data it was sent for).  An idle connection sends none.
 RTT_PROBES = (0.0, 1.0, 3.0)
 _HEARTBEAT_PING = b"heartbeat"
 _RTT_PING = b"rtt"
@@ -171,6 +171,7 @@ class Connection:
         self.min_rtt: float | None = None
         self._probe_at: float | None = None  # when the PING now awaiting its PONG was sent
         self._probes: list[float] = []  # when the next round-trip PINGs are due
+        self._probing = False  # the probes were scheduled (at the first data consumed)
         self._rx_now: float | None = None  # the arrival time of the bytes being handled
         self._subscriptions: dict[int, Subscription] = {}
         self._last_rx: float | None = None
@@ -506,8 +507,13 @@ class Connection:
         stream.unacked -= n
         if stream.remote is not HalfState.CLOSED:
             stream.credit += n
-            if self._tuning is not None and now is not None and self.min_rtt is not None:
-                self._tune(stream, n, now, self.min_rtt)
+            if self._tuning is not None and now is not None:
+                if not self._probing:  # the first data: time to learn the round trip
+                    self._probing = True
+                    self._probes = [now + delay for delay in RTT_PROBES]
+                    self._probe(now)
+                if self.min_rtt is not None:
+                    self._tune(stream, n, now, self.min_rtt)
             if stream.credit >= _credit_threshold(stream.window):
                 self._out.append(fr.encode_frame(FrameType.WINDOW_UPDATE, 0, stream_id, fr.u32(stream.credit)))
                 stream.recv_window += stream.credit
@@ -515,24 +521,23 @@ class Connection:
         self._return_connection_credit(n)
         self._retire_if_done(stream)
 
-    def tune_windows(self, max_stream_window: int, max_connection_window: int, now: float) -> None:
+    def tune_windows(self, max_stream_window: int, max_connection_window: int) -> None:
         """Let receive windows grow to what the path needs, up to these sizes (bytes).
 
-        A stream's window starts at ``initial_window_size``.  PINGs (payload ``rtt``) measure the round
-        trip now and at :data:`RTT_PROBES`; heartbeat PINGs refine it (:attr:`min_rtt` keeps the
-        shortest).  On a path shorter than :data:`TUNE_MIN_RTT` the windows stay as they are.  While
-        the application acknowledges a stream's data, the rate it does so is measured over at least a
-        round trip and :data:`TUNE_SPAN`; when twice what that rate consumes in a round trip exceeds the
-        window, the window grows to it (at most doubling at a time): a long path is no longer limited to
-        a window per round trip, while on a short one the window, and what queues in it ahead of other
-        streams, stays small.  The connection window follows at twice the largest stream window.  Only
-        the credit granted grows; nothing on the wire changes, and the peer needs no support for it.
+        A stream's window starts at ``initial_window_size``.  Once data is first consumed, PINGs
+        (payload ``rtt``) measure the round trip, at :data:`RTT_PROBES` from then; heartbeat PINGs
+        refine it (:attr:`min_rtt` keeps the shortest).  On a path shorter than :data:`TUNE_MIN_RTT`
+        the windows stay as they are.  While the application acknowledges a stream's data, the rate
+        it does so is measured over at least a round trip and :data:`TUNE_SPAN`; when twice what that
+        rate consumes in a round trip exceeds the window, the window grows to it (at most doubling at
+        a time): a long path is no longer limited to a window per round trip, while on a short one
+        the window, and what queues in it ahead of other streams, stays small.  The connection window
+        follows at twice the largest stream window.  Only the credit granted grows; nothing on the
+        wire changes, and the peer needs no support for it.
         """
         if not 0 < max_stream_window <= fr.MAX_WINDOW or not 0 < max_connection_window <= fr.MAX_WINDOW:
             raise LocalProtocolError("window sizes must be in [1, 2**31-1]")
         self._tuning = (max_stream_window, max_connection_window)
-        self._probes = [now + delay for delay in RTT_PROBES]
-        self._probe(now)
 
     def _probe(self, now: float) -> None:
         """Send a round-trip PING if one is due and none is awaiting its PONG."""

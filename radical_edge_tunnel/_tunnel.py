@@ -388,7 +388,7 @@ class Tunnel:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until the connection ends; then every open stream is reset and handlers cancelled."""
         if not self._conn.closed:
-            self._conn.tune_windows(self.max_stream_window, self.max_connection_window, anyio.current_time())
+            self._conn.tune_windows(self.max_stream_window, self.max_connection_window)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg

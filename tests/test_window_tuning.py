@@ -45,9 +45,13 @@ class Path:
         self.clock = clock
         self.now = 100.0
         hub, connector = self.pair.hub, self.pair.connector
-        hub.tune_windows(max_stream, max_conn, self.now)
-        self.sid = open_stream(self.pair)  # (the request rides along with the PING)
-        # the PING crosses, the PONG comes back a round trip later
+        hub.tune_windows(max_stream, max_conn)
+        self.sid = open_stream(self.pair)
+        assert not hub.data_to_send()  # an idle connection sends no round-trip PING
+        # the first data consumed sends one: it crosses, and the PONG comes back a round trip later
+        connector.send_data(self.sid, b"x")
+        (event,) = hub.receive_data(connector.data_to_send(), now=self.now)
+        hub.acknowledge_received_data(self.sid, len(event.data), self.now if clock else None)
         connector.receive_data(hub.data_to_send(), now=self.now + rtt / 2)
         hub.receive_data(connector.data_to_send(), now=self.now + rtt)
         self.now += rtt
@@ -73,7 +77,7 @@ def test_on_a_long_path_the_window_doubles_each_round_trip_up_to_its_cap() -> No
     path = Path(0.05, max_stream=4 * MIB)
     assert path.pair.hub.min_rtt == pytest.approx(0.05)
     moved = [path.round() for _ in range(12)]
-    assert moved[:2] == [WINDOW, WINDOW]  # the first round trips: the initial window, and a rate measured
+    assert moved[:2] == [WINDOW - 1, WINDOW]  # the first round trips: the initial window, and a rate measured
     assert moved[2] == 2 * WINDOW  # then at most double
     assert all(b >= a for a, b in itertools.pairwise(moved))
     assert max(moved) == 4 * MIB
@@ -91,38 +95,48 @@ def test_the_connection_window_stays_under_its_cap() -> None:
 
 def test_on_a_short_path_the_windows_stay_as_announced() -> None:
     path = Path(TUNE_MIN_RTT / 2)
-    assert [path.round() for _ in range(20)] == [WINDOW] * 20
+    assert [path.round() for _ in range(20)][1:] == [WINDOW] * 19
 
 
 def test_without_the_time_of_consumption_nothing_is_tuned() -> None:
     path = Path(0.05, clock=False)
-    assert [path.round() for _ in range(6)] == [WINDOW] * 6
+    assert path.pair.hub.min_rtt is None  # nothing consumed with a time: no probe either
+    assert [path.round() for _ in range(6)][1:] == [WINDOW] * 5
 
 
-def test_round_trip_probes_go_out_at_their_times_and_the_shortest_counts() -> None:
+def test_round_trip_probes_go_out_at_their_times_from_the_first_data_and_the_shortest_counts() -> None:
     pair = ConnectionPair(hub_limits=LIMITS, heartbeat_interval=30.0)
     hub, connector = pair.hub, pair.connector
     hub.handle_timer(0.0)  # the heartbeat clock starts
-    hub.tune_windows(MIB, 2 * MIB, 0.0)
+    hub.tune_windows(MIB, 2 * MIB)
+    sid = open_stream(pair)
+    hub.handle_timer(5.0)
+    assert not hub.data_to_send()  # idle: no probe
+    assert hub.next_timer() > 10.0
+    connector.send_data(sid, b"x")
+    (event,) = hub.receive_data(connector.data_to_send(), now=7.0)
     pings = []
-    for start, rtt in zip(RTT_PROBES, (0.2, 0.03, 0.09), strict=True):
-        assert hub.next_timer() == pytest.approx(start) or start == 0.0
-        hub.handle_timer(start)
+    for delay, rtt in zip(RTT_PROBES, (0.2, 0.03, 0.09), strict=True):
+        if delay == 0.0:
+            hub.acknowledge_received_data(sid, len(event.data), 7.0)  # the first data consumed: probe now
+        else:
+            assert hub.next_timer() == pytest.approx(7.0 + delay)
+            hub.handle_timer(7.0 + delay)
         out = hub.data_to_send()
         pings.append(len(out))
-        connector.receive_data(out, now=start + rtt / 2)
-        hub.receive_data(connector.data_to_send(), now=start + rtt)
+        connector.receive_data(out, now=7.0 + delay + rtt / 2)
+        hub.receive_data(connector.data_to_send(), now=7.0 + delay + rtt)
     assert all(pings)  # a PING each time
     assert hub.min_rtt == pytest.approx(0.03)
-    assert hub.next_timer() > RTT_PROBES[-1] + 10  # no more probes: the heartbeat's own deadline
+    assert hub.next_timer() > 7.0 + RTT_PROBES[-1] + 10  # no more probes: the heartbeat's own deadline
 
 
 def test_tuning_needs_windows_in_range() -> None:
     conn = Connection(Side.HUB)
     with pytest.raises(LocalProtocolError):
-        conn.tune_windows(0, MIB, 0.0)
+        conn.tune_windows(0, MIB)
     with pytest.raises(LocalProtocolError):
-        conn.tune_windows(MIB, 2**31, 0.0)
+        conn.tune_windows(MIB, 2**31)
 
 
 # ---------------------------------------------------------------- over a tunnel with a delayed carrier
@@ -181,9 +195,7 @@ async def test_a_download_over_a_long_path_is_not_held_to_one_window_per_round_t
         bridge = Tunnel(hub, hub_side, name="hub")
         await tg.start(edge.run)
         await tg.start(bridge.run)
-        await anyio.sleep(0.1)  # the first round-trip probe comes back
-        assert hub.min_rtt is not None
-        assert hub.min_rtt >= 0.04
+        assert hub.min_rtt is None  # no data yet: no probe
         got = bytearray()
         with anyio.fail_after(30):
             stream = await bridge.request("GET", "/big", [], end_stream=True)
@@ -195,4 +207,6 @@ async def test_a_download_over_a_long_path_is_not_held_to_one_window_per_round_t
         await edge.aclose()
         tg.cancel_scope.cancel()
     assert bytes(got) == body
+    assert hub.min_rtt is not None
+    assert hub.min_rtt >= 0.04  # the probe sent with the first data measured the 40 ms path
     assert widest > WINDOW
