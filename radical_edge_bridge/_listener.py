@@ -17,13 +17,15 @@ import errno
 import logging
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
+
+from radical_edge_tunnel import LargeReads
 
 from ._metrics import ConnectionStats
 
@@ -149,38 +151,6 @@ class HandshakeSlots:
         return len(self._peers)
 
 
-class _Primed(anyio.abc.ByteStream):
-    """``stream`` with ``first`` (bytes already received from it) put back in front of what follows."""
-
-    def __init__(self, stream: anyio.abc.ByteStream, first: bytes) -> None:
-        self._stream = stream
-        self._first = first
-
-    @property
-    def holds_bytes(self) -> bool:
-        """Whether some of ``first`` has not been received yet."""
-        return bool(self._first)
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._first:
-            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
-            return data
-        return await self._stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._stream.extra_attributes
-
-
 class AcceptBackoff:
     """Sleep after resource-exhaustion accept failures, 10 ms doubling to 0.5 s; reset by a success.
 
@@ -296,17 +266,16 @@ class ConnectionServer:
             with anyio.fail_after(self.handshake_timeout):
                 if slots is None:
                     return await TLSStream.wrap(
-                        stream, server_side=True, ssl_context=self.ssl_context, standard_compatible=False
+                        LargeReads(stream), server_side=True, ssl_context=self.ssl_context, standard_compatible=False
                     )
                 first = await stream.receive()  # a silent socket never takes a slot
                 async with slots.slot(peer):
-                    primed = _Primed(stream, first)
-                    tls = await TLSStream.wrap(
-                        primed, server_side=True, ssl_context=self.ssl_context, standard_compatible=False
+                    return await TLSStream.wrap(
+                        LargeReads(stream, first),
+                        server_side=True,
+                        ssl_context=self.ssl_context,
+                        standard_compatible=False,
                     )
-                if not primed.holds_bytes:  # the handshake took them all: no layer between TLS and socket
-                    tls.transport_stream = stream
-                return tls
         except _HANDSHAKE_FAILED as exc:
             self.gate.stats.tls_handshake_failures += 1
             log.debug("TLS handshake with %s failed: %s", peer, _describe_error(exc))

@@ -11,6 +11,7 @@ from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_p
 from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._limits import TUNNEL_FRAME_SIZE, tunnel_limits
+from ._reads import LARGE_READ, LargeReads
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
     DEFAULT_TOKEN_FILE,
@@ -52,6 +53,8 @@ __all__ = [
     "GEN0_THRESHOLD",
     "HandshakeError",
     "InsecureFileError",
+    "LARGE_READ",
+    "LargeReads",
     "PURE_PYTHON_ENV",
     "MemoryCarrier",
     "Redial",

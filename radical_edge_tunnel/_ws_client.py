@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.utilities import ProtocolError as WSProtocolError
@@ -31,6 +32,7 @@ from wsproto.utilities import ProtocolError as WSProtocolError
 from radical_edge_proto import ErrorCode
 
 from ._carrier import WebSocketCarrier
+from ._reads import LargeReads
 from ._tunnel import TunnelError
 
 log = logging.getLogger("radical_edge.tunnel")
@@ -156,7 +158,14 @@ async def connect_websocket(
             try:
                 if secure:
                     ctx = ssl_context if ssl_context is not None else client_ssl_context()
-                    stream = await anyio.connect_tcp(host, port, ssl_context=ctx, tls_hostname=tls_server_name or host)
+                    sock = await anyio.connect_tcp(host, port)
+                    try:
+                        stream = await TLSStream.wrap(
+                            LargeReads(sock), hostname=tls_server_name or host, ssl_context=ctx
+                        )
+                    except BaseException:
+                        await anyio.aclose_forcefully(sock)
+                        raise
                 else:
                     stream = await anyio.connect_tcp(host, port)
             except ssl.SSLCertVerificationError as exc:
