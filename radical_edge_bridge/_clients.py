@@ -148,7 +148,7 @@ class ClientHub:
     async def serve(self, carrier: Carrier) -> None:
         """Serve one SDK client connection (``WS /connect``) until it ends."""
         config, events = self.config, self.events
-        conn = Connection(Side.HUB, config.tunnel)
+        conn = Connection(Side.HUB, config.client_tunnel)
 
         async def decide(hello: Hello) -> tuple[bool, ErrorCode, str, float]:
             if not self.auth.check_secret(hello.credential):

@@ -54,9 +54,12 @@ class BridgeConfig:
     #: plugins the bridge hosts itself, as the edge ``bridge`` (needs the edge extra)
     plugins: tuple[str, ...] = ()
     http: HTTPLimits = field(default_factory=HTTPLimits)
-    #: what the bridge announces it receives on edge and SDK tunnels (``--stream-window``: its streams'
-    #: starting window, see :func:`bridge_tunnel_limits`)
+    #: what the bridge announces it receives on edge tunnels, where answers come in (``--stream-window``: its
+    #: streams' starting window, see :func:`bridge_tunnel_limits`)
     tunnel: Limits = field(default_factory=bridge_tunnel_limits)
+    #: what it announces on SDK connections (``/connect``), where request bodies come in: the tunnel default,
+    #: as the edges have for the same bodies (a 512 KiB window measured 6 % slower for a staging upload)
+    client_tunnel: Limits = field(default_factory=tunnel_limits)
     #: most client connections held at once (each is an fd and ~tens of KiB); past it new ones are
     #: closed at accept.  4096 leaves room for edges, SSE readers and API clients on a busy site while
     #: keeping a flood's memory bounded; above the usual fd limit of 1024 the EMFILE back-off takes over.
