@@ -264,6 +264,45 @@ class PayloadReader:
         if self._pos != len(self._data):
             raise RemoteProtocolError(f"trailing bytes in {self._what} payload", ErrorCode.FRAME_SIZE_ERROR)
 
+    def header_block(self) -> Headers:
+        """The rest of the payload as a header block, each header checked (see :func:`decode_header_block`).
+
+        The same reads, checks and errors as ``u16``, ``bytes16`` and the header checks in turn, in one
+        loop without the method calls: a request's headers cross it in every process on the path.
+        """
+        data, pos, end = self._data, self._pos, len(self._data)
+        unpack = _U16.unpack_from
+        if pos + 2 > end:
+            raise self._truncated()
+        count: int = unpack(data, pos)[0]
+        pos += 2
+        headers = []
+        for _ in range(count):
+            if pos + 2 > end:
+                raise self._truncated()
+            size: int = unpack(data, pos)[0]
+            pos += 2
+            if pos + size + 2 > end:
+                raise self._truncated()
+            name = data[pos : pos + size]
+            pos += size
+            size = unpack(data, pos)[0]
+            pos += 2
+            if pos + size > end:
+                raise self._truncated()
+            value = data[pos : pos + size]
+            pos += size
+            check_header_name(name, RemoteProtocolError)
+            check_header_value(value, RemoteProtocolError)
+            headers.append((name, value))
+        self._pos = pos
+        if pos != end:
+            raise RemoteProtocolError(f"trailing bytes in {self._what} payload", ErrorCode.FRAME_SIZE_ERROR)
+        return tuple(headers)
+
+    def _truncated(self) -> RemoteProtocolError:
+        return RemoteProtocolError(f"truncated {self._what} payload", ErrorCode.FRAME_SIZE_ERROR)
+
 
 def decode_text(raw: bytes, what: str) -> str:
     try:
@@ -408,16 +447,8 @@ def encode_response_payload(status: int, headers: Headers) -> bytes:
 
 
 def decode_header_block(reader: PayloadReader) -> Headers:
-    count = reader.u16()
-    headers = []
-    for _ in range(count):
-        name = reader.bytes16()
-        value = reader.bytes16()
-        check_header_name(name, RemoteProtocolError)
-        check_header_value(value, RemoteProtocolError)
-        headers.append((name, value))
-    reader.done()
-    return tuple(headers)
+    """The rest of ``reader``: a count, then each name and value with its u16 length (section 6), checked."""
+    return reader.header_block()
 
 
 # ---------------------------------------------------------------- other payloads

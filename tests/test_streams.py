@@ -730,6 +730,12 @@ BAD_REQUEST_PAYLOADS = {
     "trailing-bytes": (request_payload(b"GET", b"/") + b"!", ErrorCode.FRAME_SIZE_ERROR),
     "truncated-headers": (request_payload(b"GET", b"/", ((b"x", b"v"),))[:-1], ErrorCode.FRAME_SIZE_ERROR),
 }
+# cut at every byte of the header block: in its count, a length, a name, a value
+_FULL = request_payload(b"GET", b"/", ((b"name", b"value"), (b"x", b"")))
+_BLOCK_START = len(request_payload(b"GET", b"/")) - 2
+BAD_REQUEST_PAYLOADS.update(
+    {f"header-block-cut-at-{n}": (_FULL[:n], ErrorCode.FRAME_SIZE_ERROR) for n in range(_BLOCK_START, len(_FULL))}
+)
 
 
 @pytest.mark.parametrize(("payload", "code"), BAD_REQUEST_PAYLOADS.values(), ids=BAD_REQUEST_PAYLOADS.keys())
