@@ -171,7 +171,9 @@ class Connection:
         self.min_rtt: float | None = None
         self._probe_at: float | None = None  # when the PING now awaiting its PONG was sent
         self._probes: list[float] = []  # when the next round-trip PINGs are due
-        self._probing = False  # the probes were scheduled (at the first data consumed)
+        #: the round-trip probes of window tuning were scheduled (at the first data consumed):
+        #: :meth:`next_timer` may then be earlier than before
+        self.probing = False
         self._rx_now: float | None = None  # the arrival time of the bytes being handled
         self._subscriptions: dict[int, Subscription] = {}
         self._last_rx: float | None = None
@@ -508,8 +510,8 @@ class Connection:
         if stream.remote is not HalfState.CLOSED:
             stream.credit += n
             if self._tuning is not None and now is not None:
-                if not self._probing:  # the first data: time to learn the round trip
-                    self._probing = True
+                if not self.probing:  # the first data: time to learn the round trip
+                    self.probing = True
                     self._probes = [now + delay for delay in RTT_PROBES]
                     self._probe(now)
                 if self.min_rtt is not None:

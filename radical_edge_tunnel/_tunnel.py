@@ -257,7 +257,10 @@ class TunnelStream:
             self._forget_if_done()
         conn = self.tunnel._conn
         if not conn.closed:
+            probing = conn.probing
             conn.acknowledge_received_data(self.id, len(chunk), anyio.current_time())
+            if not probing and conn.probing:  # the first data consumed scheduled round-trip probes
+                self.tunnel._timer_moved()
             await self.tunnel.flush()
         return chunk
 
@@ -379,6 +382,8 @@ class Tunnel:
         self.close_event: ConnectionClosed | None = None
         #: seconds a write may take before the carrier is given up
         self.write_timeout = 30.0
+        self._timer_wake: anyio.Event | None = None  # set to wake the timer task early
+        self._timer_at = 0.0  # when the timer task wakes up on its own
         #: how far receive windows may grow on a long path (bytes; see ``Connection.tune_windows``)
         self.max_stream_window = MAX_STREAM_WINDOW
         self.max_connection_window = MAX_CONNECTION_WINDOW
@@ -587,12 +592,27 @@ class Tunnel:
             due = self._conn.next_timer()
             if due is None:
                 return
-            await anyio.sleep_until(due)
+            if due > anyio.current_time():
+                # asleep until then, unless the connection's next deadline moves earlier meanwhile (a
+                # round-trip probe scheduled by the first data consumed: see _timer_moved)
+                self._timer_at, wake = due, anyio.Event()
+                self._timer_wake = wake
+                with anyio.move_on_at(due):
+                    await wake.wait()
+                self._timer_wake = None
+                if anyio.current_time() < due:
+                    continue
             self._dispatch(self._conn.handle_timer(anyio.current_time()))
             await self.flush()
             if self._conn.closed:
                 await self.carrier.aclose()
                 return
+
+    def _timer_moved(self) -> None:
+        """Wake the timer task if the connection's next deadline is now earlier than the one it sleeps to."""
+        wake = self._timer_wake
+        if wake is not None and (due := self._conn.next_timer()) is not None and due < self._timer_at:
+            wake.set()
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:

@@ -210,3 +210,41 @@ async def test_a_download_over_a_long_path_is_not_held_to_one_window_per_round_t
     assert hub.min_rtt is not None
     assert hub.min_rtt >= 0.04  # the probe sent with the first data measured the 40 ms path
     assert widest > WINDOW
+
+
+@pytest.mark.anyio
+async def test_the_later_round_trip_probes_go_out_on_time_with_a_long_heartbeat_interval() -> None:
+    """The tunnel's timer sleeps until the heartbeat's deadline (30 s here); the probes the first data
+    schedules (at 1 and 3 s) wake it early instead of waiting for it."""
+    served = anyio.Event()
+
+    async def serve(stream: TunnelStream) -> None:
+        await stream.respond(200, [])
+        await stream.send(b"x" * 1000)
+        await stream.end()
+        served.set()
+
+    async with anyio.create_task_group() as tg:
+        a, b = memory_carrier_pair()
+        connector, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
+
+        async def accept(hello):  # type: ignore[no-untyped-def]
+            return True, ErrorCode.NO_ERROR, "tok", 30.0
+
+        async with anyio.create_task_group() as hs:
+            hs.start_soon(accept_handshake, hub, b, accept)
+            await connect_handshake(connector, a, role=PeerRole.EDGE, name="e", credential="c")
+        edge, bridge = Tunnel(connector, a, handler=serve, name="edge"), Tunnel(hub, b, name="hub")
+        await tg.start(edge.run)
+        await tg.start(bridge.run)
+        stream = await bridge.request("GET", "/x", [], end_stream=True)
+        await stream.wait_response()
+        while await stream.receive():
+            pass
+        assert hub.probing
+        with anyio.fail_after(RTT_PROBES[-1] + 2):
+            while (due := hub.next_timer()) is not None and due < anyio.current_time() + 10:  # probes left
+                await anyio.sleep(0.05)
+        await bridge.aclose()
+        await edge.aclose()
+        tg.cancel_scope.cancel()
