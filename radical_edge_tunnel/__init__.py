@@ -25,7 +25,7 @@ from ._settings import (
     read_token_file,
     resolve_settings,
 )
-from ._speedups import PURE_PYTHON_ENV, client_frame_builder, enable_speedups
+from ._speedups import PURE_PYTHON_ENV, data_frame_builder, enable_speedups
 from ._speedups import masking as websocket_masking
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
@@ -70,9 +70,9 @@ __all__ = [
     "WebSocketCarrier",
     "accept_handshake",
     "check_private",
-    "client_frame_builder",
     "client_ssl_context",
     "connect_handshake",
+    "data_frame_builder",
     "connect_websocket",
     "enable_speedups",
     "fatal_error_for",

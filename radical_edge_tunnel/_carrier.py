@@ -20,7 +20,7 @@ from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
-from ._speedups import client_frame_builder, enable_speedups
+from ._speedups import data_frame_builder, enable_speedups
 
 #: WebSocket close codes used by radical-edge
 WS_NORMAL = 1000
@@ -113,8 +113,8 @@ class WebSocketCarrier:
         self, stream: anyio.abc.ByteStream, ws: WSConnection | WSProtoConnection, pending: bytes = b""
     ) -> None:
         enable_speedups()
-        # a client's data frames, built with fewer copies when the accelerators are on (wsproto's otherwise)
-        self._client_frame = client_frame_builder() if ws.client else None
+        # data frames built with fewer copies when the accelerators are on (wsproto's otherwise)
+        self._data_frame = data_frame_builder(client=ws.client)
         self._stream = stream
         self._ssl = tls_object(stream)
         self._ws = ws
@@ -146,7 +146,7 @@ class WebSocketCarrier:
     async def send(self, data: bytes) -> None:
         if self._ws.state is not ConnectionState.OPEN:
             return
-        frame = self._client_frame(data) if self._client_frame is not None else self._ws.send(Message(data=data))
+        frame = self._data_frame(data) if self._data_frame is not None else self._ws.send(Message(data=data))
         with contextlib.suppress(*_GONE):
             await self._write(frame)  # a loss is reported by receive()
 

@@ -58,33 +58,44 @@ class _CMasker:
         return out
 
 
-def client_frame_builder() -> Callable[[bytes | bytearray | memoryview], bytes] | None:
-    """With the accelerators on: a function that makes one masked, final binary frame of a payload
-    (RFC 6455 §5.2) in two copies (the C mask, one join), where wsproto's ``send`` makes five (its
-    frame builder copies the payload into new buffers four times before and after masking); ``None``
-    without them.  For carriers that negotiated no extension (ours never offer one): the frame is
-    exactly what wsproto sends for ``Message(data)``, with a fresh random key.
+def data_frame_builder(*, client: bool) -> Callable[[bytes | bytearray | memoryview], bytes] | None:
+    """With the accelerators on: a function that makes one final binary frame of a payload (RFC 6455
+    §5.2), masked with a fresh random key for a ``client``, unmasked for a server; ``None`` without them.
+
+    The frame is exactly what wsproto's ``send`` makes for ``Message(data)`` on a connection without
+    extensions (ours never offer one), in fewer copies: a client's in two (the C mask, one join), a
+    server's in one (the join), where wsproto copies the payload four more times (a server frame of
+    256 KiB, measured with the tuned allocator: 29 µs in wsproto, 7 µs here).
     """
     if not _accelerated():
         return None
+    pack_short, pack_long = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
+    mask_bit = 0x80 if client else 0
+
+    def header(size: int) -> bytes:
+        if size < 126:
+            return bytes((0x82, mask_bit | size))
+        if size < 1 << 16:
+            return pack_short(0x82, mask_bit | 126, size)
+        return pack_long(0x82, mask_bit | 127, size)
+
+    if not client:
+
+        def server_frame(payload: bytes | bytearray | memoryview) -> bytes:
+            return b"".join((header(len(payload)), payload))
+
+        return server_frame
     apply = _load_apply_mask()
     if apply is None:  # pragma: no cover - accelerated implies it loaded
         return None
     mask: _ApplyMask = apply
-    urandom, pack_short, pack_long = os.urandom, struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
+    urandom = os.urandom
 
-    def frame(payload: bytes | bytearray | memoryview) -> bytes:
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x82, 0x80 | size))
-        elif size < 1 << 16:
-            header = pack_short(0x82, 0x80 | 126, size)
-        else:
-            header = pack_long(0x82, 0x80 | 127, size)
+    def client_frame(payload: bytes | bytearray | memoryview) -> bytes:
         key = urandom(4)
-        return b"".join((header, key, mask(payload, key)))
+        return b"".join((header(len(payload)), key, mask(payload, key)))
 
-    return frame
+    return client_frame
 
 
 def masking() -> str:
