@@ -54,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIB",
         help="how much of one answer an edge may send ahead of the caller at first, in KiB (default %(default)s); "
         "on a path with a round trip of 5 ms or more the bridge lets it grow to what the path needs (up to "
-        "16 MiB); smaller: small requests wait less behind a big download on the same edge",
+        "--max-stream-window); smaller: small requests wait less behind a big download on the same edge",
+    )
+    p.add_argument(
+        "--max-stream-window",
+        type=_window_kib,
+        default=BridgeConfig.max_stream_window // 1024,
+        metavar="KIB",
+        help="how far that window may grow on a long path, in KiB (default %(default)s; the connection's: twice "
+        "that); at --stream-window or below it never grows",
     )
     p.add_argument(
         "--client-heartbeat-interval",
@@ -146,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         max_connections_per_peer=args.max_connections_per_peer,
         edge_ttl=args.edge_ttl,
         tunnel=bridge_tunnel_limits(args.stream_window * 1024),
+        max_stream_window=args.max_stream_window * 1024,
         max_disconnected_edges=args.max_disconnected_edges,
     )
 

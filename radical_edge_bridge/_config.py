@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radical_edge_proto import Limits
-from radical_edge_tunnel import tunnel_limits
+from radical_edge_tunnel import MAX_STREAM_WINDOW, tunnel_limits
 
 from ._http import HTTPLimits
 
@@ -57,6 +57,9 @@ class BridgeConfig:
     #: what the bridge announces it receives on edge tunnels, where answers come in (``--stream-window``: its
     #: streams' starting window, see :func:`bridge_tunnel_limits`)
     tunnel: Limits = field(default_factory=bridge_tunnel_limits)
+    #: how far an edge tunnel's stream window may grow on a long path (``--max-stream-window``; the connection
+    #: window up to twice that).  The starting window or less: windows never grow.
+    max_stream_window: int = MAX_STREAM_WINDOW
     #: what it announces on SDK connections (``/connect``), where request bodies come in: the tunnel default,
     #: as the edges have for the same bodies (a 512 KiB window measured 6 % slower for a staging upload)
     client_tunnel: Limits = field(default_factory=tunnel_limits)

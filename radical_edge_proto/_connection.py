@@ -170,6 +170,8 @@ class Connection:
         #: the shortest round trip seen (seconds; ``None`` until a PONG answered a PING of ours)
         self.min_rtt: float | None = None
         self._probe_at: float | None = None  # when the PING now awaiting its PONG was sent
+        self._probe_payload = b""  # that PING's payload: only the PONG echoing it ends the measurement
+        self._probe_seq = 0
         self._probes: list[float] = []  # when the next round-trip PINGs are due
         #: the round-trip probes of window tuning were scheduled (at the first data consumed):
         #: :meth:`next_timer` may then be earlier than before
@@ -546,14 +548,38 @@ class Connection:
         while self._probes and self._probes[0] <= now:
             del self._probes[0]  # one awaiting its PONG already measures this round trip
             if self._probe_at is None and self.state in _LIVE:
-                self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _RTT_PING))
+                self._probe_seq += 1
+                self._probe_payload = _RTT_PING + fr.u32(self._probe_seq & 0xFFFF_FFFF)
+                self._out.append(fr.encode_frame(FrameType.PING, 0, 0, self._probe_payload))
                 self._probe_at = now
+
+    def _round_trip(self, rtt: float) -> None:
+        """A round-trip sample: the shortest is kept.  One under :data:`TUNE_MIN_RTT` after windows grew
+        on a longer one (an early PONG that waited behind data, a busy peer) takes the growth back."""
+        grown_on = self.min_rtt
+        self.min_rtt = rtt if grown_on is None else min(grown_on, rtt)
+        if self.min_rtt < TUNE_MIN_RTT and (grown_on is None or grown_on >= TUNE_MIN_RTT):
+            self._shrink_windows()
+
+    def _shrink_windows(self) -> None:
+        """Back to the announced windows: the surplus is withheld from the credit consumed data returns
+        (credit below zero), so the peer's window shrinks as it sends, and nothing it holds is revoked."""
+        initial = self.local_limits.initial_window_size
+        for stream in self._streams.values():
+            if stream.window > initial:
+                stream.credit -= stream.window - initial
+                stream.window = initial
+        conn = self.local_limits.connection_window_size
+        if self._conn_window > conn:
+            self._conn_credit -= self._conn_window - conn
+            self._conn_window = conn
 
     def _tune(self, stream: _Stream, n: int, now: float, rtt: float) -> None:
         assert self._tuning is not None
         max_stream, max_conn = self._tuning
-        if stream.mark is None:
+        if stream.mark is None:  # the measurement starts here: these bytes took no time to count
             stream.mark = now
+            return
         stream.consumed += n
         elapsed = now - stream.mark
         if rtt < TUNE_MIN_RTT or elapsed < max(rtt, TUNE_SPAN):
@@ -731,7 +757,7 @@ class Connection:
             self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _HEARTBEAT_PING))
             self._ping_sent_at = now
             if self._probe_at is None:
-                self._probe_at = now
+                self._probe_at, self._probe_payload = now, _HEARTBEAT_PING
         return []
 
     # ------------------------------------------------------------ receiving
@@ -963,9 +989,9 @@ class Connection:
         self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
         if len(frame.payload) > fr.MAX_PING_PAYLOAD:
             raise RemoteProtocolError("PONG payload too long", ErrorCode.FRAME_SIZE_ERROR)
-        if self._probe_at is not None and self._rx_now is not None and frame.payload in (_HEARTBEAT_PING, _RTT_PING):
-            rtt = max(self._rx_now - self._probe_at, 0.0)
-            self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+        if self._probe_at is not None and frame.payload == self._probe_payload:
+            if self._rx_now is not None:
+                self._round_trip(max(self._rx_now - self._probe_at, 0.0))
             self._probe_at = None
         events.append(PongReceived(frame.payload))
 

@@ -10,7 +10,7 @@ from ._backoff import Backoff, Redial
 from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_pair, tls_object, with_buffered_tls
 from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
-from ._limits import TUNNEL_FRAME_SIZE, tunnel_limits
+from ._limits import MAX_CONNECTION_WINDOW, MAX_STREAM_WINDOW, TUNNEL_FRAME_SIZE, tunnel_limits
 from ._reads import LARGE_READ, LargeReads
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
@@ -59,6 +59,8 @@ __all__ = [
     "MemoryCarrier",
     "Redial",
     "Redialer",
+    "MAX_CONNECTION_WINDOW",
+    "MAX_STREAM_WINDOW",
     "TUNNEL_FRAME_SIZE",
     "StreamResetError",
     "TLSVerificationError",

@@ -13,6 +13,9 @@ rarer, p99 at 64 connections from 44 to 26 ms, 10 % more requests per second.
 
 The tunnel's own objects form no reference cycles per request (a test keeps
 it so), so the longer interval only delays freeing cycles other code makes.
+An edge freezes once its first connection is up (its plugins start with the
+service): that connection's objects are frozen too, and whatever cycles they
+leave when it ends stay, once, for the life of the process.
 Called by the bridge's and the edge's command lines and the benchmark's
 processes (the direct server too); a library user's process is left as it is.
 """

@@ -200,7 +200,9 @@ class TunnelStream:
     def on_reset(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` (synchronously, once) when the stream is reset; at once if it already was.
 
-        The cheap way to react to a caller that went away: no task waits for it.
+        The cheap way to react to a caller that went away: no task waits for it.  On a stream the peer
+        opened, the callbacks end with the handler serving it: once the handler returns, a later reset
+        calls none of them.
         """
         if self._reset is not None:
             callback()

@@ -448,11 +448,23 @@ def test_the_stream_window_is_a_bridge_option(tmp_path, given, window):
     assert config.tunnel.connection_window_size >= max(2 * window, 4 * 1024 * 1024)  # two such streams fit
 
 
+@pytest.mark.parametrize(("given", "most"), [([], 16 * 1024 * 1024), (["--max-stream-window", "512"], 512 * 1024)])
+def test_how_far_the_stream_window_grows_is_a_bridge_option(tmp_path, given, most):
+    """``--max-stream-window``: the cap of a stream window grown on a long path (at the starting window or
+    below: no growth)."""
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    token.chmod(0o600)
+    config = config_from_args(build_parser().parse_args(["--insecure-no-tls", "--token-file", str(token), *given]))
+    assert config.max_stream_window == most
+
+
+@pytest.mark.parametrize("option", ["--stream-window", "--max-stream-window"])
 @pytest.mark.parametrize("bad", ["0", "15", "2097152", "x"])
-def test_a_stream_window_out_of_range_is_refused(bad, capsys):
+def test_a_stream_window_out_of_range_is_refused(bad, option, capsys):
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--stream-window", bad])
-    assert "--stream-window" in capsys.readouterr().err
+        build_parser().parse_args([option, bad])
+    assert option in capsys.readouterr().err
 
 
 async def test_an_edge_sends_no_more_than_the_stream_window_ahead_of_a_caller(tls_files, client_ssl):

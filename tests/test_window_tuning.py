@@ -3,8 +3,6 @@ short path, never past their caps; only the credit granted changes."""
 
 from __future__ import annotations
 
-import itertools
-
 import anyio
 import pytest
 
@@ -78,10 +76,10 @@ def test_on_a_long_path_the_window_doubles_each_round_trip_up_to_its_cap() -> No
     assert path.pair.hub.min_rtt == pytest.approx(0.05)
     moved = [path.round() for _ in range(12)]
     assert moved[:2] == [WINDOW - 1, WINDOW]  # the first round trips: the initial window, and a rate measured
-    assert moved[2] == 2 * WINDOW  # then at most double
-    assert all(b >= a for a, b in itertools.pairwise(moved))
-    assert max(moved) == 4 * MIB
-    assert moved[-3:] == [4 * MIB] * 3  # the cap, reached in a few round trips, holds
+    assert WINDOW < moved[2] <= 2 * WINDOW  # then it grows, at most doubling
+    assert max(moved) <= 4 * MIB  # never past the cap
+    # at the cap within a few round trips: a round moves at least 3/4 of it (credit goes back in quarters)
+    assert min(moved[-4:]) >= 3 * MIB
     # the connection window followed (the 4 MiB it started with would have capped the stream)
     assert path.pair.connector.send_window(0) >= 4 * MIB
 
@@ -89,7 +87,7 @@ def test_on_a_long_path_the_window_doubles_each_round_trip_up_to_its_cap() -> No
 def test_the_connection_window_stays_under_its_cap() -> None:
     path = Path(0.05, max_stream=16 * MIB, max_conn=6 * MIB)
     moved = [path.round() for _ in range(12)]
-    assert max(moved) == 6 * MIB  # the connection window, at its cap, holds the stream back
+    assert 4.5 * MIB <= max(moved) <= 6 * MIB  # the connection window, at its cap, holds the stream back
     assert path.pair.hub.receive_window(0) <= 6 * MIB
 
 
@@ -248,3 +246,45 @@ async def test_the_later_round_trip_probes_go_out_on_time_with_a_long_heartbeat_
         await bridge.aclose()
         await edge.aclose()
         tg.cancel_scope.cancel()
+
+
+def test_a_round_trip_measured_long_then_short_takes_the_growth_back() -> None:
+    """An early PONG that waited behind data made a 1 ms path look 8 ms long and the windows grew; the next
+    probe measures 1 ms (under TUNE_MIN_RTT): the windows shrink back to the announced ones as data is
+    consumed, without revoking credit the peer holds."""
+    path = Path(0.008)  # the first sample: 8 ms
+    grown = [path.round() for _ in range(6)]
+    assert max(grown) > WINDOW
+    hub, connector = path.pair.hub, path.pair.connector
+    hub.ping(b"x")  # an unrelated PING: its PONG must not count as a round-trip sample
+    connector.receive_data(hub.data_to_send(), now=path.now)
+    hub.receive_data(connector.data_to_send(), now=path.now + 0.0001)
+    assert hub.min_rtt == pytest.approx(0.008)
+    path.rtt = 0.001
+    # the 1 s probe, answered in 1 ms
+    hub.handle_timer(path.now + 1.0)
+    connector.receive_data(hub.data_to_send(), now=path.now + 1.0005)
+    hub.receive_data(connector.data_to_send(), now=path.now + 1.001)
+    assert hub.min_rtt == pytest.approx(0.001)
+    path.now += 1.001
+    after = [path.round() for _ in range(8)]
+    assert after[-1] <= WINDOW  # back to the announced window
+    assert hub.receive_window(path.sid) <= WINDOW
+    assert hub.receive_window(0) <= LIMITS.connection_window_size
+
+
+def test_a_pong_read_without_a_time_ends_the_measurement_without_a_sample() -> None:
+    """A sans-IO user feeding bytes without ``now``: the probe's PONG gives no sample but frees the next probe."""
+    pair = ConnectionPair(hub_limits=LIMITS, heartbeat_interval=30.0)
+    hub, connector = pair.hub, pair.connector
+    hub.handle_timer(0.0)
+    hub.tune_windows(MIB, 2 * MIB)
+    sid = open_stream(pair)
+    connector.send_data(sid, b"x")
+    (_data,) = hub.receive_data(connector.data_to_send(), now=1.0)
+    hub.acknowledge_received_data(sid, 1, 1.0)  # the first probe goes out
+    connector.receive_data(hub.data_to_send())
+    hub.receive_data(connector.data_to_send())  # its PONG, without a time
+    assert hub.min_rtt is None
+    hub.handle_timer(1.0 + RTT_PROBES[1])
+    assert hub.data_to_send()  # the next probe was free to go
