@@ -94,7 +94,7 @@ class EdgeHub:
 
         tunnel = Tunnel(conn, carrier, name=f"edge {entry.name}", on_event=lambda ev: self._edge_event(entry, ev))
         limits = self.config.tunnel
-        tunnel.max_stream_window = max(self.config.max_stream_window, limits.initial_window_size)
+        tunnel.max_stream_window = min(max(self.config.max_stream_window, limits.initial_window_size), (1 << 31) - 1)
         tunnel.max_connection_window = min(
             max(2 * tunnel.max_stream_window, limits.connection_window_size), (1 << 31) - 1
         )

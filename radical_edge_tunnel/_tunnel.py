@@ -386,16 +386,33 @@ class Tunnel:
         self.write_timeout = 30.0
         self._timer_wake: anyio.Event | None = None  # set to wake the timer task early
         self._timer_at = 0.0  # when the timer task wakes up on its own
-        #: how far receive windows may grow on a long path (bytes; see ``Connection.tune_windows``)
-        self.max_stream_window = MAX_STREAM_WINDOW
-        self.max_connection_window = MAX_CONNECTION_WINDOW
+        self._max_windows = (MAX_STREAM_WINDOW, MAX_CONNECTION_WINDOW)
+
+    @property
+    def max_stream_window(self) -> int:
+        """How far a stream's receive window may grow on a long path (bytes; see ``Connection.tune_windows``).
+        Read when :meth:`run` starts; 1 .. 2**31-1 (ValueError otherwise)."""
+        return self._max_windows[0]
+
+    @max_stream_window.setter
+    def max_stream_window(self, value: int) -> None:
+        self._max_windows = (_window(value, "max_stream_window"), self._max_windows[1])
+
+    @property
+    def max_connection_window(self) -> int:
+        """The same for the connection's window."""
+        return self._max_windows[1]
+
+    @max_connection_window.setter
+    def max_connection_window(self, value: int) -> None:
+        self._max_windows = (self._max_windows[0], _window(value, "max_connection_window"))
 
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until the connection ends; then every open stream is reset and handlers cancelled."""
         if not self._conn.closed:
-            self._conn.tune_windows(self.max_stream_window, self.max_connection_window)
+            self._conn.tune_windows(*self._max_windows)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -707,3 +724,9 @@ class Tunnel:
         self._streams[stream_id] = stream
         await self.flush()
         return stream
+
+
+def _window(value: int, name: str) -> int:
+    if not isinstance(value, int) or not 1 <= value <= (1 << 31) - 1:
+        raise ValueError(f"{name} must be an int in [1, 2**31-1], not {value!r}")
+    return value

@@ -288,3 +288,17 @@ def test_a_pong_read_without_a_time_ends_the_measurement_without_a_sample() -> N
     assert hub.min_rtt is None
     hub.handle_timer(1.0 + RTT_PROBES[1])
     assert hub.data_to_send()  # the next probe was free to go
+
+
+@pytest.mark.anyio
+async def test_a_tunnels_window_caps_are_checked_when_set() -> None:
+    a, b = memory_carrier_pair()
+    tunnel = Tunnel(Connection(Side.HUB, LIMITS), b)
+    tunnel.max_stream_window = 4 * MIB
+    assert tunnel.max_stream_window == 4 * MIB
+    for bad in (0, 2**31, -1):
+        with pytest.raises(ValueError, match="max_connection_window"):
+            tunnel.max_connection_window = bad
+    assert tunnel.max_connection_window == 32 * MIB  # unchanged by the refused values
+    await a.aclose()
+    await b.aclose()
