@@ -166,6 +166,22 @@ class Delayed:
         await self._inner.aclose()
 
 
+async def _running_pair(edge_side, hub_side, serve, tg) -> tuple[Tunnel, Tunnel]:  # type: ignore[no-untyped-def]
+    """An edge tunnel serving ``serve`` and a hub tunnel (heartbeat 30 s) over these carriers, both running."""
+    connector, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
+
+    async def accept(hello):  # type: ignore[no-untyped-def]
+        return True, ErrorCode.NO_ERROR, "tok", 30.0
+
+    async with anyio.create_task_group() as hs:
+        hs.start_soon(accept_handshake, hub, hub_side, accept)
+        await connect_handshake(connector, edge_side, role=PeerRole.EDGE, name="e", credential="c")
+    edge, bridge = Tunnel(connector, edge_side, handler=serve, name="edge"), Tunnel(hub, hub_side, name="hub")
+    await tg.start(edge.run)
+    await tg.start(bridge.run)
+    return edge, bridge
+
+
 @pytest.mark.anyio
 async def test_a_download_over_a_long_path_is_not_held_to_one_window_per_round_trip() -> None:
     """20 ms each way: the hub's window for the edge's answer grows past the 512 KiB it announced, and the
@@ -180,19 +196,8 @@ async def test_a_download_over_a_long_path_is_not_held_to_one_window_per_round_t
 
     async with anyio.create_task_group() as tg:
         a, b = memory_carrier_pair()
-        edge_side, hub_side = Delayed(a, 0.02, tg), Delayed(b, 0.02, tg)
-        connector, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
-
-        async def accept(hello):  # type: ignore[no-untyped-def]
-            return True, ErrorCode.NO_ERROR, "tok", 30.0
-
-        async with anyio.create_task_group() as hs:
-            hs.start_soon(accept_handshake, hub, hub_side, accept)
-            await connect_handshake(connector, edge_side, role=PeerRole.EDGE, name="e", credential="c")
-        edge = Tunnel(connector, edge_side, handler=serve, name="edge")
-        bridge = Tunnel(hub, hub_side, name="hub")
-        await tg.start(edge.run)
-        await tg.start(bridge.run)
+        edge, bridge = await _running_pair(Delayed(a, 0.02, tg), Delayed(b, 0.02, tg), serve, tg)
+        hub = bridge._conn
         assert hub.min_rtt is None  # no data yet: no probe
         got = bytearray()
         with anyio.fail_after(30):
@@ -224,17 +229,8 @@ async def test_the_later_round_trip_probes_go_out_on_time_with_a_long_heartbeat_
 
     async with anyio.create_task_group() as tg:
         a, b = memory_carrier_pair()
-        connector, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
-
-        async def accept(hello):  # type: ignore[no-untyped-def]
-            return True, ErrorCode.NO_ERROR, "tok", 30.0
-
-        async with anyio.create_task_group() as hs:
-            hs.start_soon(accept_handshake, hub, b, accept)
-            await connect_handshake(connector, a, role=PeerRole.EDGE, name="e", credential="c")
-        edge, bridge = Tunnel(connector, a, handler=serve, name="edge"), Tunnel(hub, b, name="hub")
-        await tg.start(edge.run)
-        await tg.start(bridge.run)
+        edge, bridge = await _running_pair(a, b, serve, tg)
+        hub = bridge._conn
         stream = await bridge.request("GET", "/x", [], end_stream=True)
         await stream.wait_response()
         while await stream.receive():
