@@ -401,6 +401,19 @@ class _Run:
     bar: ProgressBar | None = None
     message: str | None = None
 
+    def options(self, args: Any, *, parents: bool = True) -> dict[str, Any]:
+        """What every transfer verb passes on: ``--overwrite``, ``--resume``, ``--verify`` (``--parents`` where
+        directories are made) and the progress bar."""
+        options = {"overwrite": args.overwrite, "resume": args.resume, "verify": args.verify, "progress": self.bar}
+        if parents:
+            options["parents"] = args.parents
+        return options
+
+    def finished(self) -> None:
+        """The transfer is done: the progress bar (if any) shows its last state."""
+        if self.bar is not None:
+            self.bar.close()
+
     @contextlib.asynccontextmanager
     async def connected(self, args: Any) -> AsyncIterator[AsyncBridgeClient]:
         """The SDK client; a failure while it is open is worded while it is (so the edge's roots can be asked)."""
@@ -449,17 +462,8 @@ async def put(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
             run.where = f"{remote.edge}:{path}"
             run.bar = _progress(args, name or "stdin", err)
             args.on_interrupt = f"interrupted: the same command resumes the upload to {run.where}"
-            answer = await staging.upload(
-                source,
-                path,
-                overwrite=args.overwrite,
-                resume=args.resume,
-                verify=args.verify,
-                parents=args.parents,
-                progress=run.bar,
-            )
-            if run.bar is not None:
-                run.bar.close()
+            answer = await staging.upload(source, path, **run.options(args))
+            run.finished()
         args.on_interrupt = None
         _summary(args, out, "uploaded to", f"{remote.edge}:{answer.get('path')}", answer, extra={"edge": remote.edge})
 
@@ -480,21 +484,13 @@ async def get(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
             if not to_stdout:
                 args.on_interrupt = "interrupted: the same command continues the download"
             try:
-                answer = await staging.download(
-                    remote.path,
-                    target,
-                    overwrite=args.overwrite,
-                    resume=args.resume,
-                    verify=args.verify,
-                    progress=run.bar,
-                )
+                answer = await staging.download(remote.path, target, **run.options(args, parents=False))
             except FileExistsError:
                 assert isinstance(target, str)
                 name = posixpath.basename(remote.path.rstrip("/"))
                 final = os.path.join(target, name) if os.path.isdir(target) else target
                 raise Failure(f"{final} exists (use --overwrite to replace it)") from None
-            if run.bar is not None:
-                run.bar.close()
+            run.finished()
         args.on_interrupt = None
         if to_stdout:
             sys.stdout.buffer.flush()
@@ -526,18 +522,8 @@ async def cp(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
             run.where = f"{dst.edge}:{path}"
             run.bar = _progress(args, posixpath.basename(src.path), err)
             args.on_interrupt = f"interrupted: the same command resumes the copy to {run.where}"
-            answer = await source.copy(
-                src.path,
-                target,
-                path,
-                overwrite=args.overwrite,
-                resume=args.resume,
-                verify=args.verify,
-                parents=args.parents,
-                progress=run.bar,
-            )
-            if run.bar is not None:
-                run.bar.close()
+            answer = await source.copy(src.path, target, path, **run.options(args))
+            run.finished()
         args.on_interrupt = None
         copied = f"{dst.edge}:{answer.get('path')}"
         _summary(args, out, f"copied {src.edge}:{info.get('path')} to", copied, answer, extra={"edge": dst.edge})
