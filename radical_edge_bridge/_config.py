@@ -23,8 +23,17 @@ def bridge_tunnel_limits(stream_window: int = BRIDGE_STREAM_WINDOW) -> Limits:
     """The tunnel limits the bridge announces: this starting window per stream, and a connection window
     that holds at least two such streams."""
     limits = tunnel_limits()
-    connection = min(max(limits.connection_window_size, 2 * stream_window), (1 << 31) - 1)
+    connection = _holds_two(stream_window, limits.connection_window_size)
     return dataclasses.replace(limits, initial_window_size=stream_window, connection_window_size=connection)
+
+
+def _holds_two(stream_window: int, floor: int) -> int:
+    """A connection window that holds two streams of ``stream_window`` (and at least ``floor``), within the
+    protocol's 2**31-1."""
+    return min(max(floor, 2 * stream_window), _MAX_WINDOW)
+
+
+_MAX_WINDOW = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,13 @@ class BridgeConfig:
     #: how far an edge tunnel's stream window may grow on a long path (``--max-stream-window``; the connection
     #: window up to twice that).  The starting window or less: windows never grow.
     max_stream_window: int = MAX_STREAM_WINDOW
+
+    @property
+    def edge_window_caps(self) -> tuple[int, int]:
+        """How far an edge tunnel's stream and connection windows may grow: ``max_stream_window`` (never
+        below the starting window) and a connection window that holds two such streams."""
+        stream = min(max(self.max_stream_window, self.tunnel.initial_window_size), _MAX_WINDOW)
+        return stream, _holds_two(stream, self.tunnel.connection_window_size)
     #: what it announces on SDK connections (``/connect``), where request bodies come in: the tunnel default,
     #: as the edges have for the same bodies (a 512 KiB window measured 6 % slower for a staging upload)
     client_tunnel: Limits = field(default_factory=tunnel_limits)

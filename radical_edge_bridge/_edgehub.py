@@ -93,11 +93,7 @@ class EdgeHub:
             await claim.stale.aclose(ErrorCode.NAME_CONFLICT, "replaced by a new connection of the same edge")
 
         tunnel = Tunnel(conn, carrier, name=f"edge {entry.name}", on_event=lambda ev: self._edge_event(entry, ev))
-        limits = self.config.tunnel
-        tunnel.max_stream_window = min(max(self.config.max_stream_window, limits.initial_window_size), (1 << 31) - 1)
-        tunnel.max_connection_window = min(
-            max(2 * tunnel.max_stream_window, limits.connection_window_size), (1 << 31) - 1
-        )
+        tunnel.max_stream_window, tunnel.max_connection_window = self.config.edge_window_caps
         self.registry.attach(claim, tunnel, hello.manifest)
         log.info("edge %s connected with plugins %s", entry.name, sorted(hello.manifest))
         self._publish_topology(entry, "connected")

@@ -577,12 +577,14 @@ class Connection:
     def _tune(self, stream: _Stream, n: int, now: float, rtt: float) -> None:
         assert self._tuning is not None
         max_stream, max_conn = self._tuning
+        if rtt < TUNE_MIN_RTT:  # a short path: nothing grows (the shortest round trip only gets shorter)
+            return
         if stream.mark is None:  # the measurement starts here: these bytes took no time to count
             stream.mark = now
             return
         stream.consumed += n
         elapsed = now - stream.mark
-        if rtt < TUNE_MIN_RTT or elapsed < max(rtt, TUNE_SPAN):
+        if elapsed < max(rtt, TUNE_SPAN):
             return
         wanted = 2 * stream.consumed * rtt / elapsed  # twice what one round trip consumes at this rate
         stream.mark, stream.consumed = now, 0

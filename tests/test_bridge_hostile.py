@@ -457,6 +457,8 @@ def test_how_far_the_stream_window_grows_is_a_bridge_option(tmp_path, given, mos
     token.chmod(0o600)
     config = config_from_args(build_parser().parse_args(["--insecure-no-tls", "--token-file", str(token), *given]))
     assert config.max_stream_window == most
+    # what an edge tunnel gets: that cap, and a connection window holding two such streams (4 MiB at least)
+    assert config.edge_window_caps == (most, max(2 * most, 4 * 1024 * 1024))
 
 
 @pytest.mark.parametrize("option", ["--stream-window", "--max-stream-window"])
