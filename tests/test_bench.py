@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 
 import pytest
 
 from radical_edge_bench._load import ResponseReader
+
+from .bench_helpers import run_bench
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -25,19 +24,7 @@ def _positive(value: object) -> bool:
 def test_quick_bench_reports_every_measurement() -> None:
     # as a user runs it: with the accelerators of the speedups extra (installed with the test extra), so the
     # bulk section also measures a bridge and an edge without them
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RADICAL_BRIDGE_") and k != "RADICAL_EDGE_PURE_PYTHON"
-    }
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "radical_edge_cli", "bench", "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
+    done, elapsed = run_bench("--quick", "--json", drop=("RADICAL_EDGE_PURE_PYTHON",))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert elapsed < 90, f"--quick took {elapsed:.0f} s"
     res = json.loads(done.stdout)

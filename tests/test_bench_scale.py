@@ -4,14 +4,13 @@ restart, and every number of the report there and sane (timings are not asserted
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 
 import pytest
 
 from radical_edge_bench import build_parser, render
+
+from .bench_helpers import run_bench
 
 pytest.importorskip("fastapi")
 
@@ -31,17 +30,7 @@ def _spread_ok(spread: dict[str, float | None], most: float) -> None:
 
 
 def test_scale_bench_connects_restarts_and_reports() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADICAL_BRIDGE_")}
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "radical_edge_cli", "bench", "--scale", str(N), "--idle-seconds", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
+    done, elapsed = run_bench("--scale", str(N), "--idle-seconds", "1", "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert elapsed < 60, f"--scale {N} took {elapsed:.0f} s"
     res = json.loads(done.stdout)
