@@ -235,6 +235,22 @@ async def test_clear_errors(tmp_path: Path, tls: TLSFiles) -> None:
 # ---------------------------------------------------------------- the progress bar
 
 
+async def _stderr_on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[Any, bytes]:
+    """Run ``command`` with its stderr on a pseudo-terminal (stdout piped): the process and what it wrote there."""
+    master, slave = pty.openpty()
+    seen = bytearray()
+    reader = threading.Thread(target=_read_all, args=(master, seen), daemon=True)
+    reader.start()
+    try:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(command, stderr=slave, env=env, check=False)
+    finally:
+        os.close(slave)
+    await anyio.to_thread.run_sync(reader.join, 10)
+    os.close(master)
+    return done, bytes(seen)
+
+
 def _read_all(fd: int, into: bytearray) -> None:
     while True:
         try:
@@ -251,19 +267,7 @@ async def test_a_progress_bar_on_a_terminal_only(tmp_path: Path, tls: TLSFiles) 
     local = tmp_path / "big.bin"
     local.write_bytes(data)
     async with site(tmp_path, tls) as s:
-        master, slave = pty.openpty()
-        seen = bytearray()
-        reader = threading.Thread(target=_read_all, args=(master, seen), daemon=True)
-        reader.start()
-        try:
-            with anyio.fail_after(60):
-                done = await anyio.run_process(
-                    cli(s, "put", str(local), "e1:big.bin"), stderr=slave, env=environment(tmp_path), check=False
-                )
-        finally:
-            os.close(slave)
-        await anyio.to_thread.run_sync(reader.join, 10)
-        os.close(master)
+        done, seen = await _stderr_on_a_terminal(cli(s, "put", str(local), "e1:big.bin"), environment(tmp_path))
         assert done.returncode == 0
         bar = seen.decode()
         assert "\r" in bar
@@ -279,22 +283,9 @@ async def test_a_progress_bar_on_a_terminal_only(tmp_path: Path, tls: TLSFiles) 
         piped = await run(s, tmp_path, "get", "e1:big.bin", str(tmp_path / "back.bin"))
         assert piped.stderr == b""
         assert (tmp_path / "back.bin").read_bytes() == data
-        master, slave = pty.openpty()
-        seen = bytearray()
-        reader = threading.Thread(target=_read_all, args=(master, seen), daemon=True)
-        reader.start()
-        try:
-            with anyio.fail_after(60):
-                quiet = await anyio.run_process(
-                    cli(s, "get", "e1:big.bin", str(tmp_path / "q.bin"), "-q"),
-                    stderr=slave,
-                    env=environment(tmp_path),
-                    check=False,
-                )
-        finally:
-            os.close(slave)
-        await anyio.to_thread.run_sync(reader.join, 10)
-        os.close(master)
+        quiet, seen = await _stderr_on_a_terminal(
+            cli(s, "get", "e1:big.bin", str(tmp_path / "q.bin"), "-q"), environment(tmp_path)
+        )
         assert quiet.returncode == 0
         assert bytes(seen) == b""
         assert quiet.stdout == b""
