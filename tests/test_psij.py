@@ -252,6 +252,24 @@ async def test_records_outlive_the_session_and_belong_to_their_caller(tmp_path: 
         assert (empty.status, empty.json()["stdout"]) == (200, "late\n")
 
 
+async def test_a_job_still_running_when_the_plugin_stops_has_its_pipe_closed_when_it_ends(tmp_path: Path) -> None:
+    """PSI/J never closes its launcher's output pipe: the plugin does, also for a job that outlives the plugin
+    (else the garbage collector closes it later, with a ResourceWarning, in whatever code runs then)."""
+    async with psij_edge(tmp_path) as edge:
+        sid = await edge.session()
+        job = await edge.submit(sid, sh("sleep 1"))
+        record = edge.plugin.jobs.get(job["job_id"])
+        assert record is not None
+        process = record.process
+        assert process is not None
+    assert process.poll() is None  # the plugin stopped with the job running
+    assert not process.stdout.closed
+    with anyio.fail_after(15):
+        while not process.stdout.closed:
+            await anyio.sleep(0.1)
+    assert process.poll() == 0
+
+
 async def test_cleanup_policy(tmp_path: Path) -> None:
     async with psij_edge(tmp_path, keep_days=1) as edge:
         sid = await edge.session()

@@ -261,15 +261,18 @@ class PsijPlugin(Plugin):
         # close the pipes PSI/J leaves open for local jobs that ended (the companion tasks are cancelled by
         # now); jobs still running keep going: the edge stopping does not cancel them
         local = self.executors.made("local")
+        if local is None:
+            return
         with anyio.move_on_after(3):
-            while local is not None:
-                left = [r for r in self.jobs if r.process is not None and r.final]
+            while left := [r for r in self.jobs if r.process is not None and r.final]:
                 for record in left:
                     if self._backend.release_local(local, record.psij_job, record.process):
                         record.process = None
-                if not left:
-                    break
                 await anyio.sleep(0.05)
+        # the rest (still running, or not let go by PSI/J yet) are closed when PSI/J is done with them
+        pending = [(r.psij_job, r.process) for r in self.jobs if r.process is not None]
+        if pending:
+            self._backend.release_later(local, pending)
 
     @property
     def children_dir(self) -> Path:

@@ -232,6 +232,23 @@ def local_process(executor: Any, job: Any) -> Any:
     return getattr(entry, "process", None)
 
 
+def release_later(executor: Any, pending: list[tuple[Any, Any]], poll: float = 0.2) -> threading.Thread:
+    """Close the pipes of ``pending`` (job, process) pairs from a daemon thread, each once PSI/J's reaper has
+    let go of its job: for the jobs still running when the plugin stops.  Otherwise the reaper drops the last
+    reference when the job ends and the pipe is closed by the garbage collector, with a ``ResourceWarning``."""
+
+    def run() -> None:
+        left = pending
+        while left:
+            left = [(job, process) for job, process in left if not release_local(executor, job, process)]
+            if left:
+                time.sleep(poll)
+
+    thread = threading.Thread(target=run, name="psij-release-pipes", daemon=True)
+    thread.start()
+    return thread
+
+
 def release_local(executor: Any, job: Any, process: Any) -> bool:
     """Close ``process``'s output pipe once PSI/J's reaper has let go of ``job``; whether that is done."""
     reaper = getattr(executor, "_reaper", None)
@@ -271,6 +288,7 @@ __all__ = [
     "local_process",
     "missing_commands",
     "new_job",
+    "release_later",
     "release_local",
     "submit",
 ]
