@@ -20,10 +20,47 @@ def _int(value: float | None) -> int | None:
 
 
 def _targets(res: dict[str, Any]) -> list[str]:
-    lines = ["targets"]
+    floors = any(t.get("floor") is not None for t in res["targets"])
+    lines = ["targets" + (" " * 67 + "C relay" if floors else "")]
     for t in res["targets"]:
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        lines.append(f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict}")
+        line = f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict:<6}"
+        if t.get("floor") is not None:
+            line += f"{_fmt(t['floor'], 3):>9}"
+        lines.append(line.rstrip())
+    if floors:
+        lines.append("  C relay: the same ratio through one TLS relay in C (socat) in front of the direct server (8.)")
+    return lines
+
+
+def _floor(res: dict[str, Any]) -> list[str]:
+    """Section 8: one TLS relay in C in front of the direct server (``radical_edge_bench._relay``)."""
+    fl = res.get("floor")
+    if not fl:
+        return []
+    if "skipped" in fl:
+        return [f"8. the floor, one TLS relay in C: not measured: {fl['skipped']}", ""]
+    small, bulk = res["small"]["ratios"], res["bulk"]["ratios"]
+    lines = [
+        f"8. the floor: one TLS relay in C ({fl['relay']}) in front of the direct server",
+        "                                           direct   via relay  relay/direct  tunnel/direct",
+    ]
+    rows = (
+        ("p50 small GET, 1 client (ms)", "p50_ms", "p50", small.get("tunnel_http_p50_over_direct"), 3),
+        ("download (MiB/s)", "download_mib_s", "download", bulk.get("download"), 1),
+        ("upload (MiB/s)", "upload_mib_s", "upload", bulk.get("upload"), 1),
+    )
+    for label, key, ratio, tunnel, digits in rows:
+        lines.append(
+            f"  {label:<36}{_fmt(fl[key]['direct'], digits):>10}{_fmt(fl[key]['relay'], digits):>12}"
+            f"{_fmt(fl['ratios'][ratio], 2):>14}{_fmt(tunnel, 2):>15}"
+        )
+    lines += [
+        f"  relay: {fl['detail']}",
+        "  the tunnel's shape (a process between the client and the app's process, a second TLS termination)",
+        "  with no Python: what the machine itself takes of each ratio; the direct server measured again here",
+        "",
+    ]
     return lines
 
 
@@ -247,4 +284,4 @@ def render(res: dict[str, Any]) -> str:
         f"({ld['requests']} small requests, {ld['errors']} errors)",
         "",
     ]
-    return "\n".join(lines + _layers(res.get("layers"), o["connections"]) + _staging(res) + _targets(res))
+    return "\n".join(lines + _layers(res.get("layers"), o["connections"]) + _staging(res) + _floor(res) + _targets(res))
