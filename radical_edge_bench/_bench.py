@@ -47,7 +47,7 @@ from radical_edge_tunnel import PURE_PYTHON_ENV, enable_speedups
 
 from . import _layers as layer_costs
 from . import _load as load
-from . import _relay as relay_floor
+from . import _relay as c_relay
 from . import _staging as staging_bench
 from ._app import SMALL_BODY
 from ._cli import Options
@@ -384,7 +384,7 @@ class Bench:
         await self.small(res)
         await self.layers(res)
         await self.bulk(res)
-        await self.floor(res)
+        await self.relayed(res)
         await staging_bench.measure(self, res)
         await self.memory(res)
         await self.loaded(res)
@@ -490,25 +490,25 @@ class Bench:
             out["ratios"]["upload_pure"] = _ratio(pure["upload_mib_s"], out["direct"]["upload_mib_s"])
         res["bulk"] = out
 
-    async def floor(self, res: dict[str, Any]) -> None:
+    async def relayed(self, res: dict[str, Any]) -> None:
         """The same small GET (1 client) and bulk transfers through one TLS relay in C in front of the direct
         server, next to the direct server measured again right before (:mod:`._relay`); skipped without socat."""
-        if relay_floor.socat_path() is None:
-            res["floor"] = {"skipped": "socat is not installed (Debian package socat)"}
+        if c_relay.socat_path() is None:
+            res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
             return
         tls = ensure_dev_tls(self.dir / "tls")
-        out: dict[str, Any] = {"relay": f"socat {relay_floor.socat_version()}", "detail": relay_floor.DETAIL}
-        with relay_floor.relay(self.direct_port, tls.cert, tls.key, tls.ca, self.dir / "socat.log") as port:
-            _log(f"bench: the floor: small GET, 1 client, direct and through a C relay ({2 * self.o.duration:g} s)")
+        out: dict[str, Any] = {"program": f"socat {c_relay.socat_version()}", "detail": c_relay.DETAIL}
+        with c_relay.relay(self.direct_port, tls.cert, tls.key, tls.ca, self.dir / "socat.log") as port:
+            _log(f"bench: small GET, 1 client, direct and through a C relay ({2 * self.o.duration:g} s)")
             runs = {
                 "direct": await self.http_run_at(self.direct_port, "/small", 1, self.o.duration),
                 "relay": await self.http_run_at(port, "/small", 1, self.o.duration),
             }
             for name, run in runs.items():
                 if run.errors or not run.requests:
-                    raise RuntimeError(f"the floor, {name}: {run.errors} errors, {run.requests} requests")
+                    raise RuntimeError(f"the C relay section, {name}: {run.errors} errors, {run.requests} requests")
             out["p50_ms"] = {name: run.summary()["p50_ms"] for name, run in runs.items()}
-            _log(f"bench: the floor: {self.o.size_mib} MiB download and upload, direct and through a C relay")
+            _log(f"bench: {self.o.size_mib} MiB download and upload, direct and through a C relay")
             bulk = {"direct": await self._bulk_run("direct", {}, self.direct_port, "")}
             bulk["relay"] = await self._bulk_run("the C relay", {}, port, "")
         for kind in ("download", "upload"):
@@ -518,7 +518,7 @@ class Bench:
             "download": _ratio(out["download_mib_s"]["relay"], out["download_mib_s"]["direct"]),
             "upload": _ratio(out["upload_mib_s"]["relay"], out["upload_mib_s"]["direct"]),
         }
-        res["floor"] = out
+        res["relay"] = out
 
     async def _bulk_run(self, via: str, servers: dict[str, Proc], port: int, prefix: str) -> dict[str, Any]:
         """A ``--size-mib`` download, then an upload, through ``port``: the rates and the servers' CPU per GiB."""
@@ -623,16 +623,16 @@ class Bench:
         small, bulk, rss, loaded = res["small"], res["bulk"], res["rss"], res["loaded"]
         rows: list[dict[str, Any]] = []
 
-        floor = res.get("floor", {}).get("ratios", {})  # the same ratios through one relay in C (._relay)
+        relay = res.get("relay", {}).get("ratios", {})  # the same ratios through one relay in C (._relay)
 
-        def add(name: str, value: float | None, op: str, limit: float, floor: float | None = None) -> None:
+        def add(name: str, value: float | None, op: str, limit: float, relayed: float | None = None) -> None:
             met = None if value is None else (value <= limit if op == "<=" else value >= limit)
-            rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, "floor": floor})
+            rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, "relay": relayed})
 
         conc = self.o.connections
         for via in ("tunnel_http", "tunnel_ws"):
             ratio = small["ratios"][f"{via}_p50_over_direct"]
-            add(f"p50 {via}/direct, 1 client", ratio, "<=", TARGETS["p50_ratio"], floor.get("p50"))
+            add(f"p50 {via}/direct, 1 client", ratio, "<=", TARGETS["p50_ratio"], relay.get("p50"))
         for via in ("tunnel_http", "tunnel_ws"):
             ratio = small["ratios"][f"{via}_cpu_concurrent_over_direct"]
             add(f"CPU/request {via}/direct, {conc} conc.", ratio, "<=", TARGETS["cpu_ratio"])
@@ -640,7 +640,7 @@ class Bench:
             ratio = small["ratios"][f"{via}_p99_concurrent_over_direct"]
             add(f"p99 {via}/direct, {conc} conc.", ratio, "<=", TARGETS["p99_ratio"])
         for kind in ("download", "upload"):
-            add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"], floor.get(kind))
+            add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"], relay.get(kind))
         for row in staging_bench.target_rows(res):  # staging upload/download over the raw TLS copy
             add(*row)
         for kind in ("download", "upload"):

@@ -1,4 +1,4 @@
-"""The floor: the same measurements through one TLS-terminating relay written in C.
+"""A C relay: the same measurements through one TLS-terminating relay written in C.
 
 The tunnel puts one process, the bridge, between the client and the process that runs the app
 (the edge): a second TLS termination, two more passes through the loopback, and a third busy

@@ -20,29 +20,29 @@ def _int(value: float | None) -> int | None:
 
 
 def _targets(res: dict[str, Any]) -> list[str]:
-    floors = any(t.get("floor") is not None for t in res["targets"])
-    lines = ["targets" + (" " * 67 + "C relay" if floors else "")]
+    relayed = any(t.get("relay") is not None for t in res["targets"])
+    lines = ["targets" + (" " * 67 + "C relay" if relayed else "")]
     for t in res["targets"]:
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         line = f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict:<6}"
-        if t.get("floor") is not None:
-            line += f"{_fmt(t['floor'], 3):>9}"
+        if t.get("relay") is not None:
+            line += f"{_fmt(t['relay'], 3):>9}"
         lines.append(line.rstrip())
-    if floors:
+    if relayed:
         lines.append("  C relay: the same ratio through one TLS relay in C (socat) in front of the direct server (8.)")
     return lines
 
 
-def _floor(res: dict[str, Any]) -> list[str]:
+def _relay(res: dict[str, Any]) -> list[str]:
     """Section 8: one TLS relay in C in front of the direct server (``radical_edge_bench._relay``)."""
-    fl = res.get("floor")
+    fl = res.get("relay")
     if not fl:
         return []
     if "skipped" in fl:
-        return [f"8. the floor, one TLS relay in C: not measured: {fl['skipped']}", ""]
+        return [f"8. one TLS relay in C: not measured: {fl['skipped']}", ""]
     small, bulk = res["small"]["ratios"], res["bulk"]["ratios"]
     lines = [
-        f"8. the floor: one TLS relay in C ({fl['relay']}) in front of the direct server",
+        f"8. one TLS relay in C ({fl['program']}) in front of the direct server",
         "                                           direct   via relay  relay/direct  tunnel/direct",
     ]
     rows = (
@@ -284,4 +284,4 @@ def render(res: dict[str, Any]) -> str:
         f"({ld['requests']} small requests, {ld['errors']} errors)",
         "",
     ]
-    return "\n".join(lines + _layers(res.get("layers"), o["connections"]) + _staging(res) + _floor(res) + _targets(res))
+    return "\n".join(lines + _layers(res.get("layers"), o["connections"]) + _staging(res) + _relay(res) + _targets(res))

@@ -88,23 +88,23 @@ def test_quick_bench_reports_every_measurement() -> None:
         assert _positive(staging["raw_tls"][f"{kind}_mib_s"]), staging
         assert _positive(staging["ratios"][kind]), staging
 
-    floor = res["floor"]  # section 8: one TLS relay in C in front of the direct server
-    floored = {"p50 tunnel_http/direct, 1 client", "bulk download tunnel/direct", "staging upload/raw TLS"}
+    relay = res["relay"]  # section 8: one TLS relay in C in front of the direct server
+    relayed = {"p50 tunnel_http/direct, 1 client", "bulk download tunnel/direct", "staging upload/raw TLS"}
     if shutil.which("socat"):
-        assert floor["relay"].startswith("socat "), floor
+        assert relay["program"].startswith("socat "), relay
         for key in ("p50_ms", "download_mib_s", "upload_mib_s"):
-            assert _positive(floor[key]["direct"]), floor
-            assert _positive(floor[key]["relay"]), floor
-        assert all(_positive(v) for v in floor["ratios"].values()), floor
-        assert floor["ratios"]["p50"] == pytest.approx(floor["p50_ms"]["relay"] / floor["p50_ms"]["direct"], rel=0.01)
+            assert _positive(relay[key]["direct"]), relay
+            assert _positive(relay[key]["relay"]), relay
+        assert all(_positive(v) for v in relay["ratios"].values()), relay
+        assert relay["ratios"]["p50"] == pytest.approx(relay["p50_ms"]["relay"] / relay["p50_ms"]["direct"], rel=0.01)
         for kind in ("upload", "download"):
             assert _positive(staging["raw_tls_relay"][f"{kind}_mib_s"]), staging
-        assert all(_positive(t["floor"]) for t in res["targets"] if t["name"] in floored), res["targets"]
+        assert all(_positive(t["relay"]) for t in res["targets"] if t["name"] in relayed), res["targets"]
     else:
-        assert "socat is not installed" in floor["skipped"]
+        assert "socat is not installed" in relay["skipped"]
         assert "raw_tls_relay" not in staging
-        assert all(t["floor"] is None for t in res["targets"])
-    assert all(t["floor"] is None for t in res["targets"] if t["name"].startswith(("CPU", "RSS", "p99")))
+        assert all(t["relay"] is None for t in res["targets"])
+    assert all(t["relay"] is None for t in res["targets"] if t["name"].startswith(("CPU", "RSS", "p99")))
 
     names = [t["name"] for t in res["targets"]]
     assert len(names) == 16
@@ -184,29 +184,29 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
             "loaded": {**r, "background_mib_s": 5.0, "background_transfers_completed": 1},
             "ratios": {"p50": 1.0, "p99": 1.0},
         },
-        "targets": [{"name": "p50 tunnel_http/direct", "value": 2.0, "target": "<= 1.5", "met": False, "floor": None}],
+        "targets": [{"name": "p50 tunnel_http/direct", "value": 2.0, "target": "<= 1.5", "met": False, "relay": None}],
     }
     text = render(res)
     assert "does not verify TLS certificates" in text
     assert "MISSED" in text
     assert "req/s, 64 concurrent" in text
-    assert "the floor" not in text  # no section 8 in these results
+    assert "8. one TLS relay in C" not in text  # no section 8 in these results
     assert "C relay" not in text
 
-    res["floor"] = {"skipped": "socat is not installed (Debian package socat)"}
-    assert "8. the floor, one TLS relay in C: not measured: socat is not installed" in render(res)
+    res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
+    assert "8. one TLS relay in C: not measured: socat is not installed" in render(res)
 
-    res["floor"] = {
-        "relay": "socat 1.7.4.4",
+    res["relay"] = {
+        "program": "socat 1.7.4.4",
         "detail": "socat (C)",
         "p50_ms": {"direct": 0.2, "relay": 0.25},
         "download_mib_s": {"direct": 1000.0, "relay": 400.0},
         "upload_mib_s": {"direct": 600.0, "relay": 390.0},
         "ratios": {"p50": 1.25, "download": 0.4, "upload": 0.65},
     }
-    res["targets"][0]["floor"] = 1.25
+    res["targets"][0]["relay"] = 1.25
     lines = render(res).splitlines()
-    assert "8. the floor: one TLS relay in C (socat 1.7.4.4) in front of the direct server" in lines
+    assert "8. one TLS relay in C (socat 1.7.4.4) in front of the direct server" in lines
     row = next(line for line in lines if line.strip().startswith("download (MiB/s)"))
     assert row.split()[2:] == ["1,000", "400.0", "0.40", "0.50"]  # direct, via the relay, their ratio, the tunnel's
     target = next(line for line in lines if line.strip().startswith("p50 tunnel_http/direct"))

@@ -1,4 +1,4 @@
-"""The bench's floor (radical_edge_bench._relay): socat relays TLS both ways and leaves nothing running."""
+"""The bench's C relay (radical_edge_bench._relay): socat relays TLS both ways and leaves nothing running."""
 
 from __future__ import annotations
 
