@@ -43,6 +43,11 @@ log = logging.getLogger("radical_edge.tunnel")
 
 HeaderList = Iterable[tuple[bytes | str, bytes | str]]
 
+#: the timer task's wake-up is moved out (a cancel-scope deadline set, no task woken) once bytes received put the
+#: connection's next deadline at least this many seconds (or a quarter of the heartbeat interval, if shorter)
+#: later: a busy tunnel re-arms at most about once per second
+TIMER_SLACK = 1.0
+
 
 class TunnelError(Exception):
     """Base of the tunnel's errors; ``code`` is the protocol error code.
@@ -385,6 +390,7 @@ class Tunnel:
         #: seconds a write may take before the carrier is given up
         self.write_timeout = 30.0
         self._timer_wake: anyio.Event | None = None  # set to wake the timer task early
+        self._timer_scope: anyio.CancelScope | None = None  # the timer task's sleep (its deadline can move out)
         self._timer_at = 0.0  # when the timer task wakes up on its own
         self._max_windows = (MAX_STREAM_WINDOW, MAX_CONNECTION_WINDOW)
 
@@ -602,9 +608,20 @@ class Tunnel:
                     await self.flush()
                 return
             self._dispatch(events)
+            self._push_timer()
             await self.flush()
             if self._conn.closed:
                 return
+
+    def _push_timer(self) -> None:
+        """Move the timer task's wake-up out to the connection's next deadline, once that is at least
+        :data:`TIMER_SLACK` later: bytes received put the heartbeat's deadlines off, and without this the
+        sleeping timer task would wake at the old one for nothing (on an idle connection, once per PING)."""
+        scope, interval = self._timer_scope, self._conn.heartbeat_interval
+        if scope is None or interval is None or (due := self._conn.next_timer()) is None:
+            return
+        if due - self._timer_at >= min(TIMER_SLACK, interval / 4):
+            self._timer_at = scope.deadline = due
 
     async def _timer(self) -> None:
         while True:
@@ -616,10 +633,10 @@ class Tunnel:
                 # round-trip probe scheduled by the first data consumed: see _timer_moved)
                 self._timer_at, wake = due, anyio.Event()
                 self._timer_wake = wake
-                with anyio.move_on_at(due):
+                with anyio.move_on_at(due) as self._timer_scope:
                     await wake.wait()
-                self._timer_wake = None
-                if anyio.current_time() < due:
+                self._timer_wake = self._timer_scope = None
+                if anyio.current_time() < self._timer_at:
                     continue
             self._dispatch(self._conn.handle_timer(anyio.current_time()))
             await self.flush()

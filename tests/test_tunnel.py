@@ -307,3 +307,40 @@ async def test_open_stream_count_send_window_and_draining():
         assert client.is_closed
         assert hub.is_closed
         tg.cancel_scope.cancel()
+
+
+async def test_a_steady_heartbeat_puts_the_hub_timer_off_instead_of_waking_it() -> None:
+    # the connector pings after each interval of silence; each PING puts the hub's deadlines (its own PING after
+    # two intervals, giving up after three) off by an interval.  The hub's timer task must not wake at each old
+    # deadline for nothing: on a bridge with 1,000 idle edges that was a task wake-up per PING
+    interval = 0.4
+
+    async def accept(hello):
+        return True, ErrorCode.NO_ERROR, "resume-1", interval
+
+    a, b = memory_carrier_pair()
+    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_handshake, hub, b, accept)
+        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    calls = {"hub": 0, "connector": 0}
+    for name, conn in (("hub", hub), ("connector", client)):
+        real = conn.handle_timer
+
+        def counted(now: float, _real=real, _name=name):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _real(now)
+
+        conn.handle_timer = counted  # type: ignore[method-assign]
+    client_tunnel, hub_tunnel = Tunnel(client, a, name="client"), Tunnel(hub, b, name="hub")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client_tunnel.run)
+        tg.start_soon(hub_tunnel.run)
+        await anyio.sleep(8 * interval)
+        assert hub_tunnel.is_open
+        assert client_tunnel.is_open
+        assert calls["connector"] >= 6  # it pinged about once per interval: the hub heard from it all along
+        assert calls["hub"] <= 1  # the start of the clock only; once per interval (8) without putting it off
+        await client_tunnel.aclose()
+        await hub_tunnel.aclose()
+        tg.cancel_scope.cancel()
