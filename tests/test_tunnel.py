@@ -13,6 +13,7 @@ from radical_edge_proto import (
     ErrorCode,
     Event,
     Limits,
+    LocalProtocolError,
     ManifestUpdated,
     Notification,
     PeerRole,
@@ -344,3 +345,29 @@ async def test_a_steady_heartbeat_puts_the_hub_timer_off_instead_of_waking_it() 
         await client_tunnel.aclose()
         await hub_tunnel.aclose()
         tg.cancel_scope.cancel()
+
+
+async def test_a_peer_that_takes_no_data_is_cut_after_the_write_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    # the hub's side of the carrier is never read: after its small buffer the connector's writes block, and the
+    # tunnel gives the carrier up after write_timeout instead of waiting for ever (its flush returns then)
+    a, b = memory_carrier_pair(buffer=4)
+    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_handshake, hub, b, _accept)
+        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    tunnel = Tunnel(client, a, name="stuck")
+    tunnel.write_timeout = 0.3
+    started = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tunnel.run)
+        with anyio.fail_after(5):
+            for n in range(20):  # each waits until written: one waits for the timeout, and then the next one fails
+                try:
+                    await tunnel.send_manifest({"n": n})
+                except LocalProtocolError:  # as documented for a connection that is closing or closed
+                    break
+            await tunnel.closed.wait()
+        tg.cancel_scope.cancel()
+    assert 0.3 <= anyio.current_time() - started < 3
+    assert "peer took no data for 0.3 s" in caplog.text
+    await b.aclose()
