@@ -371,3 +371,27 @@ async def test_a_peer_that_takes_no_data_is_cut_after_the_write_timeout(caplog: 
     assert 0.3 <= anyio.current_time() - started < 3
     assert "peer took no data for 0.3 s" in caplog.text
     await b.aclose()
+
+
+async def test_a_heartbeat_write_that_never_completes_is_cut_too(caplog: pytest.LogCaptureFixture) -> None:
+    # the only writes are the connector's heartbeat PINGs, written by the timer task itself; the peer never reads,
+    # so the second PING blocks (a carrier that holds one message): the write timeout still ends it
+    interval = 0.2
+
+    async def accept(hello):
+        return True, ErrorCode.NO_ERROR, "resume-1", interval
+
+    a, b = memory_carrier_pair(buffer=1)
+    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_handshake, hub, b, accept)
+        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    tunnel = Tunnel(client, a, name="stuck")
+    tunnel.write_timeout = 0.3
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tunnel.run)
+        with anyio.fail_after(5):
+            await tunnel.closed.wait()
+        tg.cancel_scope.cancel()
+    assert "peer took no data for 0.3 s" in caplog.text
+    await b.aclose()
