@@ -24,6 +24,7 @@ from radical_edge_proto import (
 )
 from radical_edge_tunnel import (
     HandshakeError,
+    MemoryCarrier,
     StreamResetError,
     Tunnel,
     TunnelClosedError,
@@ -310,20 +311,29 @@ async def test_open_stream_count_send_window_and_draining():
         tg.cancel_scope.cancel()
 
 
+async def handshaken(
+    interval: float = 5.0, buffer: int = 16
+) -> tuple[Connection, Connection, MemoryCarrier, MemoryCarrier]:
+    """A connector and a hub whose handshake is done, with this heartbeat interval, over carriers that hold
+    ``buffer`` messages; no tunnel runs on them yet."""
+
+    async def accept(hello):
+        return True, ErrorCode.NO_ERROR, "resume-1", interval
+
+    a, b = memory_carrier_pair(buffer=buffer)
+    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_handshake, hub, b, accept)
+        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    return client, hub, a, b
+
+
 async def test_a_steady_heartbeat_puts_the_hub_timer_off_instead_of_waking_it() -> None:
     # the connector pings after each interval of silence; each PING puts the hub's deadlines (its own PING after
     # two intervals, giving up after three) off by an interval.  The hub's timer task must not wake at each old
     # deadline for nothing: on a bridge with 1,000 idle edges that was a task wake-up per PING
     interval = 0.4
-
-    async def accept(hello):
-        return True, ErrorCode.NO_ERROR, "resume-1", interval
-
-    a, b = memory_carrier_pair()
-    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(accept_handshake, hub, b, accept)
-        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    client, hub, a, b = await handshaken(interval)
     calls = {"hub": 0, "connector": 0}
     for name, conn in (("hub", hub), ("connector", client)):
         real = conn.handle_timer
@@ -350,11 +360,7 @@ async def test_a_steady_heartbeat_puts_the_hub_timer_off_instead_of_waking_it() 
 async def test_a_peer_that_takes_no_data_is_cut_after_the_write_timeout(caplog: pytest.LogCaptureFixture) -> None:
     # the hub's side of the carrier is never read: after its small buffer the connector's writes block, and the
     # tunnel gives the carrier up after write_timeout instead of waiting for ever (its flush returns then)
-    a, b = memory_carrier_pair(buffer=4)
-    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(accept_handshake, hub, b, _accept)
-        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    client, _, a, b = await handshaken(buffer=4)
     tunnel = Tunnel(client, a, name="stuck")
     tunnel.write_timeout = 0.3
     started = anyio.current_time()
@@ -376,16 +382,7 @@ async def test_a_peer_that_takes_no_data_is_cut_after_the_write_timeout(caplog: 
 async def test_a_heartbeat_write_that_never_completes_is_cut_too(caplog: pytest.LogCaptureFixture) -> None:
     # the only writes are the connector's heartbeat PINGs, written by the timer task itself; the peer never reads,
     # so the second PING blocks (a carrier that holds one message): the write timeout still ends it
-    interval = 0.2
-
-    async def accept(hello):
-        return True, ErrorCode.NO_ERROR, "resume-1", interval
-
-    a, b = memory_carrier_pair(buffer=1)
-    client, hub = Connection(Side.CONNECTOR, SMALL), Connection(Side.HUB, SMALL)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(accept_handshake, hub, b, accept)
-        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    client, _, a, b = await handshaken(0.2, buffer=1)
     tunnel = Tunnel(client, a, name="stuck")
     tunnel.write_timeout = 0.3
     async with anyio.create_task_group() as tg:
