@@ -491,8 +491,9 @@ class Bench:
         res["bulk"] = out
 
     async def relayed(self, res: dict[str, Any]) -> None:
-        """The same small GET (1 client) and bulk transfers through one TLS relay in C in front of the direct
-        server, next to the direct server measured again right before (:mod:`._relay`); skipped without socat."""
+        """The same small GET (1 client) and bulk transfers (one run each, as in section 3) through one TLS relay in
+        C in front of the direct server, next to the direct server measured again right before (:mod:`._relay`);
+        skipped without socat."""
         if c_relay.socat_path() is None:
             res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
             return

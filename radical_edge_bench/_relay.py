@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -54,17 +55,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: float = 10.0) -> None:
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], ca: Path, log: Path, seconds: float = 10.0) -> None:
+    """Until a TLS handshake with the relay succeeds (so socat, not a process that took the port meanwhile,
+    answers with the run's certificate, and its log gets no aborted handshake)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"socat exited with status {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1"),
+            ):
+                pass
+        except OSError:  # ssl.SSLError included
             time.sleep(0.05)
-    raise RuntimeError(f"socat did not listen on port {port} within {seconds:g} s")
+        else:
+            if proc.poll() is None:
+                return
+    raise RuntimeError(f"socat did not answer TLS on port {port} within {seconds:g} s")
 
 
 @contextlib.contextmanager
@@ -88,7 +98,7 @@ def relay(target_port: int, cert: Path, key: Path, ca: Path, log: Path) -> Itera
                 start_new_session=True,
             )
         try:
-            _wait_listening(port, proc, log)
+            _wait_listening(port, proc, ca, log)
         except RuntimeError:
             _kill(proc)
             continue

@@ -21,7 +21,7 @@ def _int(value: float | None) -> int | None:
 
 def _targets(res: dict[str, Any]) -> list[str]:
     relayed = any(t.get("relay") is not None for t in res["targets"])
-    lines = ["targets" + (" " * 67 + "C relay" if relayed else "")]
+    lines = [f"{'targets':<80}{'C relay':>9}" if relayed else "targets"]
     for t in res["targets"]:
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         line = f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict:<6}"
@@ -58,7 +58,8 @@ def _relay(res: dict[str, Any]) -> list[str]:
     lines += [
         f"  relay: {fl['detail']}",
         "  the tunnel's shape (a process between the client and the app's process, a second TLS termination)",
-        "  with no Python: what the machine itself takes of each ratio; the direct server measured again here",
+        "  with no Python: what the machine itself takes of each ratio; the direct server measured again here,",
+        "  one run each",
         "",
     ]
     return lines

@@ -17,14 +17,25 @@ pytestmark = pytest.mark.skipif(_relay.socat_path() is None, reason="socat is no
 
 
 def _tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Thread]:
-    """A TLS server on 127.0.0.1 that answers one connection: each piece it reads, upper-cased."""
+    """A TLS server on 127.0.0.1 until its listener is closed: each piece a connection sends, upper-cased.
+    (The relay's start-up check connects through it too.)"""
     listener = socket.create_server(("127.0.0.1", 0))
 
+    def echo(conn: socket.socket) -> None:
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                while data := tls.recv(65536):
+                    tls.sendall(data.upper())
+        except OSError:  # the relay's check and a killed relay end connections abruptly
+            pass
+
     def serve() -> None:
-        conn, _ = listener.accept()
-        with ctx.wrap_socket(conn, server_side=True) as tls:
-            while data := tls.recv(65536):
-                tls.sendall(data.upper())
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener was closed
+                return
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -58,28 +69,32 @@ def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) 
     listener, thread = _tls_echo_server(server_ctx)
     before = _socat_pids()
     client_ctx = ssl.create_default_context(cafile=str(ca_file))
+    tls: ssl.SSLSocket | None = None
     try:
         with _relay.relay(listener.getsockname()[1], cert_file, key_file, ca_file, tmp_path / "socat.log") as port:
-            assert _socat_pids() - before  # socat runs
-            with (
-                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-                client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-            ):
-                payload = os.urandom(300_000).hex().lower().encode()
-                tls.sendall(payload)
-                got = b""
-                while len(got) < len(payload):
-                    chunk = tls.recv(65536)
-                    assert chunk, "the relay closed early"
-                    got += chunk
-                assert got == payload.upper()  # through socat, to the server and back, intact
-        # the relay and the process it forked for this connection are gone, and the port is closed
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            tls = client_ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            payload = os.urandom(300_000).hex().lower().encode()
+            tls.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = tls.recv(65536)
+                assert chunk, "the relay closed early"
+                got += chunk
+            assert got == payload.upper()  # through socat, to the server and back, intact
+            assert len(_socat_pids() - before) >= 2  # socat, and the process it forked for this connection
+        # the connection is still open here: the process socat forked for it must have been killed with socat,
+        # not left to end with the connection; and the port is closed
         assert not (_socat_pids() - before)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
+        if tls is not None:
+            tls.close()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
         listener.close()
         thread.join(timeout=10)
+        assert not thread.is_alive()
 
 
 def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:

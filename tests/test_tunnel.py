@@ -357,23 +357,33 @@ async def test_a_steady_heartbeat_puts_the_hub_timer_off_instead_of_waking_it() 
         tg.cancel_scope.cancel()
 
 
+async def _unblock_after(seconds: float, carrier: MemoryCarrier, fired: list[bool]) -> None:
+    """A watchdog for the write-timeout tests: a write blocked in a shielded scope ignores ``fail_after``, so if
+    the timeout failed the test would hang; after ``seconds`` this closes the peer's carrier (which ends the
+    blocked write) and records that it had to."""
+    await anyio.sleep(seconds)
+    fired.append(True)
+    await carrier.aclose()
+
+
 async def test_a_peer_that_takes_no_data_is_cut_after_the_write_timeout(caplog: pytest.LogCaptureFixture) -> None:
     # the hub's side of the carrier is never read: after its small buffer the connector's writes block, and the
     # tunnel gives the carrier up after write_timeout instead of waiting for ever (its flush returns then)
     client, _, a, b = await handshaken(buffer=4)
     tunnel = Tunnel(client, a, name="stuck")
     tunnel.write_timeout = 0.3
-    started = anyio.current_time()
+    started, watchdog = anyio.current_time(), []
     async with anyio.create_task_group() as tg:
         tg.start_soon(tunnel.run)
-        with anyio.fail_after(5):
-            for n in range(20):  # each waits until written: one waits for the timeout, and then the next one fails
-                try:
-                    await tunnel.send_manifest({"n": n})
-                except LocalProtocolError:  # as documented for a connection that is closing or closed
-                    break
-            await tunnel.closed.wait()
+        tg.start_soon(_unblock_after, 5, b, watchdog)
+        for n in range(20):  # each waits until written: one waits for the timeout, and then the next one fails
+            try:
+                await tunnel.send_manifest({"n": n})
+            except LocalProtocolError:  # as documented for a connection that is closing or closed
+                break
+        await tunnel.closed.wait()
         tg.cancel_scope.cancel()
+    assert not watchdog, "the write was never given up"
     assert 0.3 <= anyio.current_time() - started < 3
     assert "peer took no data for 0.3 s" in caplog.text
     await b.aclose()
@@ -385,10 +395,12 @@ async def test_a_heartbeat_write_that_never_completes_is_cut_too(caplog: pytest.
     client, _, a, b = await handshaken(0.2, buffer=1)
     tunnel = Tunnel(client, a, name="stuck")
     tunnel.write_timeout = 0.3
+    watchdog: list[bool] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(tunnel.run)
-        with anyio.fail_after(5):
-            await tunnel.closed.wait()
+        tg.start_soon(_unblock_after, 5, b, watchdog)
+        await tunnel.closed.wait()
         tg.cancel_scope.cancel()
+    assert not watchdog, "the write was never given up"
     assert "peer took no data for 0.3 s" in caplog.text
     await b.aclose()
