@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from radical_edge_proto import Limits
+from radical_edge_proto import MAX_WINDOW, Limits
 from radical_edge_tunnel import MAX_STREAM_WINDOW, tunnel_limits
 
 from ._http import HTTPLimits
@@ -30,10 +30,7 @@ def bridge_tunnel_limits(stream_window: int = BRIDGE_STREAM_WINDOW) -> Limits:
 def _holds_two(stream_window: int, floor: int) -> int:
     """A connection window that holds two streams of ``stream_window`` (and at least ``floor``), within the
     protocol's 2**31-1."""
-    return min(max(floor, 2 * stream_window), _MAX_WINDOW)
-
-
-_MAX_WINDOW = (1 << 31) - 1
+    return min(max(floor, 2 * stream_window), MAX_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -69,13 +66,6 @@ class BridgeConfig:
     #: how far an edge tunnel's stream window may grow on a long path (``--max-stream-window``; the connection
     #: window up to twice that).  The starting window or less: windows never grow.
     max_stream_window: int = MAX_STREAM_WINDOW
-
-    @property
-    def edge_window_caps(self) -> tuple[int, int]:
-        """How far an edge tunnel's stream and connection windows may grow: ``max_stream_window`` (never
-        below the starting window) and a connection window that holds two such streams."""
-        stream = min(max(self.max_stream_window, self.tunnel.initial_window_size), _MAX_WINDOW)
-        return stream, _holds_two(stream, self.tunnel.connection_window_size)
     #: what it announces on SDK connections (``/connect``), where request bodies come in: the tunnel default,
     #: as the edges have for the same bodies (a 512 KiB window measured 6 % slower for a staging upload)
     client_tunnel: Limits = field(default_factory=tunnel_limits)
@@ -111,3 +101,10 @@ class BridgeConfig:
     #: bytes of encoded events the replay ring holds at most (besides ``event_ring_size`` events); the
     #: oldest go first, and a replay from before them reports a gap.  16 MiB: thousands of ordinary events.
     event_ring_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def edge_window_caps(self) -> tuple[int, int]:
+        """How far an edge tunnel's stream and connection windows may grow: ``max_stream_window`` (never
+        below the starting window) and a connection window that holds two such streams."""
+        stream = min(max(self.max_stream_window, self.tunnel.initial_window_size), MAX_WINDOW)
+        return stream, _holds_two(stream, self.tunnel.connection_window_size)

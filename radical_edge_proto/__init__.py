@@ -40,7 +40,7 @@ from ._events import (
     Welcome,
     WindowUpdated,
 )
-from ._frames import HEADER_SIZE, Flags, FrameDecoder, FrameType, RawFrame, encode_frame
+from ._frames import HEADER_SIZE, MAX_WINDOW, Flags, FrameDecoder, FrameType, RawFrame, encode_frame
 from ._names import EDGE_NAME_MAX, RESERVED_EDGE_NAMES, check_edge_name, edge_name_error
 from ._state import ConnState, HalfState
 
@@ -54,6 +54,7 @@ __all__ = [
     "HEARTBEAT_MISSES",
     "HUB_PING_INTERVALS",
     "MAX_FRAME_SIZE",
+    "MAX_WINDOW",
     "MIN_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "RESERVED_EDGE_NAMES",

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 
 from radical_edge_proto import (
+    MAX_WINDOW,
     Connection,
     ConnectionClosed,
     ConnState,
@@ -267,7 +268,7 @@ class TunnelStream:
             probing = conn.probing
             conn.acknowledge_received_data(self.id, len(chunk), anyio.current_time())
             if not probing and conn.probing:  # the first data consumed scheduled round-trip probes
-                self.tunnel._timer_moved()
+                self.tunnel._retime()
             await self.tunnel.flush()
         return chunk
 
@@ -389,9 +390,8 @@ class Tunnel:
         self.close_event: ConnectionClosed | None = None
         #: seconds a write may take before the carrier is given up
         self.write_timeout = 30.0
-        self._timer_wake: anyio.Event | None = None  # set to wake the timer task early
-        self._timer_scope: anyio.CancelScope | None = None  # the timer task's sleep (its deadline can move out)
-        self._timer_at = 0.0  # when the timer task wakes up on its own
+        self._timer_scope: anyio.CancelScope | None = None  # the timer task's sleep (its deadline moves: _retime)
+        self._timer_at = 0.0  # when the timer task wakes up
         self._max_windows = (MAX_STREAM_WINDOW, MAX_CONNECTION_WINDOW)
 
     @property
@@ -608,19 +608,21 @@ class Tunnel:
                     await self.flush()
                 return
             self._dispatch(events)
-            self._push_timer()
+            self._retime()
             await self.flush()
             if self._conn.closed:
                 return
 
-    def _push_timer(self) -> None:
-        """Move the timer task's wake-up out to the connection's next deadline, once that is at least
-        :data:`TIMER_SLACK` later: bytes received put the heartbeat's deadlines off, and without this the
-        sleeping timer task would wake at the old one for nothing (on an idle connection, once per PING)."""
+    def _retime(self) -> None:
+        """Keep the sleeping timer task's wake-up at the connection's next deadline: earlier at once (a
+        round-trip probe scheduled by the first data consumed), later once it moved by :data:`TIMER_SLACK`
+        or more (bytes received put the heartbeat's deadlines off; without this the timer task would wake at
+        the old one for nothing, on an idle connection once per PING).  A cancel scope's deadline set: no
+        task is woken."""
         scope, interval = self._timer_scope, self._conn.heartbeat_interval
         if scope is None or interval is None or (due := self._conn.next_timer()) is None:
             return
-        if due - self._timer_at >= min(TIMER_SLACK, interval / 4):
+        if due < self._timer_at or due - self._timer_at >= min(TIMER_SLACK, interval / 4):
             self._timer_at = scope.deadline = due
 
     async def _timer(self) -> None:
@@ -629,26 +631,18 @@ class Tunnel:
             if due is None:
                 return
             if due > anyio.current_time():
-                # asleep until then, unless the connection's next deadline moves earlier meanwhile (a
-                # round-trip probe scheduled by the first data consumed: see _timer_moved)
-                self._timer_at, wake = due, anyio.Event()
-                self._timer_wake = wake
+                # asleep until then, or until whenever _retime moves the deadline to
+                self._timer_at = due
                 with anyio.move_on_at(due) as self._timer_scope:
-                    await wake.wait()
-                self._timer_wake = self._timer_scope = None
-                if anyio.current_time() < self._timer_at:
+                    await anyio.sleep_forever()
+                self._timer_scope = None
+                if anyio.current_time() < self._timer_at:  # a deadline moved out after the scope had fired
                     continue
             self._dispatch(self._conn.handle_timer(anyio.current_time()))
             await self.flush()
             if self._conn.closed:
                 await self.carrier.aclose()
                 return
-
-    def _timer_moved(self) -> None:
-        """Wake the timer task if the connection's next deadline is now earlier than the one it sleeps to."""
-        wake = self._timer_wake
-        if wake is not None and (due := self._conn.next_timer()) is not None and due < self._timer_at:
-            wake.set()
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
@@ -744,6 +738,6 @@ class Tunnel:
 
 
 def _window(value: int, name: str) -> int:
-    if not isinstance(value, int) or not 1 <= value <= (1 << 31) - 1:
+    if not isinstance(value, int) or not 1 <= value <= MAX_WINDOW:
         raise ValueError(f"{name} must be an int in [1, 2**31-1], not {value!r}")
     return value
