@@ -226,7 +226,7 @@ class PayloadReader:
     def _take(self, n: int) -> bytes:
         end = self._pos + n
         if end > len(self._data):
-            raise RemoteProtocolError(f"truncated {self._what} payload", ErrorCode.FRAME_SIZE_ERROR)
+            raise self._truncated()
         chunk = self._data[self._pos : end]
         self._pos = end
         return chunk
@@ -296,8 +296,7 @@ class PayloadReader:
             check_header_value(value, RemoteProtocolError)
             headers.append((name, value))
         self._pos = pos
-        if pos != end:
-            raise RemoteProtocolError(f"trailing bytes in {self._what} payload", ErrorCode.FRAME_SIZE_ERROR)
+        self.done()
         return tuple(headers)
 
     def _truncated(self) -> RemoteProtocolError:
