@@ -27,7 +27,7 @@ import threading
 READY = "BENCH-READY"
 
 
-def _die_with_parent(max_seconds: float) -> None:
+def die_with_parent(max_seconds: float) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -36,6 +36,18 @@ def _die_with_parent(max_seconds: float) -> None:
     timer = threading.Timer(max_seconds, lambda: os.kill(os.getpid(), signal.SIGKILL))
     timer.daemon = True
     timer.start()
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise the soft limit on open files towards ``wanted`` (at most the hard limit); the soft limit now."""
+    import resource  # noqa: PLC0415  (POSIX only; the benchmark runs on Linux)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return int(soft)
 
 
 def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64, help="(scale) connections being set up at once")
     p.add_argument("--staging-root", action="append", default=[], help="(edge) add the staging plugin, this root")
     args, rest = p.parse_known_args(argv)
-    _die_with_parent(args.max_seconds)
+    die_with_parent(args.max_seconds)
     if args.role == "bridge":
         return _run_bridge(args, rest)
     if args.role == "edge":

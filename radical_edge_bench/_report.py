@@ -19,17 +19,27 @@ def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+#: columns a target may have beside its value: the same measure for a reference measured in the same run
+_REFERENCES = (
+    (
+        "relay",
+        "C relay",
+        "C relay: the same ratio through one TLS relay in C (socat) in front of the direct server (8.)",
+    ),
+    ("echo", "asyncio", "asyncio: a plain TCP echo server on asyncio, the same connections and heartbeat traffic (2.)"),
+)
+
+
 def _targets(res: dict[str, Any]) -> list[str]:
-    relayed = any(t.get("relay") is not None for t in res["targets"])
-    lines = [f"{'targets':<80}{'C relay':>9}" if relayed else "targets"]
+    shown = [ref for ref in _REFERENCES if any(t.get(ref[0]) is not None for t in res["targets"])]
+    header = f"{'targets':<80}" + "".join(f"{label:>9}" for _, label, _ in shown)
+    lines = [header if shown else "targets"]
     for t in res["targets"]:
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         line = f"  {t['name']:<52}{_fmt(t['value'], 3):>9}  {t['target']:<8} {verdict:<6}"
-        if t.get("relay") is not None:
-            line += f"{_fmt(t['relay'], 3):>9}"
+        line += "".join(f"{_fmt(t.get(key), 3) if t.get(key) is not None else '':>9}" for key, _, _ in shown)
         lines.append(line.rstrip())
-    if relayed:
-        lines.append("  C relay: the same ratio through one TLS relay in C (socat) in front of the direct server (8.)")
+    lines += [f"  {note}" for _, _, note in shown]
     return lines
 
 
@@ -103,6 +113,7 @@ def render_scale(res: dict[str, Any]) -> str:
     m, s = res["machine"], res["scale"]
     n = s["edges"]
     c, r, cpu, er, snap, rs = s["connect"], s["rss"], s["idle_cpu"], s["edges_route"], s["snapshot"], s["restart"]
+    echo = cpu["echo_floor"]
     sse, ws, rc = snap["sse"], snap["connect"], s["routing_check"]
     hist = rs["histogram"]
     width = hist["bin_s"]
@@ -132,6 +143,11 @@ def render_scale(res: dict[str, Any]) -> str:
             if cpu["interval_for_target_s"] is not None
             else " (too little CPU in this window to tell)"
         ),
+        f"  the event loop alone (measured first, with nothing else running): {_fmt(echo['server_pct'], 2)} % of one "
+        f"core, {_fmt(echo['us_per_exchange'], 0)} us per exchange",
+        f"    {echo['server']};",
+        f"    the same {2 * n} connections and intervals, {echo['message_bytes']} bytes (a PING's TLS record) each way "
+        f"({echo['exchanges']:,} exchanges in {_fmt(echo['seconds'], 1)} s)",
         "",
         f"3. listing {n} edges",
         f"  GET /edges (keep-alive, {er['calls']} calls): p50 {_fmt(er['p50_ms'], 2)} ms, max {_fmt(er['max_ms'], 2)} "

@@ -49,6 +49,7 @@ from radical_edge_tunnel import BridgeSettings, Redialer
 
 from ._bench import HOST, Proc, _log, _machine, bridge_argv
 from ._cli import Options
+from ._echo import MESSAGE as ECHO_MESSAGE
 from ._load import ResponseReader, request_bytes
 
 TARGETS = {
@@ -268,6 +269,62 @@ class ScaleBench:
             "edges": len(edges),
         }
 
+    async def echo_floor(self, interval: float, client_interval: float) -> dict[str, Any]:
+        """What asyncio alone spends on the heartbeats' traffic (:mod:`._echo`): a plain TCP echo server with
+        N connections at the edges' interval and N at the SDK connections', over the same seconds as the
+        bridge's idle CPU; its CPU, and per exchange from the echoes the clients counted."""
+        n = self.n
+        _log(
+            f"bench --scale: an asyncio echo server, {2 * n} connections at the heartbeats' rate, "
+            f"over {self.o.idle_seconds:g} s"
+        )
+        echo_argv = [sys.executable, "-m", "radical_edge_bench._echo"]
+        limit = ["--max-seconds", str(self._max_seconds())]
+        server = self.procs["echo"] = Proc("echo", [*echo_argv, "serve", *limit], self.env, self.dir / "echo.log")
+        port = server.wait_for(r"ECHO-LISTENING (\d+)", 30).group(1)
+        beats = self.procs["echo-beats"] = Proc(
+            "echo-beats",
+            [
+                *echo_argv,
+                "beat",
+                port,
+                *limit,
+                "--count",
+                str(n),
+                "--interval",
+                str(interval),
+                "--slow-count",
+                str(n),
+                "--slow-interval",
+                str(client_interval),
+            ],
+            self.env,
+            self.dir / "echo-beats.log",
+            commands=True,
+        )
+        try:
+            beats.wait_for(r"ECHO-READY", 60 + n * 0.05)
+            await anyio.sleep(self.o.settle_seconds)
+            cpu0, count0, t0 = server.cpu(), self._echoes(beats), time.monotonic()
+            await anyio.sleep(self.o.idle_seconds)
+            cpu, echoes, seconds = server.cpu() - cpu0, self._echoes(beats) - count0, time.monotonic() - t0
+        finally:
+            for name in ("echo-beats", "echo"):
+                self.procs.pop(name).stop()
+        return {
+            "server": "a plain TCP echo server on asyncio (an asyncio.Protocol writing back what it reads: no TLS, "
+            "no WebSocket, no tunnel protocol, no timers, no tasks)",
+            "message_bytes": len(ECHO_MESSAGE),
+            "seconds": round(seconds, 2),
+            "exchanges": echoes,
+            "server_pct": round(cpu / seconds * 100, 3),
+            "us_per_exchange": round(cpu / echoes * 1e6, 1) if echoes else None,
+        }
+
+    @staticmethod
+    def _echoes(beats: Proc) -> int:
+        return int(beats.command("count", r"ECHO-COUNT (\d+)", 30).group(1))
+
     # ------------------------------------------------------------ the run
 
     async def run(self) -> dict[str, Any]:
@@ -294,6 +351,10 @@ class ScaleBench:
         }
         res["scale"] = out
         self.setup()
+        # first, with nothing else running: what asyncio alone spends on the same heartbeat traffic
+        interval = float(out["heartbeat_interval_s"])
+        client_interval = float(out["client_heartbeat_interval_s"])
+        echo = await self.echo_floor(interval, client_interval)
         bridge = self.start_bridge(0)
         _log(f"bench --scale: bridge on port {self.port}")
         await anyio.sleep(0.5)
@@ -346,8 +407,6 @@ class ScaleBench:
         cpu = {k: p.cpu() - cpu0[k] for k, p in procs.items()}
         rss_after = bridge.memory()["VmRSS"]
         delta = rss_after - rss_before
-        interval = float(out["heartbeat_interval_s"])
-        client_interval = float(out["client_heartbeat_interval_s"])
         bridge_pct = cpu["bridge"] / seconds * 100
         # an idle connection costs the bridge one PING/PONG exchange per interval (the connector pings):
         # what one exchange costs, and the edges' interval that meets the target at that cost
@@ -360,6 +419,7 @@ class ScaleBench:
             "load_pct": round(cpu["load"] / seconds * 100, 3),
             "bridge_us_per_exchange": round(per_exchange * 1e6, 1),
             "interval_for_target_s": round(n * per_exchange / budget, 1) if budget > 0 and per_exchange else None,
+            "echo_floor": echo,
         }
         out["rss"] = {
             "bridge_before_mib": round(rss_before, 2),
@@ -499,12 +559,14 @@ class ScaleBench:
 def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, limit: float) -> None:
+    def add(name: str, value: float | None, limit: float, echo: float | None = None) -> None:
         met = None if value is None else value <= limit
-        rows.append({"name": name, "value": value, "target": f"<= {limit:g}", "met": met})
+        rows.append({"name": name, "value": value, "target": f"<= {limit:g}", "met": met, "echo": echo})
 
+    idle = out["idle_cpu"]
     add("RSS per idle edge KiB (+ its SDK conn.)", out["rss"]["per_edge_kib"], TARGETS["rss_kib_per_edge"])
-    add("bridge idle CPU % of one core", out["idle_cpu"]["bridge_pct"], TARGETS["idle_cpu_pct"])
+    # beside it: what a plain TCP echo server on asyncio spends on the same traffic (._echo)
+    add("bridge idle CPU % of one core", idle["bridge_pct"], TARGETS["idle_cpu_pct"], idle["echo_floor"]["server_pct"])
     add("all edges back after restart s", out["restart"]["all_edges_back_s"], TARGETS["restart_s"])
     add(f"GET /edges p50 ms ({out['edges']} edges)", out["edges_route"]["p50_ms"], TARGETS["edges_ms"])
     return rows

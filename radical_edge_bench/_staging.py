@@ -574,7 +574,7 @@ def render(res: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m radical_edge_bench._staging raw-server --cert --key --dir``: the raw TLS copy server."""
-    from ._procs import _die_with_parent  # noqa: PLC0415
+    from ._procs import die_with_parent  # noqa: PLC0415
 
     p = argparse.ArgumentParser(prog="python -m radical_edge_bench._staging")
     p.add_argument("role", choices=["raw-server"])
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--max-seconds", type=float, default=3600.0)
     args = p.parse_args(argv)
-    _die_with_parent(args.max_seconds)
+    die_with_parent(args.max_seconds)
     return serve_raw(args.cert, args.key, Path(args.dir))
 
 

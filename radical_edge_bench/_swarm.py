@@ -38,6 +38,8 @@ from radical_edge_edge import EdgeService
 from radical_edge_proto import PeerRole
 from radical_edge_tunnel import BridgeSettings, Redialer, Tunnel, resolve_settings
 
+from ._procs import raise_nofile
+
 READY = "SCALE-READY"
 PING_BODY = b'{"pong":true}'
 
@@ -59,18 +61,6 @@ async def ping_app(
     elif scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": PING_BODY})
-
-
-def raise_nofile(wanted: int) -> int:
-    """Raise the soft limit on open files towards ``wanted`` (at most the hard limit); the soft limit now."""
-    import resource  # noqa: PLC0415  (POSIX only; the benchmark runs on Linux)
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return int(soft)
 
 
 class Client:

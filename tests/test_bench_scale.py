@@ -54,6 +54,13 @@ def test_scale_bench_connects_restarts_and_reports() -> None:
     assert 0 <= cpu["bridge_pct"] < 100
     assert 0 <= cpu["load_pct"] < 100
     assert s["heartbeat_interval_s"] > 0
+    # beside it, what asyncio alone spends on the same traffic: a plain TCP echo server, measured first
+    echo = cpu["echo_floor"]
+    assert echo["seconds"] >= 1
+    assert 0 <= echo["server_pct"] < 100
+    assert echo["message_bytes"] == 47  # a heartbeat PING's TLS record
+    assert echo["exchanges"] >= 0
+    assert (echo["us_per_exchange"] is None) == (echo["exchanges"] == 0)
 
     er = s["edges_route"]
     assert er["total"] == er["connected"] == N
@@ -94,6 +101,8 @@ def test_scale_bench_connects_restarts_and_reports() -> None:
     for t in res["targets"]:
         assert t["met"] in (True, False), t
         assert t["target"].startswith("<= "), t
+    idle = next(t for t in res["targets"] if t["name"].startswith("bridge idle CPU"))
+    assert idle["echo"] == echo["server_pct"]  # printed beside the bridge's
     restart = next(t for t in res["targets"] if t["name"].startswith("all edges back"))
     assert restart["met"] is True  # N edges on loopback are back within seconds
 
@@ -101,6 +110,11 @@ def test_scale_bench_connects_restarts_and_reports() -> None:
     assert f"--scale {N}" in table
     assert "targets" in table
     assert "SDK connection" in table  # the per-edge memory says the SDK connections are in it
+    assert "the event loop alone" in table
+    header = next(line for line in table.splitlines() if line.startswith("targets"))
+    assert header.rstrip().endswith("asyncio")
+    idle_line = next(line for line in table.splitlines() if "bridge idle CPU" in line)
+    assert idle_line.rstrip().endswith(f"{echo['server_pct']:.3f}")
 
 
 def test_scale_takes_a_positive_count() -> None:
