@@ -45,6 +45,7 @@ import anyio
 from radical_edge_cli import DevTLS, ensure_dev_tls
 from radical_edge_tunnel import PURE_PYTHON_ENV, enable_speedups
 
+from . import _aiorelay as aio_relay
 from . import _layers as layer_costs
 from . import _load as load
 from . import _relay as c_relay
@@ -492,34 +493,58 @@ class Bench:
 
     async def relayed(self, res: dict[str, Any]) -> None:
         """The same small GET (1 client) and bulk transfers (one run each, as in section 3) through one TLS relay in
-        C in front of the direct server, next to the direct server measured again right before (:mod:`._relay`);
-        skipped without socat."""
+        C (:mod:`._relay`; skipped without socat) and through one on asyncio (:mod:`._aiorelay`), each in front of
+        the direct server, next to the direct server measured again right before them."""
+        tls = ensure_dev_tls(self.dir / "tls")
+        direct = await self._relay_baseline()
         if c_relay.socat_path() is None:
             res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
-            return
-        tls = ensure_dev_tls(self.dir / "tls")
-        out: dict[str, Any] = {"program": f"socat {c_relay.socat_version()}", "detail": c_relay.DETAIL}
-        with c_relay.relay(self.direct_port, tls.cert, tls.key, tls.ca, self.dir / "socat.log") as port:
-            _log(f"bench: small GET, 1 client, direct and through a C relay ({2 * self.o.duration:g} s)")
-            runs = {
-                "direct": await self.http_run_at(self.direct_port, "/small", 1, self.o.duration),
-                "relay": await self.http_run_at(port, "/small", 1, self.o.duration),
+        else:
+            with c_relay.relay(self.direct_port, tls.cert, tls.key, tls.ca, self.dir / "socat.log") as port:
+                res["relay"] = {
+                    "program": f"socat {c_relay.socat_version()}",
+                    "detail": c_relay.DETAIL,
+                    **await self._through_relay("a C relay", port, direct),
+                }
+        argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(tls.cert), "--key", str(tls.key)]
+        argv += ["--ca", str(tls.ca), "--upstream", str(self.direct_port), "--max-seconds", str(self._max_seconds())]
+        relay = self.procs["aio-relay"] = Proc("aio-relay", argv, self._env, self.dir / "aio-relay.log")
+        try:
+            port = int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1))
+            res["aio_relay"] = {
+                "program": f"asyncio, Python {platform.python_version()}",
+                "detail": aio_relay.DETAIL,
+                **await self._through_relay("an asyncio relay", port, direct),
             }
-            for name, run in runs.items():
-                if run.errors or not run.requests:
-                    raise RuntimeError(f"the C relay section, {name}: {run.errors} errors, {run.requests} requests")
-            out["p50_ms"] = {name: run.summary()["p50_ms"] for name, run in runs.items()}
-            _log(f"bench: {self.o.size_mib} MiB download and upload, direct and through a C relay")
-            bulk = {"direct": await self._bulk_run("direct", {}, self.direct_port, "")}
-            bulk["relay"] = await self._bulk_run("the C relay", {}, port, "")
+        finally:
+            self.procs.pop("aio-relay").stop()
+
+    async def _relay_baseline(self) -> dict[str, Any]:
+        """The direct server's 1-client p50 and bulk rates, measured again for the relays' section."""
+        _log(f"bench: small GET, 1 client, direct again for the relays ({self.o.duration:g} s)")
+        run = await self.http_run_at(self.direct_port, "/small", 1, self.o.duration)
+        if run.errors or not run.requests:
+            raise RuntimeError(f"the relays' section, direct: {run.errors} errors, {run.requests} requests")
+        _log(f"bench: {self.o.size_mib} MiB download and upload, direct again for the relays")
+        return {"p50_ms": run.summary()["p50_ms"], **await self._bulk_run("direct", {}, self.direct_port, "")}
+
+    async def _through_relay(self, name: str, port: int, direct: dict[str, Any]) -> dict[str, Any]:
+        """The small GET and the bulk transfers through the relay on ``port``, beside ``direct`` and as ratios."""
+        _log(f"bench: small GET, 1 client, through {name} ({self.o.duration:g} s)")
+        run = await self.http_run_at(port, "/small", 1, self.o.duration)
+        if run.errors or not run.requests:
+            raise RuntimeError(f"through {name}: {run.errors} errors, {run.requests} requests")
+        _log(f"bench: {self.o.size_mib} MiB download and upload through {name}")
+        bulk = await self._bulk_run(name, {}, port, "")
+        out: dict[str, Any] = {"p50_ms": {"direct": direct["p50_ms"], "relay": run.summary()["p50_ms"]}}
         for kind in ("download", "upload"):
-            out[f"{kind}_mib_s"] = {k: bulk[k][f"{kind}_mib_s"] for k in ("direct", "relay")}
+            out[f"{kind}_mib_s"] = {"direct": direct[f"{kind}_mib_s"], "relay": bulk[f"{kind}_mib_s"]}
         out["ratios"] = {
             "p50": _ratio(out["p50_ms"]["relay"], out["p50_ms"]["direct"]),
             "download": _ratio(out["download_mib_s"]["relay"], out["download_mib_s"]["direct"]),
             "upload": _ratio(out["upload_mib_s"]["relay"], out["upload_mib_s"]["direct"]),
         }
-        res["relay"] = out
+        return out
 
     async def _bulk_run(self, via: str, servers: dict[str, Proc], port: int, prefix: str) -> dict[str, Any]:
         """A ``--size-mib`` download, then an upload, through ``port``: the rates and the servers' CPU per GiB."""
@@ -624,16 +649,23 @@ class Bench:
         small, bulk, rss, loaded = res["small"], res["bulk"], res["rss"], res["loaded"]
         rows: list[dict[str, Any]] = []
 
-        relay = res.get("relay", {}).get("ratios", {})  # the same ratios through one relay in C (._relay)
+        # the same ratios through one relay in C (._relay) and through one on asyncio (._aiorelay)
+        relays = {key: res.get(key, {}).get("ratios", {}) for key in ("relay", "aio_relay")}
 
-        def add(name: str, value: float | None, op: str, limit: float, relayed: float | None = None) -> None:
+        def add(
+            name: str, value: float | None, op: str, limit: float, refs: dict[str, float | None] | None = None
+        ) -> None:
             met = None if value is None else (value <= limit if op == "<=" else value >= limit)
-            rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, "relay": relayed})
+            row = {"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, "relay": None}
+            rows.append(row | {"aio_relay": None} | (refs or {}))
+
+        def relayed(ratio: str) -> dict[str, float | None]:
+            return {key: ratios.get(ratio) for key, ratios in relays.items()}
 
         conc = self.o.connections
         for via in ("tunnel_http", "tunnel_ws"):
             ratio = small["ratios"][f"{via}_p50_over_direct"]
-            add(f"p50 {via}/direct, 1 client", ratio, "<=", TARGETS["p50_ratio"], relay.get("p50"))
+            add(f"p50 {via}/direct, 1 client", ratio, "<=", TARGETS["p50_ratio"], relayed("p50"))
         for via in ("tunnel_http", "tunnel_ws"):
             ratio = small["ratios"][f"{via}_cpu_concurrent_over_direct"]
             add(f"CPU/request {via}/direct, {conc} conc.", ratio, "<=", TARGETS["cpu_ratio"])
@@ -641,9 +673,9 @@ class Bench:
             ratio = small["ratios"][f"{via}_p99_concurrent_over_direct"]
             add(f"p99 {via}/direct, {conc} conc.", ratio, "<=", TARGETS["p99_ratio"])
         for kind in ("download", "upload"):
-            add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"], relay.get(kind))
-        for row in staging_bench.target_rows(res):  # staging upload/download over the raw TLS copy
-            add(*row)
+            add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"], relayed(kind))
+        for name, value, op, limit, relay in staging_bench.target_rows(res):  # staging over the raw TLS copy
+            add(name, value, op, limit, {"relay": relay})
         for kind in ("download", "upload"):
             for proc in ("bridge", "edge"):
                 add(f"RSS growth MiB, {proc}, {kind}", rss[kind][proc]["growth_mib"], "<=", TARGETS["rss_growth_mib"])

@@ -26,6 +26,11 @@ _REFERENCES = (
         "C relay",
         "C relay: the same ratio through one TLS relay in C (socat) in front of the direct server (8.)",
     ),
+    (
+        "aio_relay",
+        "Py relay",
+        "Py relay: the same ratio through one TLS relay on asyncio (Protocols, no HTTP or WebSocket) (8.)",
+    ),
     ("echo", "asyncio", "asyncio: a plain TCP echo server on asyncio, the same connections and heartbeat traffic (2.)"),
 )
 
@@ -44,32 +49,36 @@ def _targets(res: dict[str, Any]) -> list[str]:
 
 
 def _relay(res: dict[str, Any]) -> list[str]:
-    """Section 8: one TLS relay in C in front of the direct server (``radical_edge_bench._relay``)."""
-    fl = res.get("relay")
-    if not fl:
+    """Section 8: one TLS relay in C (``radical_edge_bench._relay``) and one on asyncio (``._aiorelay``), each in
+    front of the direct server."""
+    c, py = res.get("relay"), res.get("aio_relay")
+    if not c and not py:
         return []
-    if "skipped" in fl:
-        return [f"8. one TLS relay in C: not measured: {fl['skipped']}", ""]
+    measured = {name: r for name, r in (("C relay", c), ("Py relay", py)) if r and "skipped" not in r}
     small, bulk = res["small"]["ratios"], res["bulk"]["ratios"]
-    lines = [
-        f"8. one TLS relay in C ({fl['program']}) in front of the direct server",
-        "                                           direct   via relay  relay/direct  tunnel/direct",
-    ]
-    rows = (
-        ("p50 small GET, 1 client (ms)", "p50_ms", "p50", small.get("tunnel_http_p50_over_direct"), 3),
-        ("download (MiB/s)", "download_mib_s", "download", bulk.get("download"), 1),
-        ("upload (MiB/s)", "upload_mib_s", "upload", bulk.get("upload"), 1),
-    )
-    for label, key, ratio, tunnel, digits in rows:
-        lines.append(
-            f"  {label:<36}{_fmt(fl[key]['direct'], digits):>10}{_fmt(fl[key]['relay'], digits):>12}"
-            f"{_fmt(fl['ratios'][ratio], 2):>14}{_fmt(tunnel, 2):>15}"
+    lines = ["8. one TLS relay in front of the direct server: in C, and on asyncio"]
+    if c and "skipped" in c:
+        lines.append(f"  the C relay: not measured: {c['skipped']}")
+    if measured:
+        head = "".join(f"{name:>10}" for name in measured) + "".join(f"{name + '/dir.':>15}" for name in measured)
+        lines.append(f"  {'':<32}{'direct':>8}{head}{'tunnel/dir.':>14}")
+        rows = (
+            ("p50 small GET, 1 client (ms)", "p50_ms", "p50", small.get("tunnel_http_p50_over_direct"), 3),
+            ("download (MiB/s)", "download_mib_s", "download", bulk.get("download"), 1),
+            ("upload (MiB/s)", "upload_mib_s", "upload", bulk.get("upload"), 1),
         )
+        for label, key, ratio, tunnel, digits in rows:
+            direct = next(iter(measured.values()))[key]["direct"]
+            line = f"  {label:<32}{_fmt(direct, digits):>8}"
+            line += "".join(f"{_fmt(r[key]['relay'], digits):>10}" for r in measured.values())
+            line += "".join(f"{_fmt(r['ratios'][ratio], 2):>15}" for r in measured.values())
+            lines.append(line + f"{_fmt(tunnel, 2):>14}")
+    for name, r in measured.items():
+        lines.append(f"  {name} ({r['program']}): {r['detail']}")
     lines += [
-        f"  relay: {fl['detail']}",
-        "  the tunnel's shape (a process between the client and the app's process, a second TLS termination)",
-        "  with no Python: what the machine itself takes of each ratio; the direct server measured again here,",
-        "  one run each",
+        "  the tunnel's shape (a process between the client and the app's process, a second TLS termination):",
+        "  in C, what the machine itself takes of each ratio; on asyncio, what Python's event loop takes with no",
+        "  HTTP, WebSocket or tunnel protocol; the direct server measured again right before, one run each",
         "",
     ]
     return lines

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -23,3 +26,29 @@ def run_bench(*args: str, drop: tuple[str, ...] = ()) -> tuple[subprocess.Comple
         check=False,
     )
     return done, time.monotonic() - started
+
+
+def tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Thread]:
+    """A TLS server on 127.0.0.1 until its listener is closed: each piece a connection sends, upper-cased.
+    (The relay's start-up check connects through it too.)"""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def echo(conn: socket.socket) -> None:
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                while data := tls.recv(65536):
+                    tls.sendall(data.upper())
+        except OSError:  # the relay's check and a killed relay end connections abruptly
+            pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener was closed
+                return
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread

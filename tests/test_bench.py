@@ -105,6 +105,19 @@ def test_quick_bench_reports_every_measurement() -> None:
         assert "raw_tls_relay" not in staging
         assert all(t["relay"] is None for t in res["targets"])
     assert all(t["relay"] is None for t in res["targets"] if t["name"].startswith(("CPU", "RSS", "p99")))
+    aio = res["aio_relay"]  # section 8 too: one TLS relay on asyncio, measured with or without socat
+    assert aio["program"].startswith("asyncio, Python 3."), aio
+    for key in ("p50_ms", "download_mib_s", "upload_mib_s"):
+        assert _positive(aio[key]["direct"]), aio
+        assert _positive(aio[key]["relay"]), aio
+        if shutil.which("socat"):
+            assert aio[key]["direct"] == relay[key]["direct"]  # one baseline for both relays
+    assert aio["ratios"]["download"] == pytest.approx(
+        aio["download_mib_s"]["relay"] / aio["download_mib_s"]["direct"], rel=0.01
+    )
+    aio_relayed = {"p50 tunnel_http/direct, 1 client", "bulk download tunnel/direct", "bulk upload tunnel/direct"}
+    assert all(_positive(t["aio_relay"]) for t in res["targets"] if t["name"] in aio_relayed), res["targets"]
+    assert all(t["aio_relay"] is None for t in res["targets"] if t["name"].startswith(("CPU", "RSS", "p99", "stag")))
 
     names = [t["name"] for t in res["targets"]]
     assert len(names) == 16
@@ -190,11 +203,11 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
     assert "does not verify TLS certificates" in text
     assert "MISSED" in text
     assert "req/s, 64 concurrent" in text
-    assert "8. one TLS relay in C" not in text  # no section 8 in these results
+    assert "8. one TLS relay" not in text  # no section 8 in these results
     assert "C relay" not in text
 
     res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
-    assert "8. one TLS relay in C: not measured: socat is not installed" in render(res)
+    assert "the C relay: not measured: socat is not installed" in render(res)
 
     res["relay"] = {
         "program": "socat 1.7.4.4",
@@ -204,14 +217,24 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
         "upload_mib_s": {"direct": 600.0, "relay": 390.0},
         "ratios": {"p50": 1.25, "download": 0.4, "upload": 0.65},
     }
+    res["aio_relay"] = {
+        "program": "asyncio, Python 3.11.7",
+        "detail": "asyncio Protocols",
+        "p50_ms": {"direct": 0.2, "relay": 0.35},
+        "download_mib_s": {"direct": 1000.0, "relay": 300.0},
+        "upload_mib_s": {"direct": 600.0, "relay": 270.0},
+        "ratios": {"p50": 1.75, "download": 0.3, "upload": 0.45},
+    }
     res["targets"][0]["relay"] = 1.25
+    res["targets"][0]["aio_relay"] = 1.75
     lines = render(res).splitlines()
-    assert "8. one TLS relay in C (socat 1.7.4.4) in front of the direct server" in lines
+    assert "8. one TLS relay in front of the direct server: in C, and on asyncio" in lines
     row = next(line for line in lines if line.strip().startswith("download (MiB/s)"))
-    assert row.split()[2:] == ["1,000", "400.0", "0.40", "0.50"]  # direct, via the relay, their ratio, the tunnel's
+    # direct, via each relay, their ratios, the tunnel's
+    assert row.split()[2:] == ["1,000", "400.0", "300.0", "0.40", "0.30", "0.50"]
     target = next(line for line in lines if line.strip().startswith("p50 tunnel_http/direct"))
-    assert target.split()[-2:] == ["MISSED", "1.250"]
-    assert any(line.startswith("targets") and line.endswith("C relay") for line in lines)
+    assert target.split()[-3:] == ["MISSED", "1.250", "1.750"]
+    assert any(line.startswith("targets") and line.endswith("C relay Py relay") for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,9 @@ import trustme
 
 from radical_edge_bench import _relay
 
+from .bench_helpers import tls_echo_server
+
 pytestmark = pytest.mark.skipif(_relay.socat_path() is None, reason="socat is not installed (Debian package socat)")
-
-
-def _tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Thread]:
-    """A TLS server on 127.0.0.1 until its listener is closed: each piece a connection sends, upper-cased.
-    (The relay's start-up check connects through it too.)"""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def echo(conn: socket.socket) -> None:
-        try:
-            with ctx.wrap_socket(conn, server_side=True) as tls:
-                while data := tls.recv(65536):
-                    tls.sendall(data.upper())
-        except OSError:  # the relay's check and a killed relay end connections abruptly
-            pass
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # the listener was closed
-                return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return listener, thread
 
 
 def _socat_pids() -> set[int]:
@@ -66,7 +41,7 @@ def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) 
     ca.cert_pem.write_to_path(str(ca_file))
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_ctx)
-    listener, thread = _tls_echo_server(server_ctx)
+    listener, thread = tls_echo_server(server_ctx)
     before = _socat_pids()
     client_ctx = ssl.create_default_context(cafile=str(ca_file))
     tls: ssl.SSLSocket | None = None

@@ -1,0 +1,137 @@
+"""One TLS relay on asyncio in front of the direct server (bench section 8, beside the C relay).
+
+The C relay (:mod:`._relay`) shows what the machine takes of each ratio with no
+Python on the path.  This one shows what Python's event loop takes, with none of
+the tunnel's protocol work: an ``asyncio.Protocol`` pair per connection, asyncio's
+own TLS on both sides (the client's TLS ended, a new TLS connection to the server,
+its certificate verified against the run's CA), each piece forwarded as it arrives
+and reading paused while the other side's write buffer is full.  No HTTP,
+WebSocket or tunnel framing, no tasks after the dial, one process: the tunnel's
+shape (a process between the client and the app's process, a second TLS
+termination, a third busy process on the same cores) with the least Python.
+
+``python -m radical_edge_bench._aiorelay --cert C --key K --ca CA --upstream PORT`` listens on
+127.0.0.1, an ephemeral port, printed as ``RELAY-LISTENING PORT``.  It dies with its parent and
+after ``--max-seconds``, as the bench's other processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+
+from ._procs import die_with_parent
+
+DETAIL = (
+    "an asyncio.Protocol pair per connection, asyncio's own TLS both sides, flow control by pausing reads, "
+    "no HTTP, WebSocket or tunnel framing: the client's TLS ended, a new TLS connection to the server, its "
+    "certificate verified against the run's CA"
+)
+
+
+class _Half(asyncio.Protocol):
+    """One side of a relayed connection: what it reads goes to ``peer``; either end's loss closes both."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        # (nothing is dropped here: before the pairing only a server that speaks first could send, and HTTP does not)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # a TLS transport cannot half-close: the end of one side ends both (connection_lost)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    # the peer's write buffer is full: stop reading this side until it drains
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+
+class _Front(_Half):
+    """The client's side: reading waits until the connection to the server is up."""
+
+    def __init__(self, upstream: int, ctx: ssl.SSLContext) -> None:
+        super().__init__()
+        self._upstream = upstream
+        self._ctx = ctx
+        self._dial: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._dial = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            _, back = await loop.create_connection(
+                _Half, "127.0.0.1", self._upstream, ssl=self._ctx, server_hostname="127.0.0.1"
+            )
+        except OSError:  # the server is not there (ssl.SSLError included): the client's connection ends
+            self.transport.close()
+            return
+        assert back.transport is not None
+        if self.transport.is_closing():  # the client left while we dialled
+            back.transport.close()
+            return
+        back.peer, self.peer = self, back
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._dial is not None and not self._dial.done():
+            self._dial.cancel()
+        super().connection_lost(exc)
+
+
+async def serve(cert: str, key: str, ca: str, upstream: int) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=ca)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _Front(upstream, client_ctx), "127.0.0.1", 0, ssl=server_ctx, backlog=1024
+    )
+    print(f"RELAY-LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m radical_edge_bench._aiorelay", allow_abbrev=False)
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--ca", required=True, help="the CA the server's certificate is verified against")
+    p.add_argument("--upstream", type=int, required=True, help="the server's port on 127.0.0.1")
+    p.add_argument("--max-seconds", type=float, default=3600.0)
+    args = p.parse_args(argv)
+    die_with_parent(args.max_seconds)
+    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
+
+    tune_allocator()  # the bridge's settings
+    tune_gc()
+    freeze_startup_objects()
+    asyncio.run(serve(args.cert, args.key, args.ca, args.upstream))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

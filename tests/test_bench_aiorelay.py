@@ -1,0 +1,120 @@
+"""The bench's asyncio relay (radical_edge_bench._aiorelay): it carries TLS both ways intact, verifies the server
+against the CA it is given, and ends a client's connection when the server is not there."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+import trustme
+
+from .bench_helpers import tls_echo_server
+
+
+def _tls_files(tmp_path: Path, ca: trustme.CA) -> tuple[trustme.LeafCert, Path, Path, Path]:
+    cert = ca.issue_cert("127.0.0.1")
+    key_file, cert_file, ca_file = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return cert, key_file, cert_file, ca_file
+
+
+@contextmanager
+def _relay(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[int]:
+    argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(cert), "--key", str(key)]
+    argv += ["--ca", str(ca), "--upstream", str(upstream), "--max-seconds", "60"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line.startswith("RELAY-LISTENING "), line + proc.stderr.read().decode() if proc.stderr else line
+        yield int(line.split()[1])
+    finally:
+        proc.kill()
+        proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _client(port: int, ca_file: Path) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.settimeout(10)  # a hang fails the test with TimeoutError
+    return ssl.create_default_context(cafile=str(ca_file)).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _serve(cert: trustme.LeafCert) -> tuple[socket.socket, threading.Thread]:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    return tls_echo_server(server_ctx)
+
+
+def _stop(listener: socket.socket, thread: threading.Thread) -> None:
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
+    listener.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path: Path) -> None:
+    cert, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    listener, thread = _serve(cert)
+    try:
+        with _relay(listener.getsockname()[1], cert_file, key_file, ca_file) as port, _client(port, ca_file) as tls:
+            # 8 MiB, sent while reading: more than the socket buffers hold, so every hop's writes back up on the way
+            payload = os.urandom(4 * 1024 * 1024).hex().lower().encode()
+            sent = 0
+            got = bytearray()
+            tls.setblocking(False)
+            while len(got) < len(payload):
+                if sent < len(payload):
+                    with suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                        sent += tls.send(payload[sent : sent + 65536])
+                try:
+                    chunk = tls.recv(262144)
+                    assert chunk, "the relay closed early"
+                    got += chunk
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    if sent >= len(payload):
+                        assert select.select([tls], [], [], 10)[0], f"no data for 10 s at {len(got)} bytes"
+            assert bytes(got) == payload.upper()  # through the relay, to the server and back, intact
+    finally:
+        _stop(listener, thread)
+
+
+def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_path: Path) -> None:
+    _, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    impostor = trustme.CA().issue_cert("127.0.0.1")  # the server, signed by another CA
+    listener, thread = _serve(impostor)
+    try:
+        with _relay(listener.getsockname()[1], cert_file, key_file, ca_file) as port, _client(port, ca_file) as tls:
+            tls.sendall(b"secret")
+            assert tls.recv(1) == b""  # the relay ended the connection: nothing reached the impostor
+    finally:
+        _stop(listener, thread)
+
+
+def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:
+    _, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with _relay(dead, cert_file, key_file, ca_file) as port:
+        for _ in range(2):  # and the relay goes on serving
+            with _client(port, ca_file) as tls:
+                tls.sendall(b"x")
+                with suppress(ConnectionResetError):  # closed, or reset: either way at once
+                    assert tls.recv(1) == b""
+
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark's processes are Linux's")
