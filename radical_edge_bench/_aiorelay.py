@@ -51,8 +51,9 @@ class _Half(asyncio.Protocol):
         return False  # a TLS transport cannot half-close: the end of one side ends both (connection_lost)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        peer, self.peer = self.peer, None  # (the pair no longer holds itself: no work left for the collector)
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
 
     # the peer's write buffer is full: stop reading this side until it drains
     def pause_writing(self) -> None:

@@ -17,7 +17,10 @@ HTTPS by uvicorn.  Then it measures:
 6. where the CPU of a small request goes: each layer's real code timed in this process
    (:mod:`._layers`), next to the CPU the processes spent per request;
 7. staging: a file (256 MiB) up and down through the edge's staging plugin with the SDK,
-   next to a raw TLS socket copy on loopback (:mod:`._staging`).
+   next to a raw TLS socket copy on loopback (:mod:`._staging`);
+8. the 1-client small GET and the bulk transfers through one TLS relay in C (socat,
+   :mod:`._relay`) and one on asyncio (:mod:`._aiorelay`) in front of the direct server:
+   what the machine, and Python's event loop, take of those ratios in the tunnel's shape.
 
 Every subprocess is killed in a ``finally``; every measurement has a deadline.
 """
@@ -494,7 +497,7 @@ class Bench:
     async def relayed(self, res: dict[str, Any]) -> None:
         """The same small GET (1 client) and bulk transfers (one run each, as in section 3) through one TLS relay in
         C (:mod:`._relay`; skipped without socat) and through one on asyncio (:mod:`._aiorelay`), each in front of
-        the direct server, next to the direct server measured again right before them."""
+        the direct server, next to the direct server measured again before both."""
         tls = ensure_dev_tls(self.dir / "tls")
         direct = await self._relay_baseline()
         if c_relay.socat_path() is None:

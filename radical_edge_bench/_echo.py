@@ -16,7 +16,8 @@ Two processes, both ``python -m radical_edge_bench._echo``:
 * ``beat PORT``: the connections (``--count`` at ``--interval`` seconds and ``--slow-count``
   at ``--slow-interval``), each starting at a random phase; ``ECHO-READY`` once all are up.
   Then one command per line on stdin: ``count`` answers ``ECHO-COUNT K``, the echoes
-  received so far; ``quit`` (or the end of stdin) ends it.
+  received so far, or fails if a connection ended or has waited over :data:`STALL_SECONDS`
+  for an echo; ``quit`` (or the end of stdin) ends it.
 
 Both die with their parent (as the bench's other processes) and after ``--max-seconds``.
 """
@@ -51,6 +52,10 @@ async def serve() -> None:
         await server.serve_forever()
 
 
+#: an echo not back this long after its message was sent: the connection is stalled (on loopback it takes ms)
+STALL_SECONDS = 2.0
+
+
 class Beats:
     """The client side: connections that each send :data:`MESSAGE` once per interval and read the echo."""
 
@@ -58,31 +63,45 @@ class Beats:
         self.port = port
         self.schedule = schedule  # one interval per connection
         self.echoes = 0
+        self.waiting: dict[int, float] = {}  # connection -> when its message now awaiting the echo was sent
 
-    async def _beat(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, interval: float) -> None:
+    async def _beat(self, i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, interval: float) -> None:
         await asyncio.sleep(random.random() * interval)  # spread over the interval, as heartbeats are
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
+            self.waiting[i] = loop.time()
             writer.write(MESSAGE)
             await reader.readexactly(len(MESSAGE))
+            del self.waiting[i]
             self.echoes += 1
             due += interval
             await asyncio.sleep(max(0.0, due - loop.time()))
 
+    def check(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Raise if a connection ended or waits for an echo: a lost one would make the floor look cheaper."""
+        for task in tasks:
+            if task.done():
+                task.result()
+                raise ConnectionError("an echo connection ended")
+        now = asyncio.get_running_loop().time()
+        stalled = [i for i, sent in self.waiting.items() if now - sent > STALL_SECONDS]
+        if stalled:
+            raise ConnectionError(f"{len(stalled)} echo connection(s) without an answer for over {STALL_SECONDS:g} s")
+
     async def run(self) -> None:
         raise_nofile(len(self.schedule) + 256)
         conns = [await asyncio.open_connection("127.0.0.1", self.port) for _ in self.schedule]
-        tasks = [asyncio.create_task(self._beat(r, w, i)) for (r, w), i in zip(conns, self.schedule, strict=True)]
+        tasks = [
+            asyncio.create_task(self._beat(i, r, w, interval))
+            for i, ((r, w), interval) in enumerate(zip(conns, self.schedule, strict=True))
+        ]
         print("ECHO-READY", flush=True)
         loop = asyncio.get_running_loop()
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if line.strip() == "count":
-                for task in tasks:
-                    if task.done():  # a connection that ended is an error, not a quieter floor
-                        task.result()
-                        raise ConnectionError("an echo connection ended")
+                self.check(tasks)
                 print(f"ECHO-COUNT {self.echoes}", flush=True)
             elif not line or line.strip() == "quit":
                 break
@@ -108,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_allocator()  # the bridge's settings: the floor is not flattered
         tune_gc()
+        raise_nofile(1 << 20)  # (at most the hard limit) as the bridge does: 2N connections must all be accepted
         asyncio.run(serve())
         return 0
     if args.port is None:

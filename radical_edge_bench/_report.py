@@ -31,7 +31,7 @@ _REFERENCES = (
         "Py relay",
         "Py relay: the same ratio through one TLS relay on asyncio (Protocols, no HTTP or WebSocket) (8.)",
     ),
-    ("echo", "asyncio", "asyncio: a plain TCP echo server on asyncio, the same connections and heartbeat traffic (2.)"),
+    ("echo", "echo", "echo: a plain TCP echo server on asyncio, the same connections and heartbeat traffic (2.)"),
 )
 
 
@@ -78,7 +78,7 @@ def _relay(res: dict[str, Any]) -> list[str]:
     lines += [
         "  the tunnel's shape (a process between the client and the app's process, a second TLS termination):",
         "  in C, what the machine itself takes of each ratio; on asyncio, what Python's event loop takes with no",
-        "  HTTP, WebSocket or tunnel protocol; the direct server measured again right before, one run each",
+        "  HTTP, WebSocket or tunnel protocol; the direct server measured again before both relays, one run each",
         "",
     ]
     return lines
@@ -153,7 +153,12 @@ def render_scale(res: dict[str, Any]) -> str:
             else " (too little CPU in this window to tell)"
         ),
         f"  the event loop alone (measured first, with nothing else running): {_fmt(echo['server_pct'], 2)} % of one "
-        f"core, {_fmt(echo['us_per_exchange'], 0)} us per exchange",
+        "core, "
+        + (
+            f"{_fmt(echo['us_per_exchange'], 0)} us per exchange"
+            if echo["us_per_exchange"] is not None
+            else "too few exchanges in this window to tell the cost of one"
+        ),
         f"    {echo['server']};",
         f"    the same {2 * n} connections and intervals, {echo['message_bytes']} bytes (a PING's TLS record) each way "
         f"({echo['exchanges']:,} exchanges in {_fmt(echo['seconds'], 1)} s)",

@@ -9,7 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import trustme
 
 
 def run_bench(*args: str, drop: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -52,3 +55,13 @@ def tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Threa
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     return listener, thread
+
+
+def tls_files(tmp_path: Path, ca: trustme.CA, *names: str) -> tuple[trustme.LeafCert, Path, Path, Path]:
+    """A certificate from ``ca`` for ``names`` (default 127.0.0.1), written out: cert, key, cert and CA files."""
+    cert = ca.issue_cert(*(names or ("127.0.0.1",)))
+    key_file, cert_file, ca_file = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return cert, key_file, cert_file, ca_file

@@ -3,6 +3,7 @@ against the CA it is given, and ends a client's connection when the server is no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -10,26 +11,17 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 import trustme
 
-from .bench_helpers import tls_echo_server
+from .bench_helpers import tls_echo_server, tls_files
 
 
-def _tls_files(tmp_path: Path, ca: trustme.CA) -> tuple[trustme.LeafCert, Path, Path, Path]:
-    cert = ca.issue_cert("127.0.0.1")
-    key_file, cert_file, ca_file = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "ca.pem"
-    cert.private_key_pem.write_to_path(str(key_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    ca.cert_pem.write_to_path(str(ca_file))
-    return cert, key_file, cert_file, ca_file
-
-
-@contextmanager
+@contextlib.contextmanager
 def _relay(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[int]:
     argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(cert), "--key", str(key)]
     argv += ["--ca", str(ca), "--upstream", str(upstream), "--max-seconds", "60"]
@@ -67,18 +59,18 @@ def _stop(listener: socket.socket, thread: threading.Thread) -> None:
 
 
 def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path: Path) -> None:
-    cert, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    cert, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
     listener, thread = _serve(cert)
     try:
         with _relay(listener.getsockname()[1], cert_file, key_file, ca_file) as port, _client(port, ca_file) as tls:
-            # 8 MiB, sent while reading: more than the socket buffers hold, so every hop's writes back up on the way
+            # 8 MiB each way, sent while reading
             payload = os.urandom(4 * 1024 * 1024).hex().lower().encode()
             sent = 0
             got = bytearray()
             tls.setblocking(False)
             while len(got) < len(payload):
                 if sent < len(payload):
-                    with suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    with contextlib.suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
                         sent += tls.send(payload[sent : sent + 65536])
                 try:
                     chunk = tls.recv(262144)
@@ -92,8 +84,43 @@ def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path
         _stop(listener, thread)
 
 
+def test_a_client_that_does_not_read_holds_the_server_back_instead_of_filling_the_relay(tmp_path: Path) -> None:
+    cert, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    listener = socket.create_server(("127.0.0.1", 0))
+    total, sent = 256 * 1024 * 1024, [0]
+
+    def flood() -> None:  # a server that sends 256 MiB as fast as it is allowed to, after one byte from the client
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+                chunk = b"x" * 65536
+                while sent[0] < total:
+                    tls.sendall(chunk)
+                    sent[0] += len(chunk)
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        with _relay(listener.getsockname()[1], cert_file, key_file, ca_file) as port, _client(port, ca_file) as tls:
+            tls.sendall(b"g")
+            time.sleep(2)  # the client reads nothing: the relay must stop reading the server, not buffer it all
+            assert sent[0] < 64 * 1024 * 1024, f"the relay took {sent[0] >> 20} MiB from the server meanwhile"
+            got = 0
+            while got < total:  # and reading again resumes the flow, to the last byte
+                chunk = tls.recv(1 << 20)
+                assert chunk, f"the relay closed after {got} bytes"
+                got += len(chunk)
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
 def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_path: Path) -> None:
-    _, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
     impostor = trustme.CA().issue_cert("127.0.0.1")  # the server, signed by another CA
     listener, thread = _serve(impostor)
     try:
@@ -105,7 +132,7 @@ def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_p
 
 
 def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:
-    _, key_file, cert_file, ca_file = _tls_files(tmp_path, trustme.CA())
+    _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
@@ -113,7 +140,7 @@ def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path:
         for _ in range(2):  # and the relay goes on serving
             with _client(port, ca_file) as tls:
                 tls.sendall(b"x")
-                with suppress(ConnectionResetError):  # closed, or reset: either way at once
+                with contextlib.suppress(ConnectionResetError):  # closed, or reset: either way at once
                     assert tls.recv(1) == b""
 
 

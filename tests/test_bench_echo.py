@@ -3,13 +3,14 @@ connections that beat against it at the heartbeats' rate, counted exactly; a los
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from radical_edge_bench._echo import MESSAGE
+from radical_edge_bench._echo import MESSAGE, STALL_SECONDS
 from radical_edge_proto import FrameType, encode_frame
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark's processes are Linux's")
@@ -85,6 +86,22 @@ def test_a_lost_echo_connection_fails_the_count_instead_of_lowering_it() -> None
         assert b"IncompleteReadError" in err or b"ConnectionResetError" in err, err[-2000:]
     finally:
         _stop(beats, server)
+
+
+def test_a_connection_left_without_an_echo_fails_the_count_instead_of_lowering_it() -> None:
+    # a listener that never accepts: the connections complete in its backlog, their messages are never answered
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as mute:
+        argv = [*ECHO, "beat", str(mute.getsockname()[1]), "--max-seconds", "60", "--count", "3", "--interval", "0.1"]
+        beats = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert _line(beats) == "ECHO-READY"
+            time.sleep(STALL_SECONDS + 0.5)
+            assert not _count(beats).startswith("ECHO-COUNT")
+            assert beats.wait(10) != 0
+            assert beats.stderr is not None
+            assert b"without an answer" in beats.stderr.read()
+        finally:
+            _stop(beats)
 
 
 def test_the_message_is_a_heartbeat_ping_in_its_tls_record() -> None:

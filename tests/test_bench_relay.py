@@ -12,7 +12,7 @@ import trustme
 
 from radical_edge_bench import _relay
 
-from .bench_helpers import tls_echo_server
+from .bench_helpers import tls_echo_server, tls_files
 
 pytestmark = pytest.mark.skipif(_relay.socat_path() is None, reason="socat is not installed (Debian package socat)")
 
@@ -33,12 +33,7 @@ def _socat_pids() -> set[int]:
 
 
 def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    key_file, cert_file, ca_file = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "ca.pem"
-    cert.private_key_pem.write_to_path(str(key_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    ca.cert_pem.write_to_path(str(ca_file))
+    cert, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA(), "127.0.0.1", "localhost")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_ctx)
     listener, thread = tls_echo_server(server_ctx)
@@ -73,12 +68,7 @@ def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) 
 
 
 def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    key_file, cert_file, ca_file = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "ca.pem"
-    cert.private_key_pem.write_to_path(str(key_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    ca.cert_pem.write_to_path(str(ca_file))
+    _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
