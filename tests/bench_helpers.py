@@ -65,3 +65,18 @@ def tls_files(tmp_path: Path, ca: trustme.CA, *names: str) -> tuple[trustme.Leaf
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     ca.cert_pem.write_to_path(str(ca_file))
     return cert, key_file, cert_file, ca_file
+
+
+def stop_tls_echo_server(listener: socket.socket, thread: threading.Thread) -> None:
+    """Stop a :func:`tls_echo_server` and wait for its thread."""
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
+    listener.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def dead_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (bound a moment, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

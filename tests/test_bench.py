@@ -209,22 +209,19 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
     res["relay"] = {"skipped": "socat is not installed (Debian package socat)"}
     assert "the C relay: not measured: socat is not installed" in render(res)
 
-    res["relay"] = {
-        "program": "socat 1.7.4.4",
-        "detail": "socat (C)",
-        "p50_ms": {"direct": 0.2, "relay": 0.25},
-        "download_mib_s": {"direct": 1000.0, "relay": 400.0},
-        "upload_mib_s": {"direct": 600.0, "relay": 390.0},
-        "ratios": {"p50": 1.25, "download": 0.4, "upload": 0.65},
-    }
-    res["aio_relay"] = {
-        "program": "asyncio, Python 3.11.7",
-        "detail": "asyncio Protocols",
-        "p50_ms": {"direct": 0.2, "relay": 0.35},
-        "download_mib_s": {"direct": 1000.0, "relay": 300.0},
-        "upload_mib_s": {"direct": 600.0, "relay": 270.0},
-        "ratios": {"p50": 1.75, "download": 0.3, "upload": 0.45},
-    }
+    def relayed(program: str, p50: float, down: float, up: float) -> dict[str, object]:
+        """A relay's results: the direct server at 0.2 ms, 1000 and 600 MiB/s; through the relay these."""
+        return {
+            "program": program,
+            "detail": f"{program} relay",
+            "p50_ms": {"direct": 0.2, "relay": p50},
+            "download_mib_s": {"direct": 1000.0, "relay": down},
+            "upload_mib_s": {"direct": 600.0, "relay": up},
+            "ratios": {"p50": round(p50 / 0.2, 3), "download": down / 1000, "upload": round(up / 600, 3)},
+        }
+
+    res["relay"] = relayed("socat 1.7.4.4", 0.25, 400.0, 390.0)
+    res["aio_relay"] = relayed("asyncio, Python 3.11.7", 0.35, 300.0, 270.0)
     res["targets"][0]["relay"] = 1.25
     res["targets"][0]["aio_relay"] = 1.75
     lines = render(res).splitlines()

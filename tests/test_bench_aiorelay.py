@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .bench_helpers import tls_echo_server, tls_files
+from .bench_helpers import dead_port, stop_tls_echo_server, tls_echo_server, tls_files
 
 
 @contextlib.contextmanager
@@ -51,13 +51,6 @@ def _serve(cert: trustme.LeafCert) -> tuple[socket.socket, threading.Thread]:
     return tls_echo_server(server_ctx)
 
 
-def _stop(listener: socket.socket, thread: threading.Thread) -> None:
-    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
-    listener.close()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-
-
 def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path: Path) -> None:
     cert, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
     listener, thread = _serve(cert)
@@ -81,7 +74,7 @@ def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path
                         assert select.select([tls], [], [], 10)[0], f"no data for 10 s at {len(got)} bytes"
             assert bytes(got) == payload.upper()  # through the relay, to the server and back, intact
     finally:
-        _stop(listener, thread)
+        stop_tls_echo_server(listener, thread)
 
 
 def test_a_client_that_does_not_read_holds_the_server_back_instead_of_filling_the_relay(tmp_path: Path) -> None:
@@ -128,14 +121,12 @@ def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_p
             tls.sendall(b"secret")
             assert tls.recv(1) == b""  # the relay ended the connection: nothing reached the impostor
     finally:
-        _stop(listener, thread)
+        stop_tls_echo_server(listener, thread)
 
 
 def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:
     _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = dead_port()
     with _relay(dead, cert_file, key_file, ca_file) as port:
         for _ in range(2):  # and the relay goes on serving
             with _client(port, ca_file) as tls:

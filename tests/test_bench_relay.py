@@ -12,7 +12,7 @@ import trustme
 
 from radical_edge_bench import _relay
 
-from .bench_helpers import tls_echo_server, tls_files
+from .bench_helpers import dead_port, stop_tls_echo_server, tls_echo_server, tls_files
 
 pytestmark = pytest.mark.skipif(_relay.socat_path() is None, reason="socat is not installed (Debian package socat)")
 
@@ -61,17 +61,12 @@ def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) 
     finally:
         if tls is not None:
             tls.close()
-        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
-        listener.close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
+        stop_tls_echo_server(listener, thread)
 
 
 def test_a_server_that_is_not_there_ends_the_connection_without_a_hang(tmp_path: Path) -> None:
     _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = dead_port()
     client_ctx = ssl.create_default_context(cafile=str(ca_file))
 
     def first_answer(port: int) -> bytes | None:
