@@ -62,17 +62,39 @@ def _relay(res: dict[str, Any]) -> list[str]:
     if measured:
         head = "".join(f"{name:>10}" for name in measured) + "".join(f"{name + '/dir.':>15}" for name in measured)
         lines.append(f"  {'':<32}{'direct':>8}{head}{'tunnel/dir.':>14}")
-        rows = (
+        conc = res["options"]["connections"]
+        rows: list[tuple[str, str, str, Any, int]] = [
             ("p50 small GET, 1 client (ms)", "p50_ms", "p50", small.get("tunnel_http_p50_over_direct"), 3),
             ("download (MiB/s)", "download_mib_s", "download", bulk.get("download"), 1),
             ("upload (MiB/s)", "upload_mib_s", "upload", bulk.get("upload"), 1),
-        )
+            (
+                f"p99, {conc} conc. (ms)",
+                "p99_concurrent_ms",
+                "p99",
+                small.get("tunnel_http_p99_concurrent_over_direct"),
+                3,
+            ),
+            (
+                f"CPU ms/request, {conc} conc. *",
+                "cpu_ms_per_request_concurrent",
+                "cpu",
+                small.get("tunnel_http_cpu_concurrent_over_direct"),
+                3,
+            ),
+        ]
         for label, key, ratio, tunnel, digits in rows:
-            direct = next(iter(measured.values()))[key]["direct"]
-            line = f"  {label:<32}{_fmt(direct, digits):>8}"
-            line += "".join(f"{_fmt(r[key]['relay'], digits):>10}" for r in measured.values())
-            line += "".join(f"{_fmt(r['ratios'][ratio], 2):>15}" for r in measured.values())
+            having = [r for r in measured.values() if key in r]
+            if not having:
+                continue
+            line = f"  {label:<32}{_fmt(having[0][key]['direct'], digits):>8}"
+            line += "".join(f"{_fmt(r[key]['relay'] if key in r else None, digits):>10}" for r in measured.values())
+            line += "".join(f"{_fmt(r['ratios'].get(ratio), 2):>15}" for r in measured.values())
             lines.append(line + f"{_fmt(tunnel, 2):>14}")
+        if any("cpu_ms_per_request_concurrent" in r for r in measured.values()):
+            lines.append(
+                "  * through a relay: the relay's CPU and the direct server's behind it, together (the tunnel: "
+                "bridge + edge); the C relay forks a process per connection, so it has no concurrent figures"
+            )
     for name, r in measured.items():
         lines.append(f"  {name} ({r['program']}): {r['detail']}")
     lines += [

@@ -31,9 +31,10 @@ def run_bench(*args: str, drop: tuple[str, ...] = ()) -> tuple[subprocess.Comple
     return done, time.monotonic() - started
 
 
-def tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Thread]:
+def tls_echo_server(ctx: ssl.SSLContext, accepted: list[int] | None = None) -> tuple[socket.socket, threading.Thread]:
     """A TLS server on 127.0.0.1 until its listener is closed: each piece a connection sends, upper-cased.
-    (The relay's start-up check connects through it too.)"""
+    (The relay's start-up check connects through it too.)  The file descriptor of each connection it
+    accepts is appended to ``accepted``, if given (the TLS layer keeps it)."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def echo(conn: socket.socket) -> None:
@@ -50,6 +51,8 @@ def tls_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading.Threa
                 conn, _ = listener.accept()
             except OSError:  # the listener was closed
                 return
+            if accepted is not None:
+                accepted.append(conn.fileno())
             threading.Thread(target=echo, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -80,3 +83,14 @@ def dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def echo_through(tls: ssl.SSLSocket, data: bytes) -> None:
+    """Send ``data`` to a :func:`tls_echo_server` (through a relay) and check it comes back upper-cased."""
+    tls.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = tls.recv(65536)
+        assert chunk, "the relay closed early"
+        got += chunk
+    assert got == data.upper()

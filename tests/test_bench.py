@@ -115,9 +115,18 @@ def test_quick_bench_reports_every_measurement() -> None:
     assert aio["ratios"]["download"] == pytest.approx(
         aio["download_mib_s"]["relay"] / aio["download_mib_s"]["direct"], rel=0.01
     )
-    aio_relayed = {"p50 tunnel_http/direct, 1 client", "bulk download tunnel/direct", "bulk upload tunnel/direct"}
-    assert all(_positive(t["aio_relay"]) for t in res["targets"] if t["name"] in aio_relayed), res["targets"]
-    assert all(t["aio_relay"] is None for t in res["targets"] if t["name"].startswith(("CPU", "RSS", "p99", "stag")))
+    # and at --connections (the C relay forks per connection: none there): p99, and CPU of relay + server
+    assert "p99_concurrent_ms" not in relay
+    conc = aio["cpu_ms_per_request_concurrent"]
+    assert _positive(conc["direct"]), conc
+    assert conc["relay"] > conc["direct"], conc  # the relay's CPU comes on top of the server's
+    assert aio["ratios"]["cpu"] == pytest.approx(conc["relay"] / conc["direct"], rel=0.01)
+    assert aio["ratios"]["p99"] == pytest.approx(
+        aio["p99_concurrent_ms"]["relay"] / aio["p99_concurrent_ms"]["direct"], rel=0.01
+    )
+    aio_relayed = ("p50 tunnel_", "bulk ", "CPU/request tunnel_", "p99 tunnel_")
+    assert all(_positive(t["aio_relay"]) for t in res["targets"] if t["name"].startswith(aio_relayed)), res["targets"]
+    assert all(t["aio_relay"] is None for t in res["targets"] if t["name"].startswith(("RSS", "stag", "p50 loaded")))
 
     names = [t["name"] for t in res["targets"]]
     assert len(names) == 16
@@ -222,6 +231,9 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
 
     res["relay"] = relayed("socat 1.7.4.4", 0.25, 400.0, 390.0)
     res["aio_relay"] = relayed("asyncio, Python 3.11.7", 0.35, 300.0, 270.0)
+    res["aio_relay"]["p99_concurrent_ms"] = {"direct": 20.0, "relay": 30.0}  # measured only through this relay
+    res["aio_relay"]["cpu_ms_per_request_concurrent"] = {"direct": 0.25, "relay": 0.35}
+    res["aio_relay"]["ratios"] |= {"p99": 1.5, "cpu": 1.4}
     res["targets"][0]["relay"] = 1.25
     res["targets"][0]["aio_relay"] = 1.75
     lines = render(res).splitlines()
@@ -229,6 +241,9 @@ def test_the_table_names_the_driver_and_the_targets() -> None:
     row = next(line for line in lines if line.strip().startswith("download (MiB/s)"))
     # direct, via each relay, their ratios, the tunnel's
     assert row.split()[2:] == ["1,000", "400.0", "300.0", "0.40", "0.30", "0.50"]
+    row = next(line for line in lines if line.strip().startswith("CPU ms/request, 64 conc."))
+    assert row.split()[5:] == ["0.250", "-", "0.350", "-", "1.40", "1.00"]  # no C relay figure: '-'
+    assert any("the relay's CPU and the direct server's behind it, together" in line for line in lines)
     target = next(line for line in lines if line.strip().startswith("p50 tunnel_http/direct"))
     assert target.split()[-3:] == ["MISSED", "1.250", "1.750"]
     assert any(line.startswith("targets") and line.endswith("C relay Py relay") for line in lines)

@@ -18,25 +18,31 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .bench_helpers import dead_port, stop_tls_echo_server, tls_echo_server, tls_files
+from .bench_helpers import dead_port, echo_through, stop_tls_echo_server, tls_echo_server, tls_files
 
 
 @contextlib.contextmanager
-def _relay(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[int]:
+def _relay_process(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(cert), "--key", str(key)]
     argv += ["--ca", str(ca), "--upstream", str(upstream), "--max-seconds", "60"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
         assert line.startswith("RELAY-LISTENING "), line + proc.stderr.read().decode() if proc.stderr else line
-        yield int(line.split()[1])
+        yield int(line.split()[1]), proc
     finally:
         proc.kill()
         proc.wait(10)
-        for pipe in (proc.stdout, proc.stderr):
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+@contextlib.contextmanager
+def _relay(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[int]:
+    with _relay_process(upstream, cert, key, ca) as (port, _):
+        yield port
 
 
 def _client(port: int, ca_file: Path) -> ssl.SSLSocket:
@@ -45,10 +51,12 @@ def _client(port: int, ca_file: Path) -> ssl.SSLSocket:
     return ssl.create_default_context(cafile=str(ca_file)).wrap_socket(raw, server_hostname="127.0.0.1")
 
 
-def _serve(cert: trustme.LeafCert) -> tuple[socket.socket, threading.Thread]:
+def _serve(
+    cert: trustme.LeafCert, accepted: list[socket.socket] | None = None
+) -> tuple[socket.socket, threading.Thread]:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_ctx)
-    return tls_echo_server(server_ctx)
+    return tls_echo_server(server_ctx, accepted)
 
 
 def test_the_relay_carries_tls_both_ways_intact_while_much_is_in_flight(tmp_path: Path) -> None:
@@ -110,6 +118,40 @@ def test_a_client_that_does_not_read_holds_the_server_back_instead_of_filling_th
         listener.close()
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+def test_a_primed_connection_to_the_server_is_taken_first_and_one_the_server_closed_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    cert, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
+    accepted: list[int] = []  # the server's connections (file descriptors)
+    listener, thread = _serve(cert, accepted)
+
+    def prime(proc: subprocess.Popen[bytes], n: int) -> None:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(f"prime {n}\n".encode())
+        proc.stdin.flush()
+        assert proc.stdout.readline() == f"RELAY-PRIMED {n}\n".encode()
+
+    try:
+        with _relay_process(listener.getsockname()[1], cert_file, key_file, ca_file) as (port, proc):
+            prime(proc, 1)
+            assert len(accepted) == 1  # dialled, its handshake done, before the answer
+            # the server closes it while it waits in the pool (as a server closes idle connections)
+            with socket.socket(fileno=os.dup(accepted[0])) as conn:
+                conn.shutdown(socket.SHUT_RDWR)
+            time.sleep(0.3)
+            with _client(port, ca_file) as tls:
+                echo_through(tls, b"not through the closed one")
+            assert len(accepted) == 2  # it was passed over: a new connection to the server
+            prime(proc, 1)
+            assert len(accepted) == 3
+            with _client(port, ca_file) as tls:
+                echo_through(tls, b"through the primed one")
+            assert len(accepted) == 3  # no new connection to the server: the primed one was taken
+    finally:
+        stop_tls_echo_server(listener, thread)
 
 
 def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import trustme
 
 from radical_edge_bench import _relay
 
-from .bench_helpers import dead_port, stop_tls_echo_server, tls_echo_server, tls_files
+from .bench_helpers import dead_port, echo_through, stop_tls_echo_server, tls_echo_server, tls_files
 
 pytestmark = pytest.mark.skipif(_relay.socat_path() is None, reason="socat is not installed (Debian package socat)")
 
@@ -44,14 +44,7 @@ def test_the_relay_carries_tls_both_ways_and_is_gone_afterwards(tmp_path: Path) 
         with _relay.relay(listener.getsockname()[1], cert_file, key_file, ca_file, tmp_path / "socat.log") as port:
             raw = socket.create_connection(("127.0.0.1", port), timeout=10)
             tls = client_ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-            payload = os.urandom(300_000).hex().lower().encode()
-            tls.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = tls.recv(65536)
-                assert chunk, "the relay closed early"
-                got += chunk
-            assert got == payload.upper()  # through socat, to the server and back, intact
+            echo_through(tls, os.urandom(300_000).hex().lower().encode())  # through socat and back, intact
             assert len(_socat_pids() - before) >= 2  # socat, and the process it forked for this connection
         # the connection is still open here: the process socat forked for it must have been killed with socat,
         # not left to end with the connection; and the port is closed
