@@ -707,8 +707,8 @@ class Bench:
             add(f"p99 {via}/direct, {conc} conc.", ratio, "<=", TARGETS["p99_ratio"], relayed("p99"))
         for kind in ("download", "upload"):
             add(f"bulk {kind} tunnel/direct", bulk["ratios"][kind], ">=", TARGETS["bulk_ratio"], relayed(kind))
-        for name, value, op, limit, relay in staging_bench.target_rows(res):  # staging over the raw TLS copy
-            add(name, value, op, limit, {"relay": relay})
+        for row in staging_bench.target_rows(res):  # staging over the raw TLS copy
+            add(*row)
         for kind in ("download", "upload"):
             for proc in ("bridge", "edge"):
                 add(f"RSS growth MiB, {proc}, {kind}", rss[kind][proc]["growth_mib"], "<=", TARGETS["rss_growth_mib"])

@@ -399,19 +399,34 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
             "upload_cpu_s_per_gib": up_cpu.per_gib(size),
             "download_cpu_s_per_gib": down_cpu.per_gib(size),
         }
+
+        async def through(relay_port: int, name: str) -> dict[str, float]:
+            """The same copy through a relay on ``relay_port``: the rates (fastest of the runs, as above)."""
+            r_up, r_written, _ = await _fastest(
+                {}, lambda: anyio.to_thread.run_sync(raw_upload, relay_port, ctx, source, size)
+            )
+            r_down, r_received, _ = await _fastest(
+                {}, lambda: anyio.to_thread.run_sync(raw_download, relay_port, ctx, work / "raw-back.bin", size)
+            )
+            if r_written != size or r_received != size:
+                raise RuntimeError(f"raw TLS copy through {name}: {r_written} bytes up, {r_received} down, of {size}")
+            return {"upload_mib_s": _rate(size, r_up), "download_mib_s": _rate(size, r_down)}
+
+        # the same copy through one TLS relay in C (._relay) and one on asyncio (._aiorelay): the tunnel's shape
         if c_relay.socat_path() is not None:
-            # the same copy through one TLS relay in C (._relay), the shape of the tunnel's path
             _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through a C relay")
             with c_relay.relay(port, tls.cert, tls.key, tls.ca, bench.dir / "socat-raw.log") as relay_port:
-                r_up, r_written, _ = await _fastest(
-                    {}, lambda: anyio.to_thread.run_sync(raw_upload, relay_port, ctx, source, size)
-                )
-                r_down, r_received, _ = await _fastest(
-                    {}, lambda: anyio.to_thread.run_sync(raw_download, relay_port, ctx, work / "raw-back.bin", size)
-                )
-            if r_written != size or r_received != size:
-                raise RuntimeError(f"raw TLS copy through socat: {r_written} bytes up, {r_received} down, of {size}")
-            out["raw_tls_relay"] = {"upload_mib_s": _rate(size, r_up), "download_mib_s": _rate(size, r_down)}
+                out["raw_tls_relay"] = await through(relay_port, "socat")
+        _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through an asyncio relay")
+        argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(tls.cert), "--key", str(tls.key)]
+        argv += ["--ca", str(tls.ca), "--upstream", str(port), "--max-seconds", str(600 + 40 * size / MIB)]
+        relay = bench.procs["aio-relay-raw"] = Proc("aio-relay-raw", argv, env, bench.dir / "aio-relay-raw.log")
+        try:
+            out["raw_tls_aio_relay"] = await through(
+                int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1)), "the asyncio relay"
+            )
+        finally:
+            bench.procs.pop("aio-relay-raw").stop()
     finally:
         raw.stop()
         bench.procs.pop("raw-tls", None)
@@ -505,19 +520,25 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
         "upload": _ratio(out["staging"]["upload_mib_s"], out["raw_tls"]["upload_mib_s"]),
         "download": _ratio(out["staging"]["download_mib_s"], out["raw_tls"]["download_mib_s"]),
     }
-    relayed = out.get("raw_tls_relay")
-    if relayed:
-        copy = out["raw_tls"]
-        relayed["ratios"] = {k: _ratio(relayed[f"{k}_mib_s"], copy[f"{k}_mib_s"]) for k in ("upload", "download")}
+    for key in ("raw_tls_relay", "raw_tls_aio_relay"):
+        if relayed := out.get(key):
+            copy = out["raw_tls"]
+            relayed["ratios"] = {k: _ratio(relayed[f"{k}_mib_s"], copy[f"{k}_mib_s"]) for k in ("upload", "download")}
     res["staging"] = out
 
 
-def target_rows(res: dict[str, Any]) -> list[tuple[str, float | None, str, float, float | None]]:
-    """The targets of this section: (name, value, op, limit, the same ratio through a C relay or None)."""
+#: the targets table's reference columns, and where this section keeps the raw copy through each relay
+_RELAYS = (("relay", "raw_tls_relay"), ("aio_relay", "raw_tls_aio_relay"))
+
+
+def target_rows(res: dict[str, Any]) -> list[tuple[str, float | None, str, float, dict[str, float | None]]]:
+    """The targets of this section: (name, value, op, limit, the same ratio through each relay: ``relay``
+    (in C) and ``aio_relay`` (on asyncio), None where not measured)."""
     st = res.get("staging", {})
-    ratios, relayed = st.get("ratios", {}), st.get("raw_tls_relay", {}).get("ratios", {})
+    ratios = st.get("ratios", {})
+    relays = {ref: st.get(key, {}).get("ratios", {}) for ref, key in _RELAYS}
     return [
-        (f"staging {kind}/raw TLS", ratios.get(kind), ">=", TARGET_RATIO, relayed.get(kind))
+        (f"staging {kind}/raw TLS", ratios.get(kind), ">=", TARGET_RATIO, {r: v.get(kind) for r, v in relays.items()})
         for kind in ("upload", "download")
     ]
 
@@ -557,13 +578,13 @@ def render(res: dict[str, Any]) -> list[str]:
                 f"    without the SDK: bridge {cpu['bridge']:.2f}, edge {cpu['edge']:.2f}, "
                 f"raw client {cpu['client']:.2f}"
             )
-    relayed = st.get("raw_tls_relay")
-    if relayed:
-        lines.append(
-            f"  the raw TLS copy through one TLS relay in C (8.): upload {relayed['upload_mib_s']:.1f} "
-            f"({_fmt(relayed['ratios']['upload'])}), download {relayed['download_mib_s']:.1f} "
-            f"({_fmt(relayed['ratios']['download'])})"
-        )
+    for key, what in (("raw_tls_relay", "in C"), ("raw_tls_aio_relay", "on asyncio")):
+        if relayed := st.get(key):
+            lines.append(
+                f"  the raw TLS copy through one TLS relay {what} (8.): upload {relayed['upload_mib_s']:.1f} "
+                f"({_fmt(relayed['ratios']['upload'])}), download {relayed['download_mib_s']:.1f} "
+                f"({_fmt(relayed['ratios']['download'])})"
+            )
     lines += [
         f"  staging: {st['driver']}; sha256 {'verified' if s['verified'] else 'NOT verified'}",
         f"  raw TLS: {st['raw_tls_detail']}",

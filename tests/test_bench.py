@@ -124,9 +124,10 @@ def test_quick_bench_reports_every_measurement() -> None:
     assert aio["ratios"]["p99"] == pytest.approx(
         aio["p99_concurrent_ms"]["relay"] / aio["p99_concurrent_ms"]["direct"], rel=0.01
     )
-    aio_relayed = ("p50 tunnel_", "bulk ", "CPU/request tunnel_", "p99 tunnel_")
+    aio_relayed = ("p50 tunnel_", "bulk ", "CPU/request tunnel_", "p99 tunnel_", "staging ")
     assert all(_positive(t["aio_relay"]) for t in res["targets"] if t["name"].startswith(aio_relayed)), res["targets"]
-    assert all(t["aio_relay"] is None for t in res["targets"] if t["name"].startswith(("RSS", "stag", "p50 loaded")))
+    assert all(_positive(t["aio_relay"]) for t in res["targets"] if t["name"].startswith("staging")), res["targets"]
+    assert all(t["aio_relay"] is None for t in res["targets"] if t["name"].startswith(("RSS", "p50 loaded")))
 
     names = [t["name"] for t in res["targets"]]
     assert len(names) == 16

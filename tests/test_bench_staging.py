@@ -73,11 +73,17 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
             assert relayed["ratios"][kind] == pytest.approx(
                 relayed[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01
             )
-            assert row[4] == relayed["ratios"][kind]
+            assert row[4]["relay"] == relayed["ratios"][kind]
         assert "the raw TLS copy through one TLS relay in C (8.)" in lines
     else:
         assert "raw_tls_relay" not in st
-        assert all(r[4] is None for r in rows)
+        assert all(r[4]["relay"] is None for r in rows)
+    aio = st["raw_tls_aio_relay"]  # and through one on asyncio, socat or not
+    for kind, row in zip(("upload", "download"), rows, strict=True):
+        assert _positive(aio[f"{kind}_mib_s"]), aio
+        assert aio["ratios"][kind] == pytest.approx(aio[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01)
+        assert row[4]["aio_relay"] == aio["ratios"][kind]
+    assert "the raw TLS copy through one TLS relay on asyncio (8.)" in lines
     assert "7. staging, 3 MiB (MiB/s)" in lines
     assert "sha256 verified" in lines
     assert "without the SDK" in lines
@@ -87,7 +93,7 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
 def test_the_table_without_the_section() -> None:
     assert staging_bench.render({}) == []
     assert staging_bench.target_rows({}) == [
-        ("staging upload/raw TLS", None, ">=", 0.5, None),
-        ("staging download/raw TLS", None, ">=", 0.5, None),
+        ("staging upload/raw TLS", None, ">=", 0.5, {"relay": None, "aio_relay": None}),
+        ("staging download/raw TLS", None, ">=", 0.5, {"relay": None, "aio_relay": None}),
     ]
     assert callable(render)
