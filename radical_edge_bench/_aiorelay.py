@@ -12,8 +12,9 @@ termination, a third busy process on the same cores) with the least Python.
 
 ``python -m radical_edge_bench._aiorelay --cert C --key K --ca CA --upstream PORT`` listens on
 127.0.0.1, an ephemeral port, printed as ``RELAY-LISTENING PORT``.  ``prime N`` on its stdin dials N
-connections to the server ahead of the clients that will take them (answered ``RELAY-PRIMED N``).  It
-dies with its parent and after ``--max-seconds``, as the bench's other processes.
+connections to the server ahead of the clients that will take them (answered ``RELAY-PRIMED N``),
+``stats`` counts the clients served from them and the others.  It dies with its parent and after
+``--max-seconds``, as the bench's other processes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import ssl
 import sys
+import threading
 
 from ._procs import die_with_parent
 
@@ -76,6 +78,8 @@ class _Upstream:
         self.port = port
         self.ctx = ctx
         self.idle: list[_Half] = []  # dialled, not yet paired with a client
+        self.taken = 0  # client connections paired with a primed connection
+        self.dialled = 0  # client connections that had to wait for a dial
 
     async def dial(self) -> _Half:
         loop = asyncio.get_running_loop()
@@ -83,17 +87,22 @@ class _Upstream:
         return back
 
     async def prime(self, n: int) -> int:
-        """Dial until ``n`` idle connections wait in the pool; how many do."""
+        """Dial until ``n`` idle connections wait in the pool; how many do (fewer if dials failed: on stderr)."""
         self.idle = [h for h in self.idle if h.transport is not None and not h.transport.is_closing()]
-        dialled = await asyncio.gather(*(self.dial() for _ in range(n - len(self.idle))))
-        self.idle += dialled
+        results = await asyncio.gather(*(self.dial() for _ in range(n - len(self.idle))), return_exceptions=True)
+        self.idle += [h for h in results if isinstance(h, _Half)]
+        failed = [e for e in results if not isinstance(e, _Half)]
+        if failed:
+            print(f"prime {n}: {len(failed)} dial(s) failed, the first: {failed[0]!r}", file=sys.stderr, flush=True)
         return len(self.idle)
 
     async def take(self) -> _Half:
         while self.idle:
             back = self.idle.pop()
             if back.transport is not None and not back.transport.is_closing():  # the server may close idle ones
+                self.taken += 1
                 return back
+        self.dialled += 1
         return await self.dial()
 
 
@@ -132,12 +141,27 @@ class _Front(_Half):
 
 
 async def _commands(upstream: _Upstream) -> None:
-    """``prime N`` on stdin: N connections to the server dialled ahead, answered ``RELAY-PRIMED K``."""
+    """Commands on stdin, one answer line each: ``prime N`` (N connections to the server dialled ahead)
+    answers ``RELAY-PRIMED K`` (how many wait), ``stats`` answers ``RELAY-STATS TAKEN DIALLED`` (client
+    connections paired with a primed one, and with one dialled for them); anything else ``RELAY-UNKNOWN``.
+    stdin is read by a daemon thread, so an interrupt is not held up by a blocked read."""
     loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.readline):
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "")
+
+    threading.Thread(target=read, name="relay-commands", daemon=True).start()
+    while line := await lines.get():
         word, _, arg = line.strip().partition(" ")
-        if word == "prime":
+        if word == "prime" and arg.isdigit():
             print(f"RELAY-PRIMED {await upstream.prime(int(arg))}", flush=True)
+        elif word == "stats":
+            print(f"RELAY-STATS {upstream.taken} {upstream.dialled}", flush=True)
+        else:
+            print(f"RELAY-UNKNOWN {line.strip()!r}", flush=True)
 
 
 async def serve(cert: str, key: str, ca: str, upstream_port: int) -> None:

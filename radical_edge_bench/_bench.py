@@ -178,6 +178,12 @@ class Proc:
         self._log_fh.close()
 
 
+def _relay_stats(relay: Proc) -> tuple[int, int]:
+    """An asyncio relay's client connections so far (:mod:`._aiorelay`): paired with a primed one, and dialled."""
+    match = relay.command("stats", r"RELAY-STATS (\d+) (\d+)", 30)
+    return int(match.group(1)), int(match.group(2))
+
+
 async def _with_cpu(procs: dict[str, Proc], work: Awaitable[T]) -> tuple[T, dict[str, float]]:
     """Await ``work``; its result and the CPU seconds each process spent meanwhile."""
     before = {name: proc.cpu() for name, proc in procs.items()}
@@ -567,8 +573,16 @@ class Bench:
             _log(f"bench: small GET, {conc} connections, through {name} ({self.o.duration:g} s)")
             # its connections to the server dialled first, as the tunnel's to the edge are: no handshake burst
             # of its own at the start of the run (the direct server's and the bridge's with wrk remain)
-            concurrent.command(f"prime {conc}", r"RELAY-PRIMED (\d+)", 60)
+            primed = int(concurrent.command(f"prime {conc}", r"RELAY-PRIMED (\d+)", 60).group(1))
+            if primed < conc:
+                raise RuntimeError(
+                    f"{name}: {primed} of {conc} connections to the server dialled ahead\n{concurrent.log_tail()}"
+                )
+            before = _relay_stats(concurrent)
             many = await self._small_at(name, port, conc, {"relay": concurrent, "server": self.procs["direct"]})
+            after = _relay_stats(concurrent)
+            # how the run's client connections were paired: from the primed pool, or by dialling (a handshake)
+            out["concurrent_connections"] = {"primed": after[0] - before[0], "dialled": after[1] - before[1]}
             base = direct["concurrent"]
             out["p99_concurrent_ms"] = {"direct": base["p99_ms"], "relay": many["p99_ms"]}
             out["cpu_ms_per_request_concurrent"] = {

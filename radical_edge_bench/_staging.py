@@ -409,7 +409,9 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
                 {}, lambda: anyio.to_thread.run_sync(raw_download, relay_port, ctx, work / "raw-back.bin", size)
             )
             if r_written != size or r_received != size:
-                raise RuntimeError(f"raw TLS copy through {name}: {r_written} bytes up, {r_received} down, of {size}")
+                raise RuntimeError(
+                    f"raw TLS copy through {name}: {r_written} bytes up, {r_received} down, of {size}\n{raw.log_tail()}"
+                )
             return {"upload_mib_s": _rate(size, r_up), "download_mib_s": _rate(size, r_down)}
 
         # the same copy through one TLS relay in C (._relay) and one on asyncio (._aiorelay): the tunnel's shape
@@ -420,11 +422,15 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
         _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through an asyncio relay")
         argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(tls.cert), "--key", str(tls.key)]
         argv += ["--ca", str(tls.ca), "--upstream", str(port), "--max-seconds", str(600 + 40 * size / MIB)]
-        relay = bench.procs["aio-relay-raw"] = Proc("aio-relay-raw", argv, env, bench.dir / "aio-relay-raw.log")
+        relay = bench.procs["aio-relay-raw"] = Proc(
+            "aio-relay-raw", argv, env, bench.dir / "aio-relay-raw.log", commands=True
+        )
         try:
-            out["raw_tls_aio_relay"] = await through(
-                int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1)), "the asyncio relay"
-            )
+            port_of_relay = int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1))
+            out["raw_tls_aio_relay"] = await through(port_of_relay, "the asyncio relay")
+            # the copies it carried (each dialled the server, as a copy straight to it does): proof they went through
+            stats = relay.command("stats", r"RELAY-STATS (\d+) (\d+)", 30)
+            out["raw_tls_aio_relay"]["connections"] = int(stats.group(1)) + int(stats.group(2))
         finally:
             bench.procs.pop("aio-relay-raw").stop()
     finally:

@@ -45,15 +45,32 @@ def _relay(upstream: int, cert: Path, key: Path, ca: Path) -> Iterator[int]:
         yield port
 
 
+#: tcpi_state (the first byte of TCP_INFO) while our FIN awaits the peer's (linux/tcp_states.h)
+TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 4, 5
+
+
+def _tcp_state(conn: socket.socket) -> int:
+    return conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def _command(proc: subprocess.Popen[bytes], line: str, timeout: float = 10.0) -> str:
+    """One command to a relay started by :func:`_relay_process`, and its answer line (no answer within
+    ``timeout`` fails the test rather than hanging it)."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(line.encode() + b"\n")
+    proc.stdin.flush()
+    assert select.select([proc.stdout], [], [], timeout)[0], f"no answer to {line!r} within {timeout:g} s"
+    return proc.stdout.readline().decode().strip()
+
+
 def _client(port: int, ca_file: Path) -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     raw.settimeout(10)  # a hang fails the test with TimeoutError
     return ssl.create_default_context(cafile=str(ca_file)).wrap_socket(raw, server_hostname="127.0.0.1")
 
 
-def _serve(
-    cert: trustme.LeafCert, accepted: list[socket.socket] | None = None
-) -> tuple[socket.socket, threading.Thread]:
+def _serve(cert: trustme.LeafCert, accepted: list[int] | None = None) -> tuple[socket.socket, threading.Thread]:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_ctx)
     return tls_echo_server(server_ctx, accepted)
@@ -127,31 +144,40 @@ def test_a_primed_connection_to_the_server_is_taken_first_and_one_the_server_clo
     accepted: list[int] = []  # the server's connections (file descriptors)
     listener, thread = _serve(cert, accepted)
 
-    def prime(proc: subprocess.Popen[bytes], n: int) -> None:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.write(f"prime {n}\n".encode())
-        proc.stdin.flush()
-        assert proc.stdout.readline() == f"RELAY-PRIMED {n}\n".encode()
-
     try:
         with _relay_process(listener.getsockname()[1], cert_file, key_file, ca_file) as (port, proc):
-            prime(proc, 1)
+            assert _command(proc, "prime 1") == "RELAY-PRIMED 1"
             assert len(accepted) == 1  # dialled, its handshake done, before the answer
             # the server closes it while it waits in the pool (as a server closes idle connections)
             with socket.socket(fileno=os.dup(accepted[0])) as conn:
                 conn.shutdown(socket.SHUT_RDWR)
-            time.sleep(0.3)
+                deadline = time.monotonic() + 10
+                while _tcp_state(conn) in (TCP_FIN_WAIT1, TCP_FIN_WAIT2):  # until the relay has closed its end
+                    assert time.monotonic() < deadline, "the relay did not notice the server's close"
+                    time.sleep(0.01)
             with _client(port, ca_file) as tls:
                 echo_through(tls, b"not through the closed one")
             assert len(accepted) == 2  # it was passed over: a new connection to the server
-            prime(proc, 1)
+            assert _command(proc, "stats") == "RELAY-STATS 0 1"  # none from the pool, one dialled
+            assert _command(proc, "prime 1") == "RELAY-PRIMED 1"
             assert len(accepted) == 3
             with _client(port, ca_file) as tls:
                 echo_through(tls, b"through the primed one")
             assert len(accepted) == 3  # no new connection to the server: the primed one was taken
+            assert _command(proc, "stats") == "RELAY-STATS 1 1"
     finally:
         stop_tls_echo_server(listener, thread)
+
+
+def test_priming_a_server_that_is_not_there_answers_at_once_with_what_it_got(tmp_path: Path) -> None:
+    _, key_file, cert_file, ca_file = tls_files(tmp_path, trustme.CA())
+    with _relay_process(dead_port(), cert_file, key_file, ca_file) as (_, proc):
+        assert _command(proc, "prime 2") == "RELAY-PRIMED 0"  # not a hang, not a dead command loop
+        assert _command(proc, "prime two") == "RELAY-UNKNOWN 'prime two'"
+        assert _command(proc, "stats") == "RELAY-STATS 0 0"
+        proc.kill()
+        assert proc.stderr is not None
+        assert b"prime 2: 2 dial(s) failed" in proc.stderr.read()
 
 
 def test_the_relay_refuses_a_server_whose_certificate_the_ca_does_not_sign(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
         assert _positive(aio[f"{kind}_mib_s"]), aio
         assert aio["ratios"][kind] == pytest.approx(aio[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01)
         assert row[4]["aio_relay"] == aio["ratios"][kind]
+    assert aio["connections"] == 2 * staging_bench.RUNS  # every timed copy, up and down, went through it
     assert "the raw TLS copy through one TLS relay on asyncio (8.)" in lines
     assert "7. staging, 3 MiB (MiB/s)" in lines
     assert "sha256 verified" in lines
