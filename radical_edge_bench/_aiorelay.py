@@ -21,11 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ssl
 import sys
 import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._procs import die_with_parent
+
+if TYPE_CHECKING:  # this module runs as the relay's own process: the bench's machinery only where it starts one
+    from ._bench import Proc
 
 DETAIL = (
     "an asyncio.Protocol pair per connection, asyncio's own TLS both sides, flow control by pausing reads, "
@@ -177,6 +184,38 @@ async def serve(cert: str, key: str, ca: str, upstream_port: int) -> None:
             await server.serve_forever()
         finally:
             commands.cancel()
+
+
+@contextlib.contextmanager
+def relay(
+    procs: dict[str, Proc],
+    name: str,
+    *,
+    tls: tuple[Path, Path, Path],
+    upstream: int,
+    env: Mapping[str, str],
+    log: Path,
+    max_seconds: float,
+) -> Iterator[tuple[int, Proc]]:
+    """This relay in its own process (``procs[name]`` meanwhile, so the bench stops it on any failure) in front
+    of ``127.0.0.1:upstream``, with ``tls`` (certificate, key, the CA the server is verified against); yields its
+    port and its process (for :func:`stats` and ``prime``), and stops it on the way out."""
+    from ._bench import Proc  # noqa: PLC0415  (that module imports this one)
+
+    cert, key, ca = tls
+    argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(cert), "--key", str(key)]
+    argv += ["--ca", str(ca), "--upstream", str(upstream), "--max-seconds", str(max_seconds)]
+    proc = procs[name] = Proc(name, argv, dict(env), log, commands=True)
+    try:
+        yield int(proc.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1)), proc
+    finally:
+        procs.pop(name).stop()
+
+
+def stats(proc: Proc) -> tuple[int, int]:
+    """A running relay's client connections so far: paired with a primed connection, and dialled for."""
+    match = proc.command("stats", r"RELAY-STATS (\d+) (\d+)", 30)
+    return int(match.group(1)), int(match.group(2))
 
 
 def main(argv: list[str] | None = None) -> int:

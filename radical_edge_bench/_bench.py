@@ -178,12 +178,6 @@ class Proc:
         self._log_fh.close()
 
 
-def _relay_stats(relay: Proc) -> tuple[int, int]:
-    """An asyncio relay's client connections so far (:mod:`._aiorelay`): paired with a primed one, and dialled."""
-    match = relay.command("stats", r"RELAY-STATS (\d+) (\d+)", 30)
-    return int(match.group(1)), int(match.group(2))
-
-
 async def _with_cpu(procs: dict[str, Proc], work: Awaitable[T]) -> tuple[T, dict[str, float]]:
     """Await ``work``; its result and the CPU seconds each process spent meanwhile."""
     before = {name: proc.cpu() for name, proc in procs.items()}
@@ -515,22 +509,24 @@ class Bench:
                     "detail": c_relay.DETAIL,
                     **await self._through_relay("a C relay", port, direct),
                 }
-        argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(tls.cert), "--key", str(tls.key)]
-        argv += ["--ca", str(tls.ca), "--upstream", str(self.direct_port), "--max-seconds", str(self._max_seconds())]
-        relay = self.procs["aio-relay"] = Proc("aio-relay", argv, self._env, self.dir / "aio-relay.log", commands=True)
-        try:
-            port = int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1))
+        with aio_relay.relay(
+            self.procs,
+            "aio-relay",
+            tls=(tls.cert, tls.key, tls.ca),
+            upstream=self.direct_port,
+            env=self._env,
+            log=self.dir / "aio-relay.log",
+            max_seconds=self._max_seconds(),
+        ) as (port, relay):
             res["aio_relay"] = {
                 "program": f"asyncio, Python {platform.python_version()}",
                 "detail": aio_relay.DETAIL,
                 **await self._through_relay("an asyncio relay", port, direct, concurrent=relay),
             }
-        finally:
-            self.procs.pop("aio-relay").stop()
 
     async def _small_at(self, name: str, port: int, connections: int, cpu: dict[str, Proc]) -> dict[str, Any]:
-        """The small GET at ``port`` over ``connections`` connections: p50, p99, and CPU ms per request of ``cpu``
-        (together, as ``"servers"``)."""
+        """The small GET at ``port`` over ``connections`` connections: p50, p99, and the CPU ms per request of the
+        processes in ``cpu`` together."""
         run, spent = await _with_cpu(cpu, self.http_run_at(port, "/small", connections, self.o.duration))
         if run.errors or not run.requests:
             raise RuntimeError(f"the relays' section, {name}: {run.errors} errors, {run.requests} requests")
@@ -578,9 +574,9 @@ class Bench:
                 raise RuntimeError(
                     f"{name}: {primed} of {conc} connections to the server dialled ahead\n{concurrent.log_tail()}"
                 )
-            before = _relay_stats(concurrent)
+            before = aio_relay.stats(concurrent)
             many = await self._small_at(name, port, conc, {"relay": concurrent, "server": self.procs["direct"]})
-            after = _relay_stats(concurrent)
+            after = aio_relay.stats(concurrent)
             # how the run's client connections were paired: from the primed pool, or by dialling (a handshake)
             out["concurrent_connections"] = {"primed": after[0] - before[0], "dialled": after[1] - before[1]}
             base = direct["concurrent"]
@@ -703,8 +699,8 @@ class Bench:
             name: str, value: float | None, op: str, limit: float, refs: dict[str, float | None] | None = None
         ) -> None:
             met = None if value is None else (value <= limit if op == "<=" else value >= limit)
-            row = {"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, "relay": None}
-            rows.append(row | {"aio_relay": None} | (refs or {}))
+            references = {"relay": None, "aio_relay": None, **(refs or {})}
+            rows.append({"name": name, "value": value, "target": f"{op} {limit:g}", "met": met, **references})
 
         def relayed(ratio: str) -> dict[str, float | None]:
             return {key: ratios.get(ratio) for key, ratios in relays.items()}

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _relay as c_relay  # standard library only, like this module
+from . import _aiorelay as aio_relay  # standard library only, like this module
+from . import _relay as c_relay
 
 if TYPE_CHECKING:  # only the standard library at import: the table (_report) reads render() without the extras
     from ._bench import Bench, Proc
@@ -420,19 +421,18 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
             with c_relay.relay(port, tls.cert, tls.key, tls.ca, bench.dir / "socat-raw.log") as relay_port:
                 out["raw_tls_relay"] = await through(relay_port, "socat")
         _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through an asyncio relay")
-        argv = [sys.executable, "-m", "radical_edge_bench._aiorelay", "--cert", str(tls.cert), "--key", str(tls.key)]
-        argv += ["--ca", str(tls.ca), "--upstream", str(port), "--max-seconds", str(600 + 40 * size / MIB)]
-        relay = bench.procs["aio-relay-raw"] = Proc(
-            "aio-relay-raw", argv, env, bench.dir / "aio-relay-raw.log", commands=True
-        )
-        try:
-            port_of_relay = int(relay.wait_for(r"RELAY-LISTENING (\d+)", 30).group(1))
-            out["raw_tls_aio_relay"] = await through(port_of_relay, "the asyncio relay")
+        with aio_relay.relay(
+            bench.procs,
+            "aio-relay-raw",
+            tls=(tls.cert, tls.key, tls.ca),
+            upstream=port,
+            env=env,
+            log=bench.dir / "aio-relay-raw.log",
+            max_seconds=600 + 40 * size / MIB,
+        ) as (relay_port, relay):
+            out["raw_tls_aio_relay"] = await through(relay_port, "the asyncio relay")
             # the copies it carried (each dialled the server, as a copy straight to it does): proof they went through
-            stats = relay.command("stats", r"RELAY-STATS (\d+) (\d+)", 30)
-            out["raw_tls_aio_relay"]["connections"] = int(stats.group(1)) + int(stats.group(2))
-        finally:
-            bench.procs.pop("aio-relay-raw").stop()
+            out["raw_tls_aio_relay"]["connections"] = sum(aio_relay.stats(relay))
     finally:
         raw.stop()
         bench.procs.pop("raw-tls", None)
