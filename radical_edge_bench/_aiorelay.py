@@ -227,10 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=3600.0)
     args = p.parse_args(argv)
     die_with_parent(args.max_seconds)
-    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
+    from radical_edge_tunnel import freeze_startup_objects, tune_process  # noqa: PLC0415
 
-    tune_allocator()  # the bridge's settings
-    tune_gc()
+    tune_process()  # the bridge's settings
     freeze_startup_objects()
     asyncio.run(serve(args.cert, args.key, args.ca, args.upstream))
     return 0

@@ -123,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     die_with_parent(args.max_seconds)
     if args.role == "serve":
-        from radical_edge_tunnel import tune_allocator, tune_gc  # noqa: PLC0415
+        from radical_edge_tunnel import tune_process  # noqa: PLC0415
 
-        tune_allocator()  # the bridge's settings: the floor is not flattered
-        tune_gc()
+        tune_process()  # the bridge's settings: the floor is not flattered
         raise_nofile(1 << 20)  # (at most the hard limit) as the bridge does: 2N connections must all be accepted
         asyncio.run(serve())
         return 0

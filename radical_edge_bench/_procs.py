@@ -60,10 +60,9 @@ def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
 def _run_edge(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
-    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
+    from radical_edge_tunnel import freeze_startup_objects, tune_process  # noqa: PLC0415
 
-    tune_allocator()  # as radical-edge-service does
-    tune_gc()
+    tune_process()  # as radical-edge-service does
 
     from radical_edge_edge import EdgeService  # noqa: PLC0415
     from radical_edge_tunnel import resolve_settings  # noqa: PLC0415
@@ -99,10 +98,9 @@ def _run_edge(args: argparse.Namespace) -> int:
 def _run_direct(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from radical_edge_tunnel import freeze_startup_objects, tune_allocator, tune_gc  # noqa: PLC0415
+    from radical_edge_tunnel import freeze_startup_objects, tune_process  # noqa: PLC0415
 
-    tune_allocator()  # the same allocator and GC settings as the bridge and the edge: the floor is not flattered
-    tune_gc()
+    tune_process()  # the bridge's and the edge's allocator, GC and read settings: the floor is not flattered
 
     from ._app import build_app  # noqa: PLC0415
 

@@ -20,8 +20,7 @@ from radical_edge_tunnel import (
     check_private,
     freeze_startup_objects,
     load_or_create_token,
-    tune_allocator,
-    tune_gc,
+    tune_process,
 )
 
 from ._config import BRIDGE_STREAM_WINDOW, BridgeConfig, bridge_tunnel_limits
@@ -249,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     # the token is in the config now: what the bridge's own plugins start must not inherit it
     os.environ.pop(ENV_TOKEN, None)
     raise_fd_limit(config.max_connections)
-    tune_allocator()
-    tune_gc()
+    tune_process()
     bridge = Bridge(config)
 
     failed: list[str] = []

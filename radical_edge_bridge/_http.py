@@ -147,7 +147,7 @@ class HTTPChannel:
             data = await self.stream.receive(65536)
         except _GONE:
             return b""
-        return with_buffered_tls(self._ssl, data, 256 * 1024)
+        return with_buffered_tls(self._ssl, data)
 
     def _poll(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """h11's next event from the bytes it has; a malformed request is a :class:`BadRequest`."""

@@ -85,12 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from radical_edge_tunnel import tune_allocator, tune_gc  # noqa: PLC0415
+    from radical_edge_tunnel import tune_process  # noqa: PLC0415
 
     from ._demo import run_demo  # noqa: PLC0415  (needs the bridge and edge extras)
 
-    tune_allocator()  # the demo's bridge and edge run in this process
-    tune_gc()
+    tune_process()  # the demo's bridge and edge run in this process
     anyio.run(run_demo, args.host, args.port, args.plugins, args.name, Path(args.home))
     return 0
 

@@ -35,8 +35,7 @@ from radical_edge_tunnel import (
     ENV_URL,
     freeze_startup_objects,
     resolve_settings,
-    tune_allocator,
-    tune_gc,
+    tune_process,
 )
 
 from ._body import DEFAULT_MAX_BODY_BYTES
@@ -177,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("no bridge token found (--token, %s, %s): connecting without one", ENV_TOKEN, args.token_file)
     # the token is in the settings now: the processes this edge starts (jobs, tasks, child edges) must not inherit it
     os.environ.pop(ENV_TOKEN, None)
-    tune_allocator()
-    tune_gc()
+    tune_process()
     if args.staging_root:
         # plugin options travel in the environment (the edge never imports a plugin): the staging plugin reads it
         os.environ[STAGING_ROOTS_ENV] = os.pathsep.join(

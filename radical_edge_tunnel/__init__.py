@@ -11,7 +11,7 @@ from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_p
 from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._limits import MAX_CONNECTION_WINDOW, MAX_STREAM_WINDOW, TUNNEL_FRAME_SIZE, tunnel_limits
-from ._reads import LARGE_READ, LargeReads
+from ._reads import LARGE_READ, LargeReads, tune_socket_reads
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
     DEFAULT_TOKEN_FILE,
@@ -27,6 +27,7 @@ from ._settings import (
 )
 from ._speedups import PURE_PYTHON_ENV, data_frame_builder, enable_speedups
 from ._speedups import masking as websocket_masking
+from ._tuning import tune_process
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
     ConnectError,
@@ -86,6 +87,8 @@ __all__ = [
     "freeze_startup_objects",
     "tune_allocator",
     "tune_gc",
+    "tune_process",
+    "tune_socket_reads",
     "tunnel_limits",
     "websocket_masking",
     "websocket_url",

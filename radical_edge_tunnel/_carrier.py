@@ -20,6 +20,7 @@ from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
+from ._reads import LARGE_READ
 from ._speedups import data_frame_builder, enable_speedups
 
 #: WebSocket close codes used by radical-edge
@@ -28,7 +29,6 @@ WS_GOING_AWAY = 1001
 WS_UNSUPPORTED_DATA = 1003
 WS_POLICY_VIOLATION = 1008
 
-_READ_SIZE = 256 * 1024
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
@@ -38,7 +38,7 @@ def tls_object(stream: anyio.abc.ByteStream) -> ssl.SSLObject | None:
     return ssl_object if isinstance(ssl_object, ssl.SSLObject) else None
 
 
-def with_buffered_tls(ssl_object: ssl.SSLObject | None, first: bytes, limit: int = _READ_SIZE) -> bytes:
+def with_buffered_tls(ssl_object: ssl.SSLObject | None, first: bytes, limit: int = LARGE_READ) -> bytes:
     """``first`` (just received) plus the TLS records already buffered behind it, up to ``limit``; never waits.
 
     A TLS read returns one record (at most 16 KiB) at a time, while the socket
@@ -169,7 +169,7 @@ class WebSocketCarrier:
                             await self._write(self._ws.send(event.response()))
                     return b""
             try:
-                data = await self._stream.receive(_READ_SIZE)
+                data = await self._stream.receive(LARGE_READ)
             except _GONE:
                 return b""
             self._ws.receive_data(with_buffered_tls(self._ssl, data))
