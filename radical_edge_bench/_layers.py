@@ -72,7 +72,7 @@ from radical_edge_proto import (
     Welcome,
     profile,
 )
-from radical_edge_tunnel import enable_speedups, with_buffered_tls
+from radical_edge_tunnel import LARGE_READ, enable_speedups, with_buffered_tls
 
 from ._app import build_app
 from ._load import request_bytes
@@ -86,9 +86,10 @@ REMAINDER_LABEL = "event loop, wake-ups, tasks, syscalls (measured total minus t
 
 BRIDGE, EDGE_SIDE, DIRECT, OTHER = "bridge", "edge", "direct", "other"
 #: read sizes: the bridge's HTTP channel, the tunnel carrier (and with_buffered_tls), asyncio's SSL protocol
+#: (the direct server's, tuned as the bridge's: tune_process)
 HTTP_READ = 65536
-CARRIER_READ = 256 * 1024
-ASYNCIO_SSL_READ = 256 * 1024
+CARRIER_READ = LARGE_READ
+ASYNCIO_SSL_READ = LARGE_READ
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]

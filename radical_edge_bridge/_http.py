@@ -73,10 +73,12 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 
 class HeadMeter:
     """Counts the bytes of a request head as they arrive, however they are cut into pieces, and
-    tells when an unfinished head has passed a limit: 414 (request line) or 431 (header fields).
+    tells when the head has passed a limit: 414 (request line) or 431 (header fields).
 
     h11 bounds only its whole buffer and reports that in words; this is the channel's own count.
-    A complete head is checked again from its parsed fields (:meth:`HTTPChannel.next_request`).
+    The piece that completes a head is counted too, so an oversized head that arrives whole (a
+    read takes up to ``LARGE_READ``) is refused before h11 parses it.  A complete head is checked
+    again from its parsed fields (:meth:`HTTPChannel.next_request`).
     """
 
     def __init__(self, limits: HTTPLimits) -> None:
@@ -98,7 +100,7 @@ class HeadMeter:
         return self.add(pending)
 
     def add(self, data: bytes) -> BadRequest | None:
-        """Count one piece; the answer if the head, still unfinished, has passed a limit."""
+        """Count one piece; the answer if the head has passed a limit."""
         if self.complete or not data:
             return None
         window = self._tail + data
@@ -112,7 +114,7 @@ class HeadMeter:
         if keep > 0:
             self._start += data[:keep]
         self.size += len(data)
-        return None if self.complete else self.too_large()
+        return self.too_large()
 
     def too_large(self) -> BadRequest | None:
         """414 or 431 if the bytes counted have passed a limit, else None."""

@@ -9,9 +9,9 @@ download: about 100,000 page faults in the bridge (and, with the accelerated
 frame builder, 290,000 in the edge); with the thresholds below, about 600.
 The bridge's CPU per GiB fell from 3.45 to 3.1 s.
 
-Called by the bridge's and the edge's command lines (and the benchmark's
-processes, the direct server included); a library user's process is left as
-it is.  What it costs: up to 32 MiB of freed heap may stay mapped after a
+Called (through ``tune_process()``) by the bridge's and the edge's command
+lines and the benchmark's processes, the direct server included; a library
+user's process is left as it is.  What it costs: up to 32 MiB of freed heap may stay mapped after a
 burst.
 """
 

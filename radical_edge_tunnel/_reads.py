@@ -3,22 +3,26 @@
 Each piece a socket read returns travels alone through the layers above it,
 and their Python work is per piece, not per byte.  Two things bound a piece:
 
-* asyncio's socket transports ``recv()`` at most 256 KiB at a time (a class
-  attribute of its selector transport, ``max_size``).
-  :func:`tune_socket_reads` raises that to :data:`LARGE_READ` in a server
-  process (the bridge's and the edge's command lines call it through
-  :func:`radical_edge_tunnel.tune_process`).  A read only takes what the
-  socket holds, so a small message costs what it did; only a bulk transfer,
-  whose socket is full when it is read, comes in fewer pieces.  Measured on
-  512 MiB uploads through the bridge, three alternating pairs: 230-247 MiB/s
-  with 256 KiB reads, 275-320 with 512 KiB (the bridge's CPU from 4.0-4.2 to
-  3.1-3.6 s per GiB, the edge's from 2.6-2.9 to 2.0-2.2).  1 MiB gained no
-  more: the copies between the layers then no longer stay in the CPU's cache.
+* asyncio reads a socket at most 256 KiB at a time: its socket transports
+  ``recv()`` that much (``max_size`` of its selector transport), and so does
+  its own TLS (``SSLProtocol``, which uvicorn and the benchmark's relay use).
+  :func:`tune_socket_reads` raises both to :data:`LARGE_READ` in a server
+  process (the bridge's and the edge's command lines, the demo and the
+  benchmark's servers call it through :func:`radical_edge_tunnel.tune_process`).
+  A read only takes what the socket holds, so a small message costs what it
+  did; only a bulk transfer, whose socket is full when it is read, comes in
+  fewer pieces.  Measured on 512 MiB uploads through the bridge, three
+  alternating pairs: 247-283 MiB/s with 256 KiB reads, 299-313 with 512 KiB
+  (the bridge's CPU from 3.5-4.0 to 3.2-3.3 s per GiB, the edge's from
+  2.3-2.6 to 2.0-2.1).  1 MiB gained no more: the copies between the layers
+  then no longer stay in the CPU's cache.
 * anyio's ``TLSStream`` reads its transport with ``receive()`` and no size,
   which an anyio socket stream answers with at most 64 KiB.  A
-  :class:`LargeReads` under the TLS layer asks for :data:`LARGE_READ`.
-  Measured on a 512 MiB upload through the bridge: its CPU per GiB from 5.1
-  to 3.7 s, the edge's from 3.4 to 2.1 s, and 197 to 268 MiB/s.
+  :class:`LargeReads` under the TLS layer asks for :data:`LARGE_READ`
+  (first measured with 256 KiB, on a 512 MiB upload through the bridge: its
+  CPU per GiB from 5.1 to 3.7 s, the edge's from 3.4 to 2.1 s, and 197 to
+  268 MiB/s).  The SDK's connections use it too; only the asyncio settings
+  above are left alone in a process that is not one of ours.
 
 A ``LargeReads`` can also hand out bytes already received from the socket
 first (the bridge peeks at the first bytes before it starts a TLS
@@ -28,6 +32,7 @@ handshake).
 from __future__ import annotations
 
 import asyncio.selector_events
+import asyncio.sslproto
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,15 +43,19 @@ LARGE_READ = 512 * 1024
 
 
 def tune_socket_reads(size: int = LARGE_READ) -> bool:
-    """Let this process's asyncio socket transports read up to ``size`` bytes at once (never fewer than
-    they did); whether the setting exists in this Python (it has since asyncio began, but it is not
-    public, so its absence only leaves the reads as they were)."""
-    transport = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
-    current = getattr(transport, "max_size", None)
-    if transport is None or not isinstance(current, int):
-        return False
-    transport.max_size = max(current, size)
-    return True
+    """Let this process's asyncio socket transports and asyncio's TLS read up to ``size`` bytes at once
+    (never fewer than they did); whether both settings exist in this Python.  They have for as long as
+    asyncio has had them, but they are not public: a missing one leaves those reads as they were."""
+    tuned = 0
+    for owner in (
+        getattr(asyncio.selector_events, "_SelectorSocketTransport", None),
+        getattr(asyncio.sslproto, "SSLProtocol", None),
+    ):
+        current = getattr(owner, "max_size", None)
+        if owner is not None and isinstance(current, int):
+            owner.max_size = max(current, size)
+            tuned += 1
+    return tuned == 2
 
 
 class LargeReads(anyio.abc.ByteStream):

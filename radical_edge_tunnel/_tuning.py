@@ -2,8 +2,9 @@
 
 Called first thing by the bridge's and the edge's command lines, the demo,
 and the benchmark's server processes (its direct server and reference
-servers too, so no comparison is flattered).  A library user's process (the
-SDK in someone's application) is left as it is.
+servers too, so no comparison is flattered).  These settings are the
+process's, so a library user's process (the SDK in someone's application)
+is left as it is.
 """
 
 from __future__ import annotations

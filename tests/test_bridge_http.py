@@ -14,7 +14,7 @@ import h11
 import pytest
 
 from radical_edge_bridge import HTTPLimits
-from radical_edge_bridge._http import HTTPChannel
+from radical_edge_bridge._http import HeadMeter, HTTPChannel
 
 from .conftest import TOKEN
 
@@ -77,7 +77,7 @@ async def test_an_oversized_head_in_pieces_gets_the_same_status(data: bytes, sta
     assert detail in stream.sent
 
 
-@pytest.mark.parametrize("size", [1, 3, 100, 65536])
+@pytest.mark.parametrize("size", [1, 3, 100, 65536, 1 << 20])
 async def test_a_head_just_under_the_limits_in_pieces_is_a_request(size: int):
     headers = b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 1000) for n in range(60))  # ~60 KiB
     data = b"GET /" + b"p" * 8000 + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
@@ -85,6 +85,16 @@ async def test_a_head_just_under_the_limits_in_pieces_is_a_request(size: int):
     assert isinstance(request, h11.Request), bytes(stream.sent[:200])
     assert len(request.headers) == 61
     assert stream.reads == len(range(0, len(data), size))  # it really came in that many pieces
+
+
+@pytest.mark.parametrize(
+    ("data", "status"), [(BIG_HEADERS, 431), (LONG_LINE, 414)], ids=["headers-too-large", "line-too-long"]
+)
+def test_an_oversized_head_that_arrives_whole_is_refused_before_h11_parses_it(data: bytes, status: int):
+    """One read takes up to LARGE_READ (512 KiB): such a head must not cost a full parse before its 414/431."""
+    refused = HeadMeter(LIMITS).start(data)
+    assert refused is not None
+    assert refused.status == status
 
 
 async def test_bytes_of_a_pipelined_head_count_towards_its_limit():
