@@ -29,7 +29,9 @@ import asyncio
 import random
 import sys
 
-from ._procs import die_with_parent, raise_nofile
+from radical_edge_tunnel import raise_open_file_limit
+
+from ._procs import die_with_parent
 
 #: one heartbeat PING as the bridge receives it: the tunnel frame (10-byte header, payload ``heartbeat``),
 #: in a masked WebSocket frame (6 bytes), in a TLS 1.3 record (5-byte header, content type, 16-byte tag)
@@ -90,7 +92,7 @@ class Beats:
             raise ConnectionError(f"{len(stalled)} echo connection(s) without an answer for over {STALL_SECONDS:g} s")
 
     async def run(self) -> None:
-        raise_nofile(len(self.schedule) + 256)
+        raise_open_file_limit(len(self.schedule) + 256)
         conns = [await asyncio.open_connection("127.0.0.1", self.port) for _ in self.schedule]
         tasks = [
             asyncio.create_task(self._beat(i, r, w, interval))
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         from radical_edge_tunnel import tune_process  # noqa: PLC0415
 
         tune_process()  # the bridge's settings: the floor is not flattered
-        raise_nofile(1 << 20)  # (at most the hard limit) as the bridge does: 2N connections must all be accepted
+        raise_open_file_limit(1 << 20)  # (at most the hard limit) as the bridge: 2N connections must all be accepted
         asyncio.run(serve())
         return 0
     if args.port is None:

@@ -38,18 +38,6 @@ def die_with_parent(max_seconds: float) -> None:
     timer.start()
 
 
-def raise_nofile(wanted: int) -> int:
-    """Raise the soft limit on open files towards ``wanted`` (at most the hard limit); the soft limit now."""
-    import resource  # noqa: PLC0415  (POSIX only; the benchmark runs on Linux)
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return int(soft)
-
-
 def _run_bridge(args: argparse.Namespace, rest: list[str]) -> int:
     """Run ``python -m radical_edge_bridge`` in this process (which dies with its parent)."""
     sys.argv = ["radical-edge-bridge", "--cert", args.cert, "--key", args.key, *rest]

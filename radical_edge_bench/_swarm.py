@@ -36,9 +36,7 @@ import anyio.abc
 
 from radical_edge_edge import EdgeService
 from radical_edge_proto import PeerRole
-from radical_edge_tunnel import BridgeSettings, Redialer, Tunnel, resolve_settings
-
-from ._procs import raise_nofile
+from radical_edge_tunnel import BridgeSettings, Redialer, Tunnel, raise_open_file_limit, resolve_settings
 
 READY = "SCALE-READY"
 PING_BODY = b'{"pong":true}'
@@ -122,7 +120,7 @@ class Swarm:
 
     async def run(self) -> None:
         settings = resolve_settings(self.url, cert=self.ca)  # the token from RADICAL_BRIDGE_TOKEN
-        nofile = raise_nofile(2 * self.count + 256)
+        nofile = raise_open_file_limit(2 * self.count + 256)
         started = time.monotonic()
         async with anyio.create_task_group() as tg:
             limit = anyio.Semaphore(self.concurrency)

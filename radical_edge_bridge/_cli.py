@@ -20,6 +20,7 @@ from radical_edge_tunnel import (
     check_private,
     freeze_startup_objects,
     load_or_create_token,
+    raise_open_file_limit,
     tune_process,
 )
 
@@ -191,20 +192,9 @@ def _positive_float(text: str) -> float:
 def raise_fd_limit(max_connections: int) -> None:
     """Raise the soft limit on open files towards the hard one, so the connection cap (not EMFILE)
     is what refuses a flood; warn when even the hard limit is below the cap."""
-    try:
-        import resource  # noqa: PLC0415  (POSIX only)
-    except ImportError:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max_connections + 256  # the listener, edges' tunnels, log and plugin files
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.debug("cannot raise the open-file limit: %s", exc)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    soft = raise_open_file_limit(wanted)
+    if soft is not None and soft < wanted:
         log.warning(
             "the open-file limit (%d) is below --max-connections (%d): past it, new connections wait "
             "until some close (raise 'ulimit -n' to use the cap)",

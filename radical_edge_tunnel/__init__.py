@@ -27,7 +27,7 @@ from ._settings import (
 )
 from ._speedups import PURE_PYTHON_ENV, data_frame_builder, enable_speedups
 from ._speedups import masking as websocket_masking
-from ._tuning import tune_process
+from ._tuning import raise_open_file_limit, tune_process
 from ._tunnel import StreamResetError, Tunnel, TunnelClosedError, TunnelError, TunnelStream
 from ._ws_client import (
     ConnectError,
@@ -81,6 +81,7 @@ __all__ = [
     "fatal_error_for",
     "load_or_create_token",
     "memory_carrier_pair",
+    "raise_open_file_limit",
     "read_token_file",
     "resolve_settings",
     "tls_object",

@@ -1,4 +1,5 @@
-"""One call that sets up a long-running tunnel process: allocator, garbage collector, socket reads.
+"""Process settings of a long-running tunnel process: allocator, garbage collector, socket reads, and the
+open-file limit.
 
 Called first thing by the bridge's and the edge's command lines, the demo,
 and the benchmark's server processes (its direct server and reference
@@ -20,3 +21,21 @@ def tune_process() -> None:
     tune_allocator()
     tune_gc()
     tune_socket_reads()
+
+
+def raise_open_file_limit(wanted: int) -> int | None:
+    """Raise this process's soft limit on open files towards ``wanted`` (never past the hard limit, never
+    lower); the soft limit now, or None where there is none (unlimited, or no such limit on this platform)."""
+    try:
+        import resource  # noqa: PLC0415  (POSIX only)
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # the limit stays as it was: the caller sees it in the answer
+    return None if soft == resource.RLIM_INFINITY else int(soft)
