@@ -3,8 +3,8 @@
 Request bodies (``data=``) may be bytes, text, a binary file object (read in
 chunks in a worker thread), an object with an ``async read(n)``, an async
 iterator of bytes or a plain iterator of bytes (advanced in a worker thread):
-nothing is read ahead of what the tunnel's flow control lets through, so a
-large upload never sits in memory.  Answers are read whole
+one chunk at most is read ahead of what the tunnel's flow control lets
+through, so a large upload never sits in memory.  Answers are read whole
 (:class:`Response`) or chunk by chunk (:class:`StreamResponse`, which can
 also :meth:`~StreamResponse.download` into a file).
 """
@@ -12,12 +12,14 @@ also :meth:`~StreamResponse.download` into a file).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json as jsonlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import IO, Any, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import quote, urlencode
 
@@ -25,13 +27,15 @@ import anyio
 import anyio.to_thread
 
 from radical_edge_proto import ErrorCode, LocalProtocolError, ResponseReceived
-from radical_edge_tunnel import StreamResetError, TunnelStream
+from radical_edge_tunnel import ReadAhead, StreamResetError, TunnelStream, WriteBehind
 
 from ._errors import BridgeProtocolError, RequestTimeout, error_for_status
 from ._link import Link
 
 #: how much is read from a file object at a time
 CHUNK_SIZE = 256 * 1024
+#: bytes gathered for one blocking write of a download (one worker-thread hop)
+WRITE_BATCH = 1024 * 1024
 #: how much of an error answer's body is read to make the exception
 ERROR_BODY_LIMIT = 256 * 1024
 
@@ -192,7 +196,8 @@ class StreamResponse(ResponseHead):
     async def download(self, dest: str | os.PathLike[str] | IO[bytes] | SupportsWrite | SupportsAsyncWrite) -> int:
         """Write the body to ``dest`` (a path, a binary file object, or an object with ``async write``).
 
-        Chunks are written as they arrive (file writes in a worker thread); the
+        Chunks are written as they arrive (a blocking ``write`` in batches, in a
+        worker thread while the next batch arrives: :class:`ChunkWriter`); the
         body is never held whole.  Returns the number of bytes written.
         """
         if isinstance(dest, str | os.PathLike):
@@ -201,18 +206,74 @@ class StreamResponse(ResponseHead):
                 return await self.download(fh)
             finally:
                 await anyio.to_thread.run_sync(fh.close)
-        write = getattr(dest, "write", None)
-        if write is None:
-            raise TypeError("dest must be a path or have a write() method")
-        is_async = inspect.iscoroutinefunction(write)
         total = 0
-        while chunk := await self.receive():
-            if is_async:
-                await write(chunk)
-            else:
-                await anyio.to_thread.run_sync(write, chunk)
-            total += len(chunk)
+        async with ChunkWriter(dest) as writer:
+            while chunk := await self.receive():
+                await writer.add(chunk)
+                total += len(chunk)
         return total
+
+
+class ChunkWriter:
+    """Writes a body's chunks into a binary sink, feeding each to ``digest`` (a hashlib object) when given.
+
+    A blocking ``write`` gets the chunks in batches of about ``batch_size``
+    bytes, each written (and hashed) in a worker thread while the next batch
+    arrives (:class:`~radical_edge_tunnel.WriteBehind`); an ``async write`` is
+    awaited chunk by chunk.  Leaving the ``async with`` normally writes what
+    is left and waits for it; leaving on an error waits only for the write in
+    progress (what was not handed over is not written, nor hashed).
+    """
+
+    def __init__(self, dest: Any, digest: Any = None, *, batch_size: int = WRITE_BATCH) -> None:
+        write = getattr(dest, "write", None)
+        if write is None or not callable(write):
+            raise TypeError("the download target must be a path or have a write() method")
+        self._write = write
+        self._digest = digest
+        self._batch_size = batch_size
+        self._batch: list[bytes] = []
+        self._pending = 0
+        self._behind: WriteBehind[list[bytes]] | None = (
+            None if inspect.iscoroutinefunction(write) else WriteBehind(self._write_batch)
+        )
+
+    async def __aenter__(self) -> ChunkWriter:
+        if self._behind is not None:
+            await self._behind.__aenter__()
+        return self
+
+    async def add(self, chunk: bytes) -> None:
+        """Write ``chunk`` (a blocking sink: once its batch is full, behind the caller)."""
+        if self._behind is None:
+            await self._write(chunk)
+            _hash(self._digest, chunk)
+            return
+        self._batch.append(chunk)
+        self._pending += len(chunk)
+        if self._pending >= self._batch_size:
+            await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        if self._behind is not None and self._batch:
+            batch, self._batch, self._pending = self._batch, [], 0
+            await self._behind.put(batch)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        for chunk in batch:
+            self._write(chunk)
+            _hash(self._digest, chunk)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._behind is None:
+            return
+        try:
+            if exc is None:
+                await self._hand_over()
+        finally:
+            await self._behind.__aexit__(exc_type, exc, tb)
 
 
 # ---------------------------------------------------------------- request bodies
@@ -240,40 +301,85 @@ def encode_body(json: Any = None, data: BodySource | None = None) -> tuple[BodyS
     raise TypeError(f"cannot send a {type(data).__name__} as a body (bytes, a file object or an iterator of bytes)")
 
 
-async def iter_body(source: BodySource) -> AsyncIterator[bytes]:
-    """The chunks of a body source; blocking reads happen in worker threads."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        yield bytes(source)
-        return
-    if isinstance(source, str):
-        yield source.encode()
+@asynccontextmanager
+async def body_chunks(
+    source: BodySource, *, chunk_size: int = CHUNK_SIZE, digest: Any = None
+) -> AsyncIterator[AsyncIterable[bytes]]:
+    """The chunks of a body source (none empty), each fed to ``digest`` (a hashlib object) when given.
+
+    A blocking ``read`` or a plain iterator runs in a worker thread one chunk
+    ahead of the caller (:class:`~radical_edge_tunnel.ReadAhead`, hashing
+    there too): the next chunk is read from the disk while this one goes out.
+    """
+    if isinstance(source, bytes | bytearray | memoryview | str):
+        yield _one(_as_bytes(source), digest)
         return
     read = getattr(source, "read", None)
     if read is not None and callable(read):
-        is_async = inspect.iscoroutinefunction(read)
-        while True:
-            chunk = await read(CHUNK_SIZE) if is_async else await anyio.to_thread.run_sync(read, CHUNK_SIZE)
-            if not chunk:
-                return
-            if isinstance(chunk, str):
-                raise TypeError("the file object gives text: open it in binary mode ('rb')")
-            yield bytes(chunk)
+        if inspect.iscoroutinefunction(read):
+            yield _async_reads(read, chunk_size, digest)
+            return
+        async with ReadAhead(functools.partial(_read_chunk, read, chunk_size, digest)) as chunks:
+            yield chunks
     elif isinstance(source, AsyncIterable):
-        async for chunk in source:
-            yield _as_bytes(chunk)
+        yield _async_items(source, digest)
     elif isinstance(source, Iterable):
-        iterator = iter(source)
-        while True:
-            chunk = await anyio.to_thread.run_sync(_next_or_none, iterator)
-            if chunk is None:
-                return
-            yield _as_bytes(chunk)
+        async with ReadAhead(functools.partial(_next_chunk, iter(source), digest)) as chunks:
+            yield chunks
     else:
-        raise TypeError(f"cannot send a {type(source).__name__} as a body")
+        raise TypeError(
+            f"cannot send a {type(source).__name__} as a body (bytes, a file object or an iterator of bytes)"
+        )
 
 
-def _next_or_none(iterator: Iterator[bytes]) -> bytes | None:
-    return next(iterator, None)
+async def _one(data: bytes, digest: Any) -> AsyncIterator[bytes]:
+    if data:
+        _hash(digest, data)
+        yield data
+
+
+async def _async_reads(read: Any, chunk_size: int, digest: Any) -> AsyncIterator[bytes]:
+    while chunk := await read(chunk_size):
+        data = _read_bytes(chunk)
+        _hash(digest, data)
+        yield data
+
+
+async def _async_items(source: AsyncIterable[Any], digest: Any) -> AsyncIterator[bytes]:
+    async for chunk in source:
+        if data := _as_bytes(chunk):
+            _hash(digest, data)
+            yield data
+
+
+def _read_chunk(read: Callable[[int], Any], chunk_size: int, digest: Any) -> bytes | None:
+    """The next chunk of a blocking ``read`` (None at the end), hashed: run in a worker thread."""
+    chunk = read(chunk_size)
+    if not chunk:
+        return None
+    data = _read_bytes(chunk)
+    _hash(digest, data)
+    return data
+
+
+def _next_chunk(iterator: Iterator[Any], digest: Any) -> bytes | None:
+    """The next non-empty chunk of a plain iterator (None at the end), hashed: run in a worker thread."""
+    for chunk in iterator:
+        if data := _as_bytes(chunk):
+            _hash(digest, data)
+            return data
+    return None
+
+
+def _hash(digest: Any, data: bytes) -> None:
+    if digest is not None:
+        digest.update(data)
+
+
+def _read_bytes(chunk: Any) -> bytes:
+    if isinstance(chunk, str):
+        raise TypeError("the file object gives text: open it in binary mode ('rb')")
+    return bytes(chunk)
 
 
 def _as_bytes(chunk: Any) -> bytes:
@@ -297,8 +403,8 @@ class _Upload:
     async def run(self) -> None:
         try:
             with self.scope:
-                async for chunk in iter_body(self.source):
-                    if chunk:
+                async with body_chunks(self.source) as chunks:
+                    async for chunk in chunks:
                         await self.stream.send(chunk)
                 await self.stream.end()
         except StreamResetError:

@@ -35,7 +35,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Any, ClassVar, TypeAlias
@@ -46,7 +46,15 @@ import anyio.to_thread
 from ._blocking import Blocking
 from ._client import AsyncPluginClient, register_plugin_client
 from ._errors import BridgeProtocolError, ChecksumMismatch, HTTPError, RadicalEdgeError, RequestTimeout, expect_dict
-from ._http import StreamResponse, SupportsAsyncRead, SupportsAsyncWrite, SupportsRead, SupportsWrite
+from ._http import (
+    ChunkWriter,
+    StreamResponse,
+    SupportsAsyncRead,
+    SupportsAsyncWrite,
+    SupportsRead,
+    SupportsWrite,
+    body_chunks,
+)
 
 #: bytes read from a local file per worker-thread hop, and gathered before one local write
 CHUNK = 1024 * 1024
@@ -165,15 +173,6 @@ class _Silence:
 # ---------------------------------------------------------------- upload sources
 
 
-def _read_hashed(read: Callable[[int], bytes], n: int, digest: Any) -> bytes:
-    data = read(n)
-    if isinstance(data, str):
-        raise TypeError("the file object gives text: open it in binary mode ('rb')")
-    if digest is not None and data:
-        digest.update(data)
-    return bytes(data)
-
-
 class _Source:
     """What an upload reads: its chunks (blocking reads in worker threads, hashed there), size, seekability."""
 
@@ -222,110 +221,48 @@ class _Source:
         await anyio.to_thread.run_sync(self.obj.seek, self.base)
         left = offset
         while left:
-            data = await anyio.to_thread.run_sync(_read_hashed, self.obj.read, min(CHUNK, left), digest)
+            data = await anyio.to_thread.run_sync(self.obj.read, min(CHUNK, left))
             if not data:
                 raise RadicalEdgeError(f"the local file is shorter than the {offset} bytes to resume after")
+            await anyio.to_thread.run_sync(digest.update, data)
             left -= len(data)
 
-    async def chunks(self, digest: Any) -> AsyncIterator[bytes]:
-        """The content from where it stands, chunk by chunk, hashed into ``digest`` when given."""
-        obj = self.obj
-        read = getattr(obj, "read", None)
-        if read is not None and inspect.iscoroutinefunction(read):
-            while chunk := await read(CHUNK):
-                data = bytes(chunk)
-                if digest is not None:
-                    digest.update(data)
-                yield data
-        elif read is not None:
-            while chunk := await anyio.to_thread.run_sync(_read_hashed, read, CHUNK, digest):
-                yield chunk
-        elif isinstance(obj, AsyncIterable):
-            async for chunk in obj:
-                data = _as_bytes(chunk)
-                if digest is not None:
-                    digest.update(data)
-                if data:
-                    yield data
-        elif isinstance(obj, Iterable):
-            iterator = iter(obj)
-            while (chunk := await anyio.to_thread.run_sync(_next_hashed, iterator, digest)) is not None:
-                if chunk:
-                    yield chunk
-        else:
-            raise TypeError(f"cannot upload a {type(obj).__name__}: give a path, bytes, a file or an iterator of bytes")
+    def chunks(self, digest: Any) -> contextlib.AbstractAsyncContextManager[AsyncIterable[bytes]]:
+        """The content from where it stands, chunk by chunk (read one ahead), hashed into ``digest`` when given."""
+        return body_chunks(self.obj, chunk_size=CHUNK, digest=digest)
 
     async def aclose(self) -> None:
         if self.owned:
             await anyio.to_thread.run_sync(self.obj.close)
 
 
-def _as_bytes(chunk: Any) -> bytes:
-    if isinstance(chunk, bytes | bytearray | memoryview):
-        return bytes(chunk)
-    raise TypeError(f"upload chunks must be bytes, not {type(chunk).__name__}")
-
-
-def _next_hashed(iterator: Iterator[Any], digest: Any) -> bytes | None:
-    chunk = next(iterator, None)
-    if chunk is None:
-        return None
-    data = _as_bytes(chunk)
-    if digest is not None:
-        digest.update(data)
-    return data
-
-
 # ---------------------------------------------------------------- download sinks
 
 
 class _Sink:
-    """Where a download goes: batches of chunks written (and hashed) in one worker-thread hop each."""
+    """Where a download goes, and the digest what arrives is fed to."""
 
     def __init__(self, obj: Any, digest: Any) -> None:
+        if not callable(getattr(obj, "write", None)):
+            raise TypeError("the download target must be a path or have a write() method")
         self.obj = obj
         self.digest = digest
-        self.batch: list[bytes] = []
-        self.pending = 0
-        write = getattr(obj, "write", None)
-        if write is None:
-            raise TypeError("the download target must be a path or have a write() method")
-        self.write = write
-        self.is_async = inspect.iscoroutinefunction(write)
-
-    async def add(self, chunk: bytes) -> None:
-        if self.is_async:
-            await self.write(chunk)
-            if self.digest is not None:
-                self.digest.update(chunk)
-            return
-        self.batch.append(chunk)
-        self.pending += len(chunk)
-        if self.pending >= CHUNK:
-            await self.flush()
 
     async def drain(
         self, answer: StreamResponse, silence: _Silence, done: int, total: int | None, progress: ProgressCallback | None
     ) -> int:
-        """Write the rest of ``answer``'s body here (each chunk pokes ``silence`` and is reported); the bytes done."""
-        while chunk := await answer.receive():
-            silence.poke()
-            await self.add(chunk)
-            done += len(chunk)
-            await _report(progress, done, total)
-        await self.flush()
+        """Write the rest of ``answer``'s body here (each chunk pokes ``silence`` and is reported); the bytes done.
+
+        A blocking target is written in batches behind the arriving chunks (:class:`ChunkWriter`); all of it is
+        written when this returns.
+        """
+        async with ChunkWriter(self.obj, self.digest, batch_size=CHUNK) as writer:
+            while chunk := await answer.receive():
+                silence.poke()
+                await writer.add(chunk)
+                done += len(chunk)
+                await _report(progress, done, total)
         return done
-
-    async def flush(self) -> None:
-        if self.batch:
-            batch, self.batch, self.pending = self.batch, [], 0
-            await anyio.to_thread.run_sync(self._write, batch)
-
-    def _write(self, batch: list[bytes]) -> None:
-        for chunk in batch:
-            self.write(chunk)
-            if self.digest is not None:
-                self.digest.update(chunk)
 
 
 def _total_of(answer: StreamResponse, offset: int) -> int | None:
@@ -565,7 +502,8 @@ class AsyncStagingClient(AsyncPluginClient):
             }
             if src.size is not None:
                 params["size"] = src.size
-            answer = await self._send(src.chunks(digest), params, start=offset, total=src.size, progress=progress)
+            async with src.chunks(digest) as chunks:
+                answer = await self._send(chunks, params, start=offset, total=src.size, progress=progress)
         finally:
             await src.aclose()
         if digest is None:
@@ -720,7 +658,7 @@ class AsyncStagingClient(AsyncPluginClient):
 
     async def _send(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterable[bytes],
         params: dict[str, Any],
         *,
         start: int,

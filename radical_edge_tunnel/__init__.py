@@ -11,6 +11,7 @@ from ._carrier import Carrier, MemoryCarrier, WebSocketCarrier, memory_carrier_p
 from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._limits import MAX_CONNECTION_WINDOW, MAX_STREAM_WINDOW, TUNNEL_FRAME_SIZE, tunnel_limits
+from ._overlap import ReadAhead, WriteBehind
 from ._reads import LARGE_READ, LargeReads, tune_socket_reads
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
@@ -58,6 +59,7 @@ __all__ = [
     "LargeReads",
     "PURE_PYTHON_ENV",
     "MemoryCarrier",
+    "ReadAhead",
     "Redial",
     "Redialer",
     "MAX_CONNECTION_WINDOW",
@@ -71,6 +73,7 @@ __all__ = [
     "TunnelStream",
     "UpgradeRejectedError",
     "WebSocketCarrier",
+    "WriteBehind",
     "accept_handshake",
     "check_private",
     "client_ssl_context",

@@ -15,6 +15,7 @@ import logging
 import os
 import ssl
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -322,6 +323,63 @@ async def test_upload_and_download_any_source_with_checksums(tmp_path: Path, tls
             assert "checksum mismatch" in r.json()["detail"]
             assert not (s.r1 / "bad.bin").exists()
             assert not (s.r1 / ".bad.bin.radical-partial").exists()  # discarded: a resume cannot fix it
+
+
+async def test_the_sdk_reads_and_writes_local_files_while_the_tunnel_moves_data(tmp_path: Path, tls: TLSFiles) -> None:
+    """A slow local disk (a parallel file system) does not stop the network: the next chunk of an upload is
+    read while the last one is sent, and a download is written in batches while the next batch arrives.
+
+    Shown without timing: the source's second read starts before the first chunk is reported sent (the
+    progress callback waits for it), and the sink's first write waits until the download has gone past
+    the first batch (1 MiB); without the overlap, each would wait for the other until the test's limit.
+    """
+    data = pattern(6 * MiB + 7)
+    second_read = threading.Event()
+
+    class SlowSource:  # a blocking, non-seekable file object
+        def __init__(self) -> None:
+            self.at = 0
+            self.reads = 0
+
+        def read(self, n: int) -> bytes:
+            self.reads += 1
+            if self.reads == 2:
+                second_read.set()
+            chunk = data[self.at : self.at + n]
+            self.at += len(chunk)
+            return chunk
+
+    async def upload_progress(done: int, total: int | None) -> None:
+        if 0 < done < len(data):  # the first chunk has gone out: the next one must be on its way from the disk
+            with anyio.fail_after(10):
+                while not second_read.is_set():
+                    await anyio.sleep(0.005)
+
+    progressed = threading.Event()
+
+    class SlowSink:  # a blocking file object whose first write lasts until the download is past 1 MiB
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def write(self, chunk: bytes) -> int:
+            if not self.parts and not progressed.wait(10):
+                raise TimeoutError("the download waited for the local write")
+            self.parts.append(chunk)
+            return len(chunk)
+
+    def download_progress(done: int, total: int | None) -> None:
+        if done >= MiB:
+            progressed.set()
+
+    async with site(tmp_path, tls) as s, s.client() as bridge:
+        st = await staging(bridge)
+        answer = await st.upload(SlowSource(), "~/slow.bin", progress=upload_progress)
+        assert answer["sha256"] == sha(data)
+        assert (s.r1 / "slow.bin").read_bytes() == data
+        sink = SlowSink()
+        answer = await st.download("~/slow.bin", sink, progress=download_progress)
+        assert answer["sha256"] == sha(data)
+        assert b"".join(sink.parts) == data
 
 
 async def test_range_requests(tmp_path: Path, tls: TLSFiles) -> None:

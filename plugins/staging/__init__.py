@@ -53,6 +53,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from starlette.requests import ClientDisconnect
 
 from radical_edge_edge import Plugin, Session, caller_of, current_session, streaming_body
+from radical_edge_tunnel import WriteBehind
 
 from ._paths import PathRefused, Roots, Target, fsync_dir, refusal, remove_tree, rename_noreplace
 from ._transfer import (
@@ -526,27 +527,34 @@ class StagingPlugin(Plugin):
     # ------------------------------------------------------------ the upload body
 
     async def _receive(self, request: Request, upload: Upload, size: int | None) -> None:
-        """Write the request body into ``upload`` as it arrives, in batches of about ``batch_bytes``."""
+        """Write the request body into ``upload`` as it arrives, in batches of about ``batch_bytes``.
+
+        A batch is written (and hashed) in a worker thread while the next one
+        arrives: the disk and the tunnel work at the same time.
+        """
         batch: list[bytes] = []
         pending = 0
-        try:
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                if size is not None and upload.written + pending + len(chunk) > size:
-                    raise HTTPException(400, f"the body is longer than size={size}")
-                batch.append(chunk)
-                pending += len(chunk)
-                if pending >= self.batch_bytes:
-                    chunks, batch, pending = batch, [], 0
-                    await anyio.to_thread.run_sync(upload.write, chunks)
-        except BaseException:
-            if batch:  # what arrived is good data: keep it for the resume
-                with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
-                    await anyio.to_thread.run_sync(upload.write, batch)
-            raise
-        if batch:
-            await anyio.to_thread.run_sync(upload.write, batch)
+        received = upload.written
+        async with WriteBehind(upload.write) as writer:
+            try:
+                async for chunk in request.stream():
+                    if not chunk:
+                        continue
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise HTTPException(400, f"the body is longer than size={size}")
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= self.batch_bytes:
+                        chunks, batch, pending = batch, [], 0
+                        await writer.put(chunks)
+            except BaseException:
+                if batch and not writer.failed:  # what arrived is good data: keep it for the resume
+                    with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                        await writer.put(batch)
+                raise
+            if batch:
+                await writer.put(batch)
 
     async def _put_request(self, session: StagingSession, request: Request) -> dict[str, Any]:
         """``POST put``: the body read (bounded), checked, decoded and written."""

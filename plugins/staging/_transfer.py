@@ -38,10 +38,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from radical_edge_tunnel import ReadAhead
 
 from ._paths import NAME_MAX, PathRefused, Target, fsync_dir, refusal, rename_noreplace
 
@@ -529,27 +529,21 @@ class FileStream(Response):
     async def _send_body(self, send: Send) -> None:
         fd, end = self.fd, self.start + self.length
 
-        def read(at: int) -> bytes:
+        at = self.start
+
+        def read() -> bytes | None:
+            nonlocal at
+            if at >= end:
+                return None
             data = os.pread(fd, min(self.chunk, end - at), at)
             if not data:
                 raise OSError(errno.EIO, f"the file ended {end - at} bytes early (truncated meanwhile?)")
+            at += len(data)
             return data
 
-        # pieces are read (in worker threads) while the previous one goes out: at most one waits between
-        tx, rx = anyio.create_memory_object_stream[bytes](1)
-
-        async def reader() -> None:
-            async with tx:
-                at = self.start
-                while at < end:
-                    data = await anyio.to_thread.run_sync(read, at)
-                    at += len(data)
-                    await tx.send(data)
-
         sent = self.start
-        async with anyio.create_task_group() as tg, rx:
-            tg.start_soon(reader)
-            async for data in rx:
+        async with ReadAhead(read) as pieces:  # the next piece is read while this one goes out
+            async for data in pieces:
                 sent += len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": sent < end})
 

@@ -1,0 +1,150 @@
+"""Blocking work in a worker thread, overlapped with the event loop's.
+
+A file transfer alternates between blocking calls (reading, writing and
+hashing a file: worker threads) and the network (the event loop).  Done one
+after the other, each side waits for the other, and neither a core nor the
+disk is kept busy.  :class:`ReadAhead` and :class:`WriteBehind` keep one
+blocking call in flight while the caller goes on with the network, so the two
+overlap; what is held in memory stays at two items (the caller's and the
+one in the worker).
+
+Both run their worker in a task group of their own, but never let it wrap an
+error: what the blocking call raised comes out unchanged (the caller's
+``except OSError`` still works), where the caller asks for the next item or
+leaves the ``async with``.  A blocking call in progress is never abandoned:
+cancelling the caller waits for it to return (a write is either done or not
+started, so what is known to be written is written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+T = TypeVar("T")
+
+
+class ReadAhead(Generic[T]):
+    """``read()`` called in a worker thread, one call ahead of the consumer, until it returns None.
+
+    ``async with ReadAhead(read) as items: async for item in items: ...``:
+    while the body handles an item, the next is being read.  An exception from
+    ``read`` is raised by the iteration (after the items read before it).
+    Leaving the block early stops the reads (the one in progress finishes).
+    """
+
+    def __init__(self, read: Callable[[], T | None]) -> None:
+        self._read = read
+        self._failure: BaseException | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._rx: MemoryObjectReceiveStream[T] | None = None
+
+    async def __aenter__(self) -> ReadAhead[T]:
+        tx, rx = anyio.create_memory_object_stream[T](0)  # one item with the consumer, the next being read
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg, self._rx = tg, rx
+        tg.start_soon(self._produce, tx)
+        return self
+
+    async def _produce(self, tx: MemoryObjectSendStream[T]) -> None:
+        async with tx:
+            try:
+                while (item := await anyio.to_thread.run_sync(self._read)) is not None:
+                    await tx.send(item)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the consumer left
+            except Exception as exc:  # raised where the consumer asks for the next item
+                self._failure = exc
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        if self._rx is None:
+            raise RuntimeError("iterate a ReadAhead inside its async with")
+        async for item in self._rx:
+            yield item
+        if self._failure is not None:
+            raise self._failure
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tg, rx = self._tg, self._rx
+        if tg is None or rx is None:
+            return
+        self._tg = self._rx = None
+        rx.close()  # the reader stops at its next hand-over
+        tg.cancel_scope.cancel()  # or at once, if it waits between reads
+        await tg.__aexit__(None, None, None)  # errors were stored, not raised: nothing to wrap
+
+
+class WriteBehind(Generic[T]):
+    """``write(item)`` called in a worker thread while the caller goes on; at most one call in flight.
+
+    ``async with WriteBehind(write) as writer: await writer.put(item)``: ``put``
+    waits until the previous write is done, hands the item over and returns
+    while it is written.  Leaving the block
+    waits for the last write.  An exception from ``write`` stops the writes:
+    the next :meth:`put`, or leaving the block, raises it.  Leaving on an
+    exception of the body still finishes the write in progress, and that
+    exception is the one that propagates.
+    """
+
+    def __init__(self, write: Callable[[T], object]) -> None:
+        self._write = write
+        self._failure: BaseException | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._tx: MemoryObjectSendStream[T] | None = None
+
+    async def __aenter__(self) -> WriteBehind[T]:
+        tx, rx = anyio.create_memory_object_stream[T](0)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg, self._tx = tg, tx
+        tg.start_soon(self._consume, rx)
+        return self
+
+    async def _consume(self, rx: MemoryObjectReceiveStream[T]) -> None:
+        async with rx:
+            async for item in rx:
+                try:
+                    with anyio.CancelScope(shield=True):  # a write handed over is written
+                        await anyio.to_thread.run_sync(self._write, item)
+                except Exception as exc:  # raised by the next put, or on leaving
+                    self._failure = exc
+                    return
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write raised (the writes stopped there)."""
+        return self._failure is not None
+
+    async def put(self, item: T) -> None:
+        """Hand ``item`` to the writer once the write before it is done (raises what a write raised)."""
+        if self._failure is not None:
+            raise self._failure
+        if self._tx is None:
+            raise RuntimeError("put into a WriteBehind inside its async with")
+        try:
+            await self._tx.send(item)
+        except anyio.BrokenResourceError:
+            if self._failure is not None:
+                raise self._failure from None
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tg, tx = self._tg, self._tx
+        if tg is None or tx is None:
+            return
+        self._tg = self._tx = None
+        tx.close()  # the writer finishes what it was handed and stops
+        await tg.__aexit__(None, None, None)  # errors were stored, not raised: nothing to wrap
+        if exc is None and self._failure is not None:
+            raise self._failure
