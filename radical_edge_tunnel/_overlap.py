@@ -18,9 +18,9 @@ started, so what is known to be written is written).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -30,7 +30,33 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 T = TypeVar("T")
 
 
-class ReadAhead(Generic[T]):
+class _Worker:
+    """A task group of its own, entered with the caller's ``async with`` and left with it.
+
+    Its task stores what it raises instead of raising it, so leaving never
+    wraps an error in an ExceptionGroup.
+    """
+
+    def __init__(self) -> None:
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._failure: BaseException | None = None
+
+    async def _start(self, task: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(task, *args)
+
+    async def _join(self, *, cancel: bool) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        if cancel:
+            tg.cancel_scope.cancel()
+        await tg.__aexit__(None, None, None)  # errors were stored, not raised: nothing to wrap
+
+
+class ReadAhead(_Worker, Generic[T]):
     """``read()`` called in a worker thread, one call ahead of the consumer, until it returns None.
 
     ``async with ReadAhead(read) as items: async for item in items: ...``:
@@ -40,17 +66,13 @@ class ReadAhead(Generic[T]):
     """
 
     def __init__(self, read: Callable[[], T | None]) -> None:
+        super().__init__()
         self._read = read
-        self._failure: BaseException | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._rx: MemoryObjectReceiveStream[T] | None = None
 
     async def __aenter__(self) -> ReadAhead[T]:
-        tx, rx = anyio.create_memory_object_stream[T](0)  # one item with the consumer, the next being read
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg, self._rx = tg, rx
-        tg.start_soon(self._produce, tx)
+        tx, self._rx = anyio.create_memory_object_stream[T](0)  # one item with the consumer, the next being read
+        await self._start(self._produce, tx)
         return self
 
     async def _produce(self, tx: MemoryObjectSendStream[T]) -> None:
@@ -74,16 +96,13 @@ class ReadAhead(Generic[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tg, rx = self._tg, self._rx
-        if tg is None or rx is None:
-            return
-        self._tg = self._rx = None
-        rx.close()  # the reader stops at its next hand-over
-        tg.cancel_scope.cancel()  # or at once, if it waits between reads
-        await tg.__aexit__(None, None, None)  # errors were stored, not raised: nothing to wrap
+        if self._rx is not None:
+            self._rx.close()  # the reader stops at its next hand-over
+            self._rx = None
+        await self._join(cancel=True)  # or at once, if it waits between reads
 
 
-class WriteBehind(Generic[T]):
+class WriteBehind(_Worker, Generic[T]):
     """``write(item)`` called in a worker thread while the caller goes on; at most one call in flight.
 
     ``async with WriteBehind(write) as writer: await writer.put(item)``: ``put``
@@ -96,17 +115,13 @@ class WriteBehind(Generic[T]):
     """
 
     def __init__(self, write: Callable[[T], object]) -> None:
+        super().__init__()
         self._write = write
-        self._failure: BaseException | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._tx: MemoryObjectSendStream[T] | None = None
 
     async def __aenter__(self) -> WriteBehind[T]:
-        tx, rx = anyio.create_memory_object_stream[T](0)
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg, self._tx = tg, tx
-        tg.start_soon(self._consume, rx)
+        self._tx, rx = anyio.create_memory_object_stream[T](0)
+        await self._start(self._consume, rx)
         return self
 
     async def _consume(self, rx: MemoryObjectReceiveStream[T]) -> None:
@@ -140,11 +155,9 @@ class WriteBehind(Generic[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tg, tx = self._tg, self._tx
-        if tg is None or tx is None:
-            return
-        self._tg = self._tx = None
-        tx.close()  # the writer finishes what it was handed and stops
-        await tg.__aexit__(None, None, None)  # errors were stored, not raised: nothing to wrap
+        if self._tx is not None:
+            self._tx.close()  # the writer finishes what it was handed and stops
+            self._tx = None
+        await self._join(cancel=False)
         if exc is None and self._failure is not None:
             raise self._failure

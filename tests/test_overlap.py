@@ -109,48 +109,50 @@ async def test_failed_tells_the_caller_the_writes_stopped() -> None:
         await run()
 
 
-async def test_the_callers_error_propagates_after_the_write_in_progress_finishes() -> None:
-    release = threading.Event()
-    started = threading.Event()
-    written: list[str] = []
+class HeldWrite:
+    """A blocking write that lasts until :meth:`release_soon` lets it finish."""
 
-    def write(item: str) -> None:
-        started.set()
-        release.wait(WAIT)
-        written.append(item)
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.written: list[str] = []
+
+    def __call__(self, item: str) -> None:
+        self.started.set()
+        self.release.wait(WAIT)
+        self.written.append(item)
+
+    def release_soon(self) -> None:
+        threading.Timer(0.05, self.release.set).start()
+
+
+async def test_the_callers_error_propagates_after_the_write_in_progress_finishes() -> None:
+    write = HeldWrite()
 
     async def run() -> None:
         async with WriteBehind(write) as writer:
             await writer.put("kept")
-            await wait_for(started)
-            threading.Timer(0.05, release.set).start()
+            await wait_for(write.started)
+            write.release_soon()
             raise ValueError("the body failed")
 
     with pytest.raises(ValueError, match="the body failed") as info:
         await run()
     assert type(info.value) is ValueError
-    assert written == ["kept"]  # handed over, so written
+    assert write.written == ["kept"]  # handed over, so written
 
 
 async def test_cancelling_the_caller_finishes_the_write_in_progress() -> None:
-    release = threading.Event()
-    started = threading.Event()
-    written: list[str] = []
-
-    def write(item: str) -> None:
-        started.set()
-        release.wait(WAIT)
-        written.append(item)
-
+    write = HeldWrite()
     with anyio.CancelScope() as scope:
         async with WriteBehind(write) as writer:
             await writer.put("kept")
-            await wait_for(started)
-            threading.Timer(0.05, release.set).start()
+            await wait_for(write.started)
+            write.release_soon()
             scope.cancel()
             await anyio.sleep(WAIT)
     assert scope.cancelled_caught
-    assert written == ["kept"]
+    assert write.written == ["kept"]
 
 
 # ---------------------------------------------------------------- ReadAhead
