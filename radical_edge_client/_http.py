@@ -303,13 +303,18 @@ def encode_body(json: Any = None, data: BodySource | None = None) -> tuple[BodyS
 
 @asynccontextmanager
 async def body_chunks(
-    source: BodySource, *, chunk_size: int = CHUNK_SIZE, digest: Any = None
+    source: BodySource, *, chunk_size: int = CHUNK_SIZE, digest: Any = None, owned: bool = False
 ) -> AsyncIterator[AsyncIterable[bytes]]:
     """The chunks of a body source (none empty), each fed to ``digest`` (a hashlib object) when given.
 
     A blocking ``read`` or a plain iterator runs in a worker thread one chunk
     ahead of the caller (:class:`~radical_edge_tunnel.ReadAhead`, hashing
     there too): the next chunk is read from the disk while this one goes out.
+    Text chunks of an iterator are sent UTF-8 encoded.  A source of the
+    caller's may block for good (a pipe whose writer hung): cancelling leaves
+    its read behind rather than wait for it.  ``owned``: the source is a file
+    this library opened (and closes on leaving), so its read in progress is
+    waited for instead.
     """
     if isinstance(source, bytes | bytearray | memoryview | str):
         yield _one(_as_bytes(source), digest)
@@ -319,12 +324,14 @@ async def body_chunks(
         if inspect.iscoroutinefunction(read):
             yield _async_reads(read, chunk_size, digest)
             return
-        async with ReadAhead(functools.partial(_read_chunk, read, chunk_size, digest)) as chunks:
+        reads = functools.partial(_read_chunk, read, chunk_size, digest)
+        async with ReadAhead(reads, abandon_on_cancel=not owned) as chunks:
             yield chunks
     elif isinstance(source, AsyncIterable):
         yield _async_items(source, digest)
     elif isinstance(source, Iterable):
-        async with ReadAhead(functools.partial(_next_chunk, iter(source), digest)) as chunks:
+        items = functools.partial(_next_chunk, iter(source), digest)
+        async with ReadAhead(items, abandon_on_cancel=not owned) as chunks:
             yield chunks
     else:
         raise TypeError(

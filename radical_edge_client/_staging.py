@@ -53,6 +53,7 @@ from ._http import (
     SupportsAsyncWrite,
     SupportsRead,
     SupportsWrite,
+    _read_bytes,
     body_chunks,
 )
 
@@ -221,7 +222,7 @@ class _Source:
         await anyio.to_thread.run_sync(self.obj.seek, self.base)
         left = offset
         while left:
-            data = await anyio.to_thread.run_sync(self.obj.read, min(CHUNK, left))
+            data = _read_bytes(await anyio.to_thread.run_sync(self.obj.read, min(CHUNK, left)))
             if not data:
                 raise RadicalEdgeError(f"the local file is shorter than the {offset} bytes to resume after")
             await anyio.to_thread.run_sync(digest.update, data)
@@ -229,7 +230,7 @@ class _Source:
 
     def chunks(self, digest: Any) -> contextlib.AbstractAsyncContextManager[AsyncIterable[bytes]]:
         """The content from where it stands, chunk by chunk (read one ahead), hashed into ``digest`` when given."""
-        return body_chunks(self.obj, chunk_size=CHUNK, digest=digest)
+        return body_chunks(self.obj, chunk_size=CHUNK, digest=digest, owned=self.owned)
 
     async def aclose(self) -> None:
         if self.owned:

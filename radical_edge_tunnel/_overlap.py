@@ -61,13 +61,23 @@ class ReadAhead(_Worker, Generic[T]):
 
     ``async with ReadAhead(read) as items: async for item in items: ...``:
     while the body handles an item, the next is being read.  An exception from
-    ``read`` is raised by the iteration (after the items read before it).
-    Leaving the block early stops the reads (the one in progress finishes).
+    ``read`` is raised by the iteration (after the items read before it); if
+    the reads stop before ``read`` said the end (they were cancelled while the
+    consumer was not), the iteration raises :class:`anyio.BrokenResourceError`
+    rather than end as if complete.  Leaving the block early stops the reads.
+
+    The read in progress then finishes before the block is left, unless
+    ``abandon_on_cancel``: for a ``read`` that may block for good (a pipe, a
+    socket, a caller's iterator), cancelling leaves it to finish on its own and
+    its result is dropped.  Only for reads that touch nothing the caller frees
+    on leaving (a file descriptor closed there could be reused under the read).
     """
 
-    def __init__(self, read: Callable[[], T | None]) -> None:
+    def __init__(self, read: Callable[[], T | None], *, abandon_on_cancel: bool = False) -> None:
         super().__init__()
         self._read = read
+        self._abandon = abandon_on_cancel
+        self._ended = False
         self._rx: MemoryObjectReceiveStream[T] | None = None
 
     async def __aenter__(self) -> ReadAhead[T]:
@@ -78,11 +88,14 @@ class ReadAhead(_Worker, Generic[T]):
     async def _produce(self, tx: MemoryObjectSendStream[T]) -> None:
         async with tx:
             try:
-                while (item := await anyio.to_thread.run_sync(self._read)) is not None:
+                while (item := await anyio.to_thread.run_sync(self._read, abandon_on_cancel=self._abandon)) is not None:
                     await tx.send(item)
+                self._ended = True
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the consumer left
-            except Exception as exc:  # raised where the consumer asks for the next item
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # raised where the consumer asks for the next item
                 self._failure = exc
 
     async def __aiter__(self) -> AsyncIterator[T]:
@@ -92,6 +105,8 @@ class ReadAhead(_Worker, Generic[T]):
             yield item
         if self._failure is not None:
             raise self._failure
+        if not self._ended:
+            raise anyio.BrokenResourceError("the reads were cancelled before the end")
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -107,11 +122,12 @@ class WriteBehind(_Worker, Generic[T]):
 
     ``async with WriteBehind(write) as writer: await writer.put(item)``: ``put``
     waits until the previous write is done, hands the item over and returns
-    while it is written.  Leaving the block
-    waits for the last write.  An exception from ``write`` stops the writes:
-    the next :meth:`put`, or leaving the block, raises it.  Leaving on an
-    exception of the body still finishes the write in progress, and that
-    exception is the one that propagates.
+    while it is written.  Leaving the block waits for the last write.  An
+    exception from ``write`` stops the writes: the next :meth:`put`, or
+    leaving the block, raises it.  Leaving on an exception of the body (a
+    cancellation too) still finishes the write in progress, and that exception
+    is the one that propagates; a shielded :meth:`put` there still hands an
+    item over (to keep what arrived, say).
     """
 
     def __init__(self, write: Callable[[T], object]) -> None:
@@ -125,14 +141,16 @@ class WriteBehind(_Worker, Generic[T]):
         return self
 
     async def _consume(self, rx: MemoryObjectReceiveStream[T]) -> None:
-        async with rx:
-            async for item in rx:
-                try:
-                    with anyio.CancelScope(shield=True):  # a write handed over is written
+        # shielded whole: a cancelled caller still hands over what it has (a resume keeps it), and leaving
+        # the block always closes the stream, which ends this loop
+        with anyio.CancelScope(shield=True):
+            async with rx:
+                async for item in rx:
+                    try:
                         await anyio.to_thread.run_sync(self._write, item)
-                except Exception as exc:  # raised by the next put, or on leaving
-                    self._failure = exc
-                    return
+                    except BaseException as exc:  # raised by the next put, or on leaving
+                        self._failure = exc
+                        return
 
     @property
     def failed(self) -> bool:

@@ -232,3 +232,87 @@ async def test_the_consumers_error_propagates_unwrapped() -> None:
 
     with pytest.raises(KeyError):
         await run()
+
+
+async def test_a_read_that_blocks_for_good_is_left_behind_when_asked() -> None:
+    """A pipe whose writer hung: with abandon_on_cancel the caller's cancel ends at once."""
+    stuck = threading.Event()
+    calls: list[int] = []
+
+    def read() -> bytes | None:
+        calls.append(1)
+        if len(calls) == 2:
+            stuck.wait(WAIT)  # blocks far longer than the caller waits
+        return b"x"
+
+    try:
+        with anyio.fail_after(WAIT / 2):  # fails the test only if the cancel below waited for the read
+            with anyio.move_on_after(0.2) as scope:
+                async with ReadAhead(read, abandon_on_cancel=True) as chunks:
+                    async for _chunk in chunks:
+                        pass
+            assert scope.cancelled_caught
+    finally:
+        stuck.set()
+
+
+async def test_reads_cancelled_before_the_end_are_not_taken_for_the_end() -> None:
+    """If the reads stop early while the consumer goes on (shielded), the iteration says so."""
+    got: list[bytes] = []
+
+    async def consume(chunks: ReadAhead[bytes], outer: anyio.CancelScope) -> None:
+        with anyio.CancelScope(shield=True):
+            async for chunk in chunks:
+                got.append(chunk)
+                outer.cancel()  # the reader (in the outer scope) is cancelled; this loop is not
+
+    with anyio.CancelScope() as outer:
+        async with ReadAhead(lambda: b"more") as chunks:
+            with pytest.raises(anyio.BrokenResourceError, match="cancelled before the end"):
+                await consume(chunks, outer)
+    assert got  # it had items, then no silent end
+
+
+class Stop(BaseException):
+    """Not an Exception, not a cancellation (SystemExit-like)."""
+
+
+async def test_a_base_exception_from_the_worker_comes_out_unwrapped() -> None:
+    def read() -> bytes | None:
+        raise Stop
+
+    async def read_all() -> None:
+        async with ReadAhead(read) as chunks:
+            async for _chunk in chunks:
+                pass
+
+    with pytest.raises(Stop):
+        await read_all()
+
+    def write(item: int) -> None:
+        raise Stop
+
+    async def write_one() -> None:
+        async with WriteBehind(write) as writer:
+            await writer.put(1)
+
+    with pytest.raises(Stop):
+        await write_one()
+
+
+async def test_a_cancelled_caller_can_still_hand_over_what_it_has() -> None:
+    """The staging upload's pattern: cut off, it keeps what arrived for a resume."""
+    write = HeldWrite()
+    with anyio.CancelScope() as scope:
+        async with WriteBehind(write) as writer:
+            await writer.put("first")
+            await wait_for(write.started)
+            scope.cancel()
+            try:
+                await anyio.sleep(WAIT)
+            finally:
+                write.release_soon()
+                with anyio.CancelScope(shield=True):
+                    await writer.put("kept on the way out")
+    assert scope.cancelled_caught
+    assert write.written == ["first", "kept on the way out"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -17,7 +18,7 @@ import ssl
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from radical_edge_client import (
     HTTPError,
     NotFound,
     RadicalEdgeError,
+    RequestTimeout,
     StagingClient,
 )
 from radical_edge_edge import Backoff as EdgeBackoff
@@ -464,6 +466,67 @@ async def test_an_upload_killed_halfway_leaves_no_target_and_resumes(tmp_path: P
                 "exists": True,
             }
         tg.cancel_scope.cancel()
+
+
+async def test_a_cancelled_upload_keeps_what_the_edge_received(tmp_path: Path, tls: TLSFiles) -> None:
+    """The client gives up mid-body (Ctrl-C, its own timeout): the edge keeps what arrived for a resume,
+    the batch it had not written yet included (here all of it: the batch is larger than what was sent)."""
+    data = pattern(3 * MiB)
+    hold = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield data
+        hold.wait(20)  # then the client stalls, and is cancelled
+        yield b"never sent"
+
+    async with site(tmp_path, tls, batch_bytes=8 * MiB) as s, s.client() as bridge:
+        st = await staging(bridge)
+        sent = anyio.Event()
+
+        async def progress(done: int, total: int | None) -> None:
+            if done >= len(data):
+                sent.set()
+
+        try:
+            with anyio.fail_after(15):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(functools.partial(st.upload, source(), "~/cut.bin", progress=progress))
+                    await sent.wait()
+                    await anyio.sleep(1.0)  # the last of it crosses the bridge to the edge
+                    tg.cancel_scope.cancel()
+        finally:
+            hold.set()
+        with anyio.fail_after(10):
+            while (state := await st.upload_state("~/cut.bin"))["active"]:
+                await anyio.sleep(0.02)
+        assert 0 < state["offset"] <= len(data)  # nothing was written before the cut: it is the kept batch
+        assert (s.r1 / ".cut.bin.radical-partial").read_bytes() == data[: state["offset"]]
+
+
+async def test_a_stalled_upload_source_does_not_hold_up_a_cancel_or_the_timeout(tmp_path: Path, tls: TLSFiles) -> None:
+    """A source that blocks for good (a pipe whose writer hung): the caller's cancel and the SDK's silence
+    timeout still end the upload when they are due, not when the read returns."""
+    release = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield b"s" * MiB
+        release.wait(30)
+        yield b"late"
+
+    try:
+        async with site(tmp_path, tls) as s, s.client(timeout=2) as bridge:
+            st = await staging(bridge)
+            started = time.monotonic()
+            with anyio.move_on_after(1) as scope:
+                await st.upload(source(), "~/stall1.bin")
+            assert scope.cancelled_caught
+            assert time.monotonic() - started < 10
+            started = time.monotonic()
+            with pytest.raises(RequestTimeout):
+                await st.upload(source(), "~/stall2.bin")
+            assert time.monotonic() - started < 10
+    finally:
+        release.set()
 
 
 async def test_a_raw_http_upload_cut_mid_body_resumes(tmp_path: Path, tls: TLSFiles) -> None:
