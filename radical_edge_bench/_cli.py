@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments), run the benchmark, print the table or the JSON."""
     args = build_parser(prog or "python -m radical_edge_bench").parse_args(argv)
     options = Options.from_args(args)
+    from radical_edge_tunnel import tune_process  # noqa: PLC0415
+
     from ._bench import run  # noqa: PLC0415  (needs the bench extra: the parser does not)
 
+    tune_process()  # the clients (SDK, load drivers, raw copies) run in this process: tuned as the CLI's are
     results = run(options)
     print(json.dumps(results, indent=2) if options.json else render(results))
     return 0

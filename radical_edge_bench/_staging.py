@@ -63,8 +63,8 @@ RUNS = 2
 #: how the raw server process starts (``-m`` would import this module twice: the package imports it)
 RAW_PROGRAM = "import sys; from radical_edge_bench._staging import main; sys.exit(main())"
 DRIVER = (
-    "the SDK's AsyncStagingClient in the bench process (upload from a file, download to a file, SHA-256 "
-    f"verified on both sides); every rate the fastest of {RUNS} runs"
+    "the SDK's AsyncStagingClient in the bench process, tuned as the CLI's (upload from a file, download to a "
+    f"file, SHA-256 verified on both sides); every rate the fastest of {RUNS} runs"
 )
 RAW_DETAIL = (
     "a TLS server process (ssl + socket, 4 MiB socket buffers, 1 MiB file reads/writes, fsync) receiving a file / "

@@ -2,10 +2,12 @@
 open-file limit.
 
 Called first thing by the bridge's and the edge's command lines, the demo,
-and the benchmark's server processes (its direct server and reference
-servers too, so no comparison is flattered).  These settings are the
-process's, so a library user's process (the SDK in someone's application)
-is left as it is.
+the ``radical-edge`` verbs (``put``, ``get``, ``cp``... run the SDK in their
+own process), the benchmark's own process (its clients) and its server
+processes (its direct server and reference servers too, so no comparison is
+flattered).  These settings are the process's, so a library user's process
+(the SDK in someone's application) is left as it is: a script that moves
+large files can call it first.
 """
 
 from __future__ import annotations
