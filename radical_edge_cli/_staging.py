@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from radical_edge_client import (
     AsyncBridgeClient,
@@ -40,6 +40,7 @@ from radical_edge_client import (
 )
 
 from . import _hpc
+from ._stdio import DaemonReader, DaemonWriter
 from ._term import isatty, shown
 
 REMOTE_FORM = "EDGE:PATH"
@@ -454,7 +455,7 @@ async def put(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
                 raise Failure(f"{args.source} is a directory (put sends one file)")
             with open(local, "rb"):  # a missing or unreadable file: said before connecting
                 pass
-        source: str | IO[bytes] = sys.stdin.buffer if stdin else local
+        source: str | DaemonReader = DaemonReader(sys.stdin.fileno()) if stdin else local
         name = None if stdin else os.path.basename(local.rstrip("/"))
         async with run.connected(args) as client:
             staging = run.plugin = await _staging(client, remote.edge)
@@ -477,7 +478,9 @@ async def get(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
     async def work() -> None:
         remote = _remote(args, args.source, "the source")
         to_stdout = args.target == "-"
-        target: str | IO[bytes] = sys.stdout.buffer if to_stdout else os.path.expanduser(args.target)
+        if to_stdout:
+            sys.stdout.flush()  # nothing buffered is written after the file's bytes
+        target: str | DaemonWriter = DaemonWriter(sys.stdout.fileno()) if to_stdout else os.path.expanduser(args.target)
         async with run.connected(args) as client:
             staging = run.plugin = await _staging(client, remote.edge)
             run.bar = _progress(args, posixpath.basename(remote.path.rstrip("/")) or remote.path, err)
@@ -492,8 +495,7 @@ async def get(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
                 raise Failure(f"{final} exists (use --overwrite to replace it)") from None
             run.finished()
         args.on_interrupt = None
-        if to_stdout:
-            sys.stdout.buffer.flush()
+        if isinstance(target, DaemonWriter):
             if args.json:  # stdout is the file: the JSON goes to stderr (and no summary line, like cat)
                 _summary(args, err, "downloaded to", "stdout", {**answer, "path": "-"}, extra={"remote": str(remote)})
         else:

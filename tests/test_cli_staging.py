@@ -4,13 +4,17 @@ and two edges with the staging plugin (``e1``: roots ``r1``, ``r2``, ``~`` is ``
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
 import pty
 import re
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +139,74 @@ async def test_put_get_roundtrip_and_streams(tmp_path: Path, tls: TLSFiles) -> N
         assert json.loads(as_json.stderr)["sha256"] == sha(streamed)  # stdout is the file: the JSON on stderr
         nameless = await run(s, tmp_path, "put", "-", "e1:in/", stdin=b"x", check=False)
         assert "give the file's name on the edge" in one_line(nameless)
+
+
+async def interrupt(process: subprocess.Popen[bytes]) -> float:
+    """SIGINT to ``process`` (as Ctrl-C); the seconds until it is gone (at most 20)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    with anyio.fail_after(20):
+        while process.poll() is None:
+            await anyio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_ctrl_c_ends_put_and_get_even_when_their_pipe_is_stuck(tmp_path: Path, tls: TLSFiles) -> None:
+    """`producer | radical-edge put - ...` whose producer hangs, `radical-edge get ... - | consumer` whose
+    consumer stops reading: Ctrl-C ends the command at once (it used to wait for the pipe to move, its
+    read or write being in a thread Python waits for at exit), and what reached the edge is kept."""
+    data = pattern(5 * MiB)
+    async with site(tmp_path, tls) as s:
+        # put: a producer that sent 1 MiB and then hangs (the pipe stays open)
+        put = subprocess.Popen(
+            cli(s, "put", "-", "e1:stuck.bin"), stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, env=environment(tmp_path), cwd=tmp_path,
+        )  # fmt: skip
+        assert put.stdin is not None
+        assert put.stderr is not None
+        try:
+            # in a thread: the bridge the command talks to runs in this event loop
+            await anyio.to_thread.run_sync(put.stdin.write, data[:MiB])
+            await anyio.to_thread.run_sync(put.stdin.flush)
+            partial = s.r1 / ".stuck.bin.radical-partial"
+            with anyio.fail_after(20):
+                while not partial.exists() or partial.stat().st_size < MiB:  # the edge has that MiB
+                    await anyio.sleep(0.05)
+            took = await interrupt(put)
+            assert put.returncode == 130
+            assert "interrupted: the same command resumes the upload to e1:" in put.stderr.read().decode()
+            assert took < 10
+            assert partial.read_bytes() == data[:MiB]  # kept for the resume
+        finally:
+            put.kill()
+            put.stdin.close()
+            put.wait()
+            put.stderr.close()
+        # get: a consumer that never reads (the pipe fills up and the write blocks)
+        (s.r1 / "big.bin").write_bytes(data)
+        get = subprocess.Popen(
+            cli(s, "get", "e1:big.bin", "-"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=environment(tmp_path), cwd=tmp_path,
+        )  # fmt: skip
+        assert get.stdout is not None
+        try:
+            with anyio.fail_after(20):
+                while _unread(get.stdout.fileno()) < 64 * 1024:  # the pipe is full: the command is blocked on it
+                    await anyio.sleep(0.05)
+            took = await interrupt(get)
+            assert get.returncode == 130
+            assert took < 10
+        finally:
+            get.kill()
+            get.wait()
+            get.stdout.close()
+            assert get.stderr is not None
+            get.stderr.close()
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a pipe."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 async def test_cp_between_two_edges(tmp_path: Path, tls: TLSFiles) -> None:

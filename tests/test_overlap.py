@@ -142,19 +142,6 @@ async def test_the_callers_error_propagates_after_the_write_in_progress_finishes
     assert write.written == ["kept"]  # handed over, so written
 
 
-async def test_cancelling_the_caller_finishes_the_write_in_progress() -> None:
-    write = HeldWrite()
-    with anyio.CancelScope() as scope:
-        async with WriteBehind(write) as writer:
-            await writer.put("kept")
-            await wait_for(write.started)
-            write.release_soon()
-            scope.cancel()
-            await anyio.sleep(WAIT)
-    assert scope.cancelled_caught
-    assert write.written == ["kept"]
-
-
 # ---------------------------------------------------------------- ReadAhead
 
 
@@ -300,7 +287,7 @@ async def test_a_base_exception_from_the_worker_comes_out_unwrapped() -> None:
         await write_one()
 
 
-async def test_a_cancelled_caller_can_still_hand_over_what_it_has() -> None:
+async def test_a_cancelled_caller_finishes_the_write_in_progress_and_can_still_hand_over() -> None:
     """The staging upload's pattern: cut off, it keeps what arrived for a resume."""
     write = HeldWrite()
     with anyio.CancelScope() as scope:
