@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from radical_edge_client import (
     AsyncBridgeClient,
@@ -455,20 +455,36 @@ async def put(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
                 raise Failure(f"{args.source} is a directory (put sends one file)")
             with open(local, "rb"):  # a missing or unreadable file: said before connecting
                 pass
-        source: str | DaemonReader = DaemonReader(sys.stdin.fileno()) if stdin else local
+        source: str | DaemonReader | IO[bytes] = _stdin_source() if stdin else local
+        resumable = not isinstance(source, DaemonReader)
         name = None if stdin else os.path.basename(local.rstrip("/"))
         async with run.connected(args) as client:
             staging = run.plugin = await _staging(client, remote.edge)
             path = await _target_path(staging, remote, name)
             run.where = f"{remote.edge}:{path}"
             run.bar = _progress(args, name or "stdin", err)
-            args.on_interrupt = f"interrupted: the same command resumes the upload to {run.where}"
+            args.on_interrupt = (
+                f"interrupted: the same command resumes the upload to {run.where}"
+                if resumable
+                else f"interrupted: the upload to {run.where} stopped; from a pipe it cannot resume (run it again)"
+            )
             answer = await staging.upload(source, path, **run.options(args))
             run.finished()
         args.on_interrupt = None
         _summary(args, out, "uploaded to", f"{remote.edge}:{answer.get('path')}", answer, extra={"edge": remote.edge})
 
     return await _guarded("put", run, work)
+
+
+def _stdin_source() -> DaemonReader | IO[bytes]:
+    """What ``put -`` reads: a regular file (``< FILE``) as itself (seekable: its size is known, an upload of
+    it resumes, and it never blocks for good); a pipe or a terminal through a daemon thread."""
+    if sys.stdin is None:
+        raise Failure("there is no standard input to read (it is closed)")
+    fd = sys.stdin.fileno()
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return open(fd, "rb", buffering=0, closefd=False)
+    return DaemonReader(fd)
 
 
 async def get(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -479,6 +495,8 @@ async def get(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
         remote = _remote(args, args.source, "the source")
         to_stdout = args.target == "-"
         if to_stdout:
+            if sys.stdout is None:
+                raise Failure("there is no standard output to write to (it is closed)")
             sys.stdout.flush()  # nothing buffered is written after the file's bytes
         target: str | DaemonWriter = DaemonWriter(sys.stdout.fileno()) if to_stdout else os.path.expanduser(args.target)
         async with run.connected(args) as client:

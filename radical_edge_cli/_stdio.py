@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,34 +69,56 @@ class DaemonCalls:
 
 
 class DaemonReader:
-    """``async read(n)`` of a file descriptor (stdin's), by a daemon thread.
+    """``async read(n)`` of a file descriptor (stdin's: a pipe, a terminal, a socket), by a daemon thread.
 
     It reads the descriptor itself (``os.read``), not ``sys.stdin.buffer``: a
     daemon thread still blocked in the buffered reader at exit holds its lock,
     and Python aborts ("could not acquire lock ... at interpreter shutdown").
+    A read waits for the first bytes, then takes what else is ready, up to
+    ``n``: a slow producer's bytes go out as they come (the client's silence
+    timeout sees them), a fast one's in large pieces.  The end of the input is
+    remembered (a terminal's Ctrl-D is needed once).  A descriptor some other
+    program left in non-blocking mode is waited on with ``select``.  A read
+    that was cancelled keeps what it gets: do not read again after one.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._ended = False
         self._calls = DaemonCalls("stdin reader")
 
     async def read(self, n: int = 1 << 20, /) -> bytes:
-        """Up to ``n`` bytes: fewer only at the end of the input (b"" there)."""
-        data: bytes = await self._calls.call(_read_up_to, self._fd, n)
+        """The next bytes, 1 to ``n`` of them; b"" at the end of the input."""
+        if self._ended:
+            return b""
+        data: bytes
+        data, self._ended = await self._calls.call(_read_ready, self._fd, n)
         return data
 
 
-def _read_up_to(fd: int, n: int) -> bytes:
+def _read_ready(fd: int, n: int) -> tuple[bytes, bool]:
+    """At least one byte (waiting for it) and whatever else is ready, up to ``n``; and whether the input
+    ended (a terminal's end of input is read once: it is not seen again)."""
     parts: list[bytes] = []
     left = n
-    while left > 0 and (part := os.read(fd, left)):
+    while left > 0:
+        if parts and not select.select([fd], [], [], 0)[0]:
+            break  # nothing more ready now: hand over what there is
+        try:
+            part = os.read(fd, left)
+        except BlockingIOError:  # non-blocking mode (shared with another program): wait for data
+            select.select([fd], [], [])
+            continue
+        if not part:
+            return b"".join(parts), True
         parts.append(part)
         left -= len(part)
-    return b"".join(parts)
+    return b"".join(parts), False
 
 
 class DaemonWriter:
-    """``async write(data)`` to a file descriptor (stdout's), by a daemon thread (``os.write``, whole)."""
+    """``async write(data)`` to a file descriptor (stdout's), by a daemon thread (``os.write``, whole; a
+    descriptor in non-blocking mode is waited on with ``select``)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -109,4 +132,7 @@ class DaemonWriter:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # non-blocking mode: wait until it takes more
+            select.select([], [fd], [])

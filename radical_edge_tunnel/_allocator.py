@@ -34,7 +34,7 @@ def tune_allocator() -> bool:
     """Set the thresholds (glibc only; elsewhere nothing happens); whether they were set."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: CDLL(None) on Windows (CPython issue 83424)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

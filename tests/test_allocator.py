@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import subprocess
 import sys
 
 import pytest
+
+from radical_edge_tunnel import tune_allocator
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's"
@@ -39,3 +42,16 @@ def run(mode: str) -> str:
 def test_a_tuned_process_takes_big_buffers_from_the_heap() -> None:
     assert run("plain") == "None ['anonymous']"  # glibc's default: a fresh mapping (faulted in, zeroed)
     assert run("tuned") == "True ['[heap]']"
+
+
+def test_tune_process_where_there_is_no_libc_to_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows ``ctypes.CDLL(None)`` raises TypeError (CPython issue 83424), not OSError: every
+    ``radical-edge`` verb calls tune_process() first, so the allocator's part does nothing there."""
+
+    def windows_cdll(name: object, *args: object, **kwargs: object) -> object:
+        if name is None:
+            raise TypeError("argument of type 'NoneType' is not iterable")  # what ctypes does on Windows
+        raise OSError(name)
+
+    monkeypatch.setattr(ctypes, "CDLL", windows_cdll)
+    assert tune_allocator() is False

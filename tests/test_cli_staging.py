@@ -26,12 +26,13 @@ import pytest
 from radical_edge_plugins.sysinfo import SysInfoPlugin
 
 from radical_edge_cli._staging import ProgressBar, explain, human_bytes, parse_remote
+from radical_edge_cli._stdio import DaemonReader
 from radical_edge_client import ChecksumMismatch, HTTPError
 from radical_edge_edge import Backoff as EdgeBackoff
 from radical_edge_edge import EdgeService, PluginHost
 
 from .client_helpers import TOKEN, TLSFiles, tls
-from .test_staging import MiB, Site, pattern, sha, site
+from .test_staging import MiB, Site, pattern, sha, site, staging
 
 pytestmark = pytest.mark.anyio
 __all__ = ["tls"]  # the fixture, imported for pytest
@@ -174,7 +175,8 @@ async def test_ctrl_c_ends_put_and_get_even_when_their_pipe_is_stuck(tmp_path: P
                     await anyio.sleep(0.05)
             took = await interrupt(put)
             assert put.returncode == 130
-            assert "interrupted: the same command resumes the upload to e1:" in put.stderr.read().decode()
+            said = put.stderr.read().decode()
+            assert "interrupted: the upload to e1:stuck.bin stopped; from a pipe it cannot resume" in said
             assert took < 10
             assert partial.read_bytes() == data[:MiB]  # kept for the resume
         finally:
@@ -207,6 +209,111 @@ async def test_ctrl_c_ends_put_and_get_even_when_their_pipe_is_stuck(tmp_path: P
 def _unread(fd: int) -> int:
     """Bytes waiting in a pipe."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def test_put_from_stdin_redirected_from_a_file_resumes_and_knows_its_size(tmp_path: Path, tls: TLSFiles) -> None:
+    """`radical-edge put - e1:f < FILE`: stdin is a regular file, read as one (its size known: the progress
+    bar shows the total; an interrupted upload resumes, as the Ctrl-C message says)."""
+    data = pattern(3 * MiB)
+    local = tmp_path / "data.bin"
+    local.write_bytes(data)
+    async with site(tmp_path, tls) as s, s.client() as bridge, s.http() as http:
+        st = await staging(bridge)
+        # an earlier upload cut short after 1 MiB (the edge keeps it for a resume)
+        r = await http.put(
+            f"/e1/staging/upload/{st.sid}", params={"path": "~/resumed.bin", "size": len(data)}, content=data[:MiB]
+        )
+        assert r.status_code == 400
+        assert (await st.upload_state("~/resumed.bin"))["offset"] == MiB
+
+        def put_with_stderr_on_a_terminal() -> tuple[int, bytes]:
+            master, slave = pty.openpty()
+            seen = bytearray()
+            reader = threading.Thread(target=_read_all, args=(master, seen), daemon=True)
+            reader.start()
+            with local.open("rb") as stdin:
+                done = subprocess.run(
+                    cli(s, "put", "-", "e1:resumed.bin"), stdin=stdin, stderr=slave, stdout=subprocess.PIPE,
+                    env=environment(tmp_path), cwd=tmp_path, timeout=60, check=False,
+                )  # fmt: skip
+            os.close(slave)
+            reader.join(10)
+            os.close(master)
+            return done.returncode, bytes(seen)
+
+        code, seen = await anyio.to_thread.run_sync(put_with_stderr_on_a_terminal)
+        assert code == 0, seen
+        assert (s.r1 / "resumed.bin").read_bytes() == data
+        bar = seen.decode()
+        assert "/ 3.0 MiB" in bar, bar  # the size is known (so is the ETA)
+        assert bar.split("\r")[1].startswith("stdin  1.0 MiB / 3.0 MiB"), bar  # resumed after the MiB it had
+
+
+async def test_get_to_a_stdout_in_non_blocking_mode_writes_it_all(tmp_path: Path, tls: TLSFiles) -> None:
+    """stdout shared with a program that put it in non-blocking mode: a consumer slower than the download
+    still gets every byte (a full pipe makes os.write raise BlockingIOError: it is waited on)."""
+    data = pattern(8 * MiB, seed=5)
+    async with site(tmp_path, tls) as s:
+        (s.r1 / "f.bin").write_bytes(data)
+        started = threading.Event()
+
+        def get_into_a_non_blocking_pipe() -> tuple[int, bytes, bytes]:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            process = subprocess.Popen(
+                cli(s, "get", "e1:f.bin", "-"), stdout=w, stderr=subprocess.PIPE, env=environment(tmp_path),
+                cwd=tmp_path,
+            )  # fmt: skip
+            os.close(w)
+            started.set()
+            while _unread(r) < 64 * 1024 and process.poll() is None:  # the consumer starts once the pipe is full
+                time.sleep(0.01)
+            got = bytearray()
+            while chunk := os.read(r, MiB):
+                got += chunk
+            os.close(r)
+            assert process.stderr is not None
+            err = process.stderr.read()
+            process.stderr.close()
+            process.wait(30)
+            return process.returncode, bytes(got), err
+
+        code, got, err = await anyio.to_thread.run_sync(get_into_a_non_blocking_pipe)
+        assert (code, err) == (0, b"")
+        assert got == data
+
+
+async def test_the_stdin_reader_hands_over_what_is_ready_and_remembers_the_end() -> None:
+    """A slow producer's bytes go out as they come (not held until a MiB is there: the client's silence
+    timeout would fire); a terminal's Ctrl-D ends the input once."""
+    r, w = os.pipe()
+    try:
+        reader = DaemonReader(r)
+        os.write(w, b"first")
+        with anyio.fail_after(10):  # the pipe stays open: a read that waited for a MiB would hang here
+            assert await reader.read(MiB) == b"first"
+        writer = threading.Thread(target=os.write, args=(w, b"x" * 300_000))  # more than a pipe holds
+        writer.start()
+        got = b""
+        with anyio.fail_after(10):
+            while len(got) < 300_000:
+                got += await reader.read(MiB)
+        writer.join()
+        assert got == b"x" * 300_000
+    finally:
+        os.close(w)
+        os.close(r)
+    master, slave = pty.openpty()
+    try:
+        reader = DaemonReader(slave)
+        os.write(master, b"line\n\x04")  # a line, then Ctrl-D
+        with anyio.fail_after(10):
+            assert await reader.read(MiB) == b"line\n"
+            assert await reader.read(MiB) == b""
+            assert await reader.read(MiB) == b""  # without a second Ctrl-D
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 async def test_cp_between_two_edges(tmp_path: Path, tls: TLSFiles) -> None:
