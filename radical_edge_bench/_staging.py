@@ -526,15 +526,16 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
         "upload": _ratio(out["staging"]["upload_mib_s"], out["raw_tls"]["upload_mib_s"]),
         "download": _ratio(out["staging"]["download_mib_s"], out["raw_tls"]["download_mib_s"]),
     }
-    for key in ("raw_tls_relay", "raw_tls_aio_relay"):
+    for _, key, _ in _RELAYS:
         if relayed := out.get(key):
             copy = out["raw_tls"]
             relayed["ratios"] = {k: _ratio(relayed[f"{k}_mib_s"], copy[f"{k}_mib_s"]) for k in ("upload", "download")}
     res["staging"] = out
 
 
-#: the targets table's reference columns, and where this section keeps the raw copy through each relay
-_RELAYS = (("relay", "raw_tls_relay"), ("aio_relay", "raw_tls_aio_relay"))
+#: the targets table's reference columns, where this section keeps the raw copy through each relay, and what
+#: each relay is written in
+_RELAYS = (("relay", "raw_tls_relay", "in C"), ("aio_relay", "raw_tls_aio_relay", "on asyncio"))
 
 
 def target_rows(res: dict[str, Any]) -> list[tuple[str, float | None, str, float, dict[str, float | None]]]:
@@ -542,7 +543,7 @@ def target_rows(res: dict[str, Any]) -> list[tuple[str, float | None, str, float
     (in C) and ``aio_relay`` (on asyncio), None where not measured)."""
     st = res.get("staging", {})
     ratios = st.get("ratios", {})
-    relays = {ref: st.get(key, {}).get("ratios", {}) for ref, key in _RELAYS}
+    relays = {ref: st.get(key, {}).get("ratios", {}) for ref, key, _ in _RELAYS}
     return [
         (f"staging {kind}/raw TLS", ratios.get(kind), ">=", TARGET_RATIO, {r: v.get(kind) for r, v in relays.items()})
         for kind in ("upload", "download")
@@ -584,7 +585,7 @@ def render(res: dict[str, Any]) -> list[str]:
                 f"    without the SDK: bridge {cpu['bridge']:.2f}, edge {cpu['edge']:.2f}, "
                 f"raw client {cpu['client']:.2f}"
             )
-    for key, what in (("raw_tls_relay", "in C"), ("raw_tls_aio_relay", "on asyncio")):
+    for _, key, what in _RELAYS:
         if relayed := st.get(key):
             lines.append(
                 f"  the raw TLS copy through one TLS relay {what} (8.): upload {relayed['upload_mib_s']:.1f} "

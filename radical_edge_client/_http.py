@@ -214,6 +214,14 @@ class StreamResponse(ResponseHead):
         return total
 
 
+def sink_write(dest: Any) -> Callable[[bytes], Any]:
+    """``dest``'s ``write`` method (sync or async); TypeError if it has none."""
+    write: Callable[[bytes], Any] | None = getattr(dest, "write", None)
+    if write is None or not callable(write):
+        raise TypeError("the download target must be a path or have a write() method")
+    return write
+
+
 class ChunkWriter:
     """Writes a body's chunks into a binary sink, feeding each to ``digest`` (a hashlib object) when given.
 
@@ -226,9 +234,7 @@ class ChunkWriter:
     """
 
     def __init__(self, dest: Any, digest: Any = None, *, batch_size: int = WRITE_BATCH) -> None:
-        write = getattr(dest, "write", None)
-        if write is None or not callable(write):
-            raise TypeError("the download target must be a path or have a write() method")
+        write = sink_write(dest)
         self._write = write
         self._digest = digest
         self._batch_size = batch_size

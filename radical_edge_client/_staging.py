@@ -53,8 +53,9 @@ from ._http import (
     SupportsAsyncWrite,
     SupportsRead,
     SupportsWrite,
-    _read_bytes,
+    _read_chunk,
     body_chunks,
+    sink_write,
 )
 
 #: bytes read from a local file per worker-thread hop, and gathered before one local write
@@ -222,10 +223,9 @@ class _Source:
         await anyio.to_thread.run_sync(self.obj.seek, self.base)
         left = offset
         while left:
-            data = _read_bytes(await anyio.to_thread.run_sync(self.obj.read, min(CHUNK, left)))
-            if not data:
+            data = await anyio.to_thread.run_sync(_read_chunk, self.obj.read, min(CHUNK, left), digest)
+            if data is None:
                 raise RadicalEdgeError(f"the local file is shorter than the {offset} bytes to resume after")
-            await anyio.to_thread.run_sync(digest.update, data)
             left -= len(data)
 
     def chunks(self, digest: Any) -> contextlib.AbstractAsyncContextManager[AsyncIterable[bytes]]:
@@ -244,8 +244,7 @@ class _Sink:
     """Where a download goes, and the digest what arrives is fed to."""
 
     def __init__(self, obj: Any, digest: Any) -> None:
-        if not callable(getattr(obj, "write", None)):
-            raise TypeError("the download target must be a path or have a write() method")
+        sink_write(obj)  # a target that cannot be written to is refused before anything is asked of the edge
         self.obj = obj
         self.digest = digest
 

@@ -13,8 +13,8 @@ Called (through ``tune_process()``) by the bridge's and the edge's command
 lines, the ``radical-edge`` verbs and the benchmark's processes, the direct
 server included; a library user's process is left as it is.  The SDK
 uploading 256 MiB in an untuned process took about 65,000 page faults (one
-per 4 KiB page it moved), tuned about 500.  What it costs: up to 32 MiB of freed heap may stay mapped after a
-burst.
+per 4 KiB page it moved), tuned about 500.  What it costs: up to 32 MiB of
+freed heap may stay mapped after a burst.
 """
 
 from __future__ import annotations

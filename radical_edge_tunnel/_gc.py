@@ -17,8 +17,8 @@ An edge freezes once its first connection is up (its plugins start with the
 service): that connection's objects are frozen too, and whatever cycles they
 leave when it ends stay, once, for the life of the process.
 Called (through ``tune_process()``) by the bridge's and the edge's command
-lines and the benchmark's processes (the direct server too); a library user's
-process is left as it is.
+lines, the ``radical-edge`` verbs and the benchmark's processes (the direct
+server too); a library user's process is left as it is.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Process settings of a long-running tunnel process: allocator, garbage collector, socket reads, and the
-open-file limit.
+"""Process settings of one of our processes that moves data through a tunnel: allocator, garbage collector,
+socket reads, and the open-file limit.
 
 Called first thing by the bridge's and the edge's command lines, the demo,
 the ``radical-edge`` verbs (``put``, ``get``, ``cp``... run the SDK in their
