@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._report import render
@@ -56,15 +57,21 @@ def build_parser(prog: str = "python -m radical_edge_bench") -> argparse.Argumen
     p.add_argument(
         "--idle-seconds",
         type=float,
-        default=10.0,
-        help="(--scale) seconds over which the idle CPU is measured (default 10: two of the bridge's default "
-        "heartbeat intervals)",
+        default=None,
+        help="(--scale) seconds over which the idle CPU is measured (default: one idle heartbeat interval of the "
+        "edges or the SDK connections, the longer: each connection sends one PING in any such window)",
     )
     p.add_argument(
         "--heartbeat-interval",
         type=float,
         default=None,
         help="(--scale) the bridge's --heartbeat-interval (default: the bridge's own default)",
+    )
+    p.add_argument(
+        "--idle-heartbeat-interval",
+        type=float,
+        default=None,
+        help="(--scale) the bridge's --idle-heartbeat-interval (default: the bridge's own default)",
     )
     return p
 
@@ -91,14 +98,21 @@ class Options:
     pipeline: int = 1
     #: --scale N: run the scale benchmark only, with N edges (and N SDK connections)
     scale: int | None = None
-    idle_seconds: float = 10.0
+    #: (--scale) None: one heartbeat interval of an idle connection (:meth:`idle_window`)
+    idle_seconds: float | None = None
     heartbeat_interval: float | None = None
+    idle_heartbeat_interval: float | None = None
+
+    def idle_window(self, intervals: Iterable[float]) -> float:
+        """(--scale) seconds over which the idle CPU is measured: as asked, else the longest of the idle
+        connections' heartbeat ``intervals``, so that each connection's PING falls in it once."""
+        return self.idle_seconds if self.idle_seconds is not None else max(intervals)
 
     @property
     def settle_seconds(self) -> float:
         """(--scale) seconds to let the connections settle before the idle measurement (with a heartbeat
         interval given, at least one interval: the first heartbeats are under way)."""
-        return max(min(3.0, self.idle_seconds), self.heartbeat_interval or 0.0)
+        return max(min(3.0, self.idle_seconds or 3.0), self.heartbeat_interval or 0.0)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -113,8 +127,9 @@ class Options:
             driver=args.driver,
             pipeline=max(1, args.pipeline),
             scale=args.scale,
-            idle_seconds=max(0.5, args.idle_seconds),
+            idle_seconds=None if args.idle_seconds is None else max(0.5, args.idle_seconds),
             heartbeat_interval=args.heartbeat_interval,
+            idle_heartbeat_interval=args.idle_heartbeat_interval,
         )
 
 

@@ -163,13 +163,13 @@ def render_scale(res: dict[str, Any]) -> str:
         f"  per edge, its SDK connection included: {_fmt(r['per_edge_kib'], 1)} KiB "
         f"(per connection: {_fmt(r['per_connection_kib'], 1)} KiB); load process RSS {_fmt(r['load_mib'], 1)} MiB",
         "",
-        f"2. idle CPU over {_fmt(cpu['seconds'], 1)} s (heartbeats only: an edge pings after "
-        f"{s['heartbeat_interval_s']:g} s of silence, an SDK connection after {s['client_heartbeat_interval_s']:g} s, "
-        "the bridge answers; % of one core)",
+        f"2. idle CPU over {_fmt(cpu['seconds'], 1)} s (heartbeats only: an idle edge pings after "
+        f"{s['idle_heartbeat_interval_s']:g} s of silence (after {s['heartbeat_interval_s']:g} s with a request in "
+        f"flight), an SDK connection after {s['client_heartbeat_interval_s']:g} s, the bridge answers; % of one core)",
         f"  bridge {_fmt(cpu['bridge_pct'], 2)} %, load process {_fmt(cpu['load_pct'], 2)} %",
         f"  bridge CPU per PING/PONG exchange: {_fmt(cpu['bridge_us_per_exchange'], 0)} us"
         + (
-            f"; at that cost the bridge meets <= 2 % with an edge heartbeat interval >= "
+            f"; at that cost the bridge meets <= 2 % with an idle edge heartbeat interval >= "
             f"{cpu['interval_for_target_s']:.0f} s"
             if cpu["interval_for_target_s"] is not None
             else " (too little CPU in this window to tell)"

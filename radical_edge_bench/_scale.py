@@ -80,6 +80,13 @@ class ScaleBench:
         self.env: dict[str, str] = {}
         self.bridge_argv: list[str] = []
         self.starts = 0
+        #: the bridge's heartbeat intervals for edges: with a request in flight, and idle (it raises the idle
+        #: one to the other, as here)
+        self.busy_interval = options.heartbeat_interval or BridgeConfig.heartbeat_interval
+        self.idle_interval = max(
+            options.idle_heartbeat_interval or BridgeConfig.idle_heartbeat_interval, self.busy_interval
+        )
+        self.idle_seconds = options.idle_window((self.idle_interval, BridgeConfig.client_heartbeat_interval))
 
     # ------------------------------------------------------------ processes
 
@@ -87,7 +94,7 @@ class ScaleBench:
         return [sys.executable, "-m", "radical_edge_bench._procs"]
 
     def _max_seconds(self) -> float:
-        return 900 + self.n * 0.5 + self.o.idle_seconds
+        return 900 + self.n * 0.5 + self.idle_seconds
 
     def start_bridge(self, port: int) -> Proc:
         """Start the bridge on ``port`` (0: any free one) and wait until it listens."""
@@ -118,6 +125,8 @@ class ScaleBench:
         ]
         if self.o.heartbeat_interval is not None:
             self.bridge_argv += ["--heartbeat-interval", str(self.o.heartbeat_interval)]
+        if self.o.idle_heartbeat_interval is not None:
+            self.bridge_argv += ["--idle-heartbeat-interval", str(self.o.idle_heartbeat_interval)]
 
     def stop(self) -> None:
         load = self.procs.get("load")
@@ -281,7 +290,7 @@ class ScaleBench:
         n = self.n
         _log(
             f"bench --scale: an asyncio echo server, {2 * n} connections at the heartbeats' rate, "
-            f"over {self.o.idle_seconds:g} s"
+            f"over {self.idle_seconds:g} s"
         )
         echo_argv = [sys.executable, "-m", "radical_edge_bench._echo"]
         limit = ["--max-seconds", str(self._max_seconds())]
@@ -311,7 +320,7 @@ class ScaleBench:
             beats.wait_for(r"ECHO-READY", 60 + n * 0.05)
             await anyio.sleep(self.o.settle_seconds)
             cpu0, count0, t0 = server.cpu(), self._echoes(beats), time.monotonic()
-            await anyio.sleep(self.o.idle_seconds)
+            await anyio.sleep(self.idle_seconds)
             cpu, echoes, seconds = server.cpu() - cpu0, self._echoes(beats) - count0, time.monotonic() - t0
         finally:
             for name in ("echo-beats", "echo"):
@@ -339,8 +348,9 @@ class ScaleBench:
         res: dict[str, Any] = {"machine": _machine()}
         res["options"] = {
             "scale": n,
-            "idle_seconds": self.o.idle_seconds,
+            "idle_seconds": self.idle_seconds,
             "heartbeat_interval": self.o.heartbeat_interval,
+            "idle_heartbeat_interval": self.o.idle_heartbeat_interval,
         }
         out: dict[str, Any] = {
             "edges": n,
@@ -352,13 +362,14 @@ class ScaleBench:
                 f"the bridge's defaults ({BridgeConfig.tls_handshake_concurrency} at once, {per_address} per "
                 f"address, so {per_address} here)"
             ),
-            "heartbeat_interval_s": self.o.heartbeat_interval or BridgeConfig.heartbeat_interval,
+            "heartbeat_interval_s": self.busy_interval,
+            "idle_heartbeat_interval_s": self.idle_interval,
             "client_heartbeat_interval_s": BridgeConfig.client_heartbeat_interval,
         }
         res["scale"] = out
         self.setup()
         # first, with nothing else running: what asyncio alone spends on the same heartbeat traffic
-        interval = float(out["heartbeat_interval_s"])
+        interval = self.idle_interval  # the edges are idle
         client_interval = float(out["client_heartbeat_interval_s"])
         echo = await self.echo_floor(interval, client_interval)
         bridge = self.start_bridge(0)
@@ -404,18 +415,18 @@ class ScaleBench:
         out["connect"]["edges_registered"] = seen
 
         await anyio.sleep(self.o.settle_seconds)  # the set-up's garbage and first heartbeats are over
-        _log(f"bench --scale: idle CPU over {self.o.idle_seconds:g} s")
+        _log(f"bench --scale: idle CPU over {self.idle_seconds:g} s")
         procs = {"bridge": bridge, "load": load}
         cpu0 = {k: p.cpu() for k, p in procs.items()}
         t0 = time.monotonic()
-        await anyio.sleep(self.o.idle_seconds)
+        await anyio.sleep(self.idle_seconds)
         seconds = time.monotonic() - t0
         cpu = {k: p.cpu() - cpu0[k] for k, p in procs.items()}
         rss_after = bridge.memory()["VmRSS"]
         delta = rss_after - rss_before
         bridge_pct = cpu["bridge"] / seconds * 100
         # an idle connection costs the bridge one PING/PONG exchange per interval (the connector pings):
-        # what one exchange costs, and the edges' interval that meets the target at that cost
+        # what one exchange costs, and the idle edges' interval that meets the target at that cost
         exchanges = n * seconds * (1 / interval + 1 / client_interval)
         per_exchange = cpu["bridge"] / exchanges if exchanges else 0.0
         budget = TARGETS["idle_cpu_pct"] / 100 - n * per_exchange / client_interval

@@ -45,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval",
         type=_positive_float,
         default=BridgeConfig.heartbeat_interval,
-        help="seconds of edge silence before a ping; an edge silent 3 times as long is dropped (default %(default)s)",
+        help="seconds of silence before a ping, while an edge has a request in flight; an edge silent 3 times as "
+        "long is dropped and its requests answered 503 (default %(default)s)",
+    )
+    p.add_argument(
+        "--idle-heartbeat-interval",
+        type=_positive_float,
+        default=BridgeConfig.idle_heartbeat_interval,
+        help="the same while an edge has no request in flight (default %(default)s; at least --heartbeat-interval)",
     )
     p.add_argument(
         "--stream-window",
@@ -148,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         insecure_no_tls=args.insecure_no_tls,
         request_timeout=args.request_timeout,
         heartbeat_interval=args.heartbeat_interval,
+        idle_heartbeat_interval=args.idle_heartbeat_interval,
         client_heartbeat_interval=args.client_heartbeat_interval,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
         max_connections=args.max_connections,

@@ -43,11 +43,16 @@ class BridgeConfig:
     token: str | None = None
     #: plain HTTP, only for a loopback test setup (``--insecure-no-tls``)
     insecure_no_tls: bool = False
-    #: the heartbeat interval of edge connections (sent in WELCOME): an edge pings after this much silence
-    #: (the bridge after twice that), and one silent for ``HEARTBEAT_MISSES`` (3) intervals is dropped and
-    #: its requests answered 503.  5 s: a frozen edge is found within 15 s, while an edge whose loop stalls
-    #: for a few seconds (a busy plugin) stays.  Idle cost: one PING/PONG per edge per interval.
+    #: the heartbeat interval of edge connections with a request in flight (sent in WELCOME): an edge pings
+    #: after this much silence (the bridge after twice that), and one silent for ``HEARTBEAT_MISSES`` (3)
+    #: intervals is dropped and its requests answered 503.  5 s: a frozen edge's requests are answered
+    #: within 15 s, while an edge whose loop stalls for a few seconds (a busy plugin) stays.
     heartbeat_interval: float = 5.0
+    #: the same while an edge has no request in flight (raised to ``heartbeat_interval`` if below it): one
+    #: PING/PONG per idle edge per interval, and an idle edge that froze or lost its network leaves the
+    #: listing after 3 of them (90 s), or 15 s after a request is sent to it.  30 s stays under the idle
+    #: timeouts of common proxies and firewalls (60 s and up).
+    idle_heartbeat_interval: float = 30.0
     #: the same for SDK connections (``/connect``): nothing waits on a client's liveness (a gone client's
     #: TCP connection usually ends at once), so its heartbeat only finds half-open connections, and 1,000
     #: idle clients cost the bridge a sixth of what 1,000 idle edges do

@@ -80,7 +80,13 @@ class EdgeHub:
             return True, ErrorCode.NO_ERROR, claim.resume_token, self.config.heartbeat_interval
 
         try:
-            hello = await accept_handshake(conn, carrier, decide, timeout=self.config.handshake_timeout)
+            hello = await accept_handshake(
+                conn,
+                carrier,
+                decide,
+                timeout=self.config.handshake_timeout,
+                idle_heartbeat_interval=max(self.config.idle_heartbeat_interval, self.config.heartbeat_interval),
+            )
         except HandshakeError as exc:
             log.info("edge refused: %s", exc)
             await carrier.aclose()

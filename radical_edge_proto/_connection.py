@@ -153,6 +153,9 @@ class Connection:
         self.version: int | None = None
         self.state = ConnState.IDLE if side is Side.CONNECTOR else ConnState.AWAIT_HELLO
         self.heartbeat_interval: float | None = None
+        #: the heartbeat interval while no stream is open (section 12); ``heartbeat_interval`` unless the hub
+        #: chose a longer one
+        self.idle_heartbeat_interval: float | None = None
 
         self._decoder = fr.FrameDecoder(self.local_limits.max_frame_size)
         self._out: list[bytes | memoryview] = []
@@ -178,9 +181,11 @@ class Connection:
         self.probing = False
         self._rx_now: float | None = None  # the arrival time of the bytes being handled
         self._subscriptions: dict[int, Subscription] = {}
-        self._last_rx: float | None = None
+        self._last_rx: float | None = None  # when the peer's last bytes arrived
         self._rx_since_timer = False
-        self._ping_sent_at: float | None = None
+        self._ping_sent_at: float | None = None  # the last heartbeat PING since the peer's last bytes
+        self._challenged_at: float | None = None  # the PING that asked a silent peer as the connection became busy
+        self._busy_unchecked = False  # a first stream opened with no time given: handle_timer checks the silence
 
         self._handlers: dict[int, Callable[[RawFrame, list[Event]], None]] = {
             FrameType.HELLO: self._on_hello,
@@ -347,23 +352,32 @@ class Connection:
         self._move(ConnInput.SEND_HELLO, LocalProtocolError)
         self._out.append(frame)
 
-    def accept(self, *, heartbeat_interval: float, resume_token: str) -> None:
-        """(hub) Answer the HELLO with WELCOME: the connection is open."""
+    def accept(
+        self, *, heartbeat_interval: float, resume_token: str, idle_heartbeat_interval: float | None = None
+    ) -> None:
+        """(hub) Answer the HELLO with WELCOME: the connection is open.
+
+        ``idle_heartbeat_interval`` (at least ``heartbeat_interval``) is the heartbeat while no stream
+        is open; by default the same (section 12).
+        """
         if not heartbeat_interval > 0:
             raise LocalProtocolError("heartbeat_interval must be positive")
+        if idle_heartbeat_interval is not None and not idle_heartbeat_interval >= heartbeat_interval:
+            raise LocalProtocolError("idle_heartbeat_interval must be at least heartbeat_interval")
         version = self.version if self.version is not None else max(self.versions)
-        body = fr.encode_json_object(
-            {
-                "limits": self.local_limits.to_json(),
-                "heartbeat_interval": heartbeat_interval,
-                "resume_token": resume_token,
-            },
-            "WELCOME",
-        )
+        welcome: dict[str, Any] = {
+            "limits": self.local_limits.to_json(),
+            "heartbeat_interval": heartbeat_interval,
+            "resume_token": resume_token,
+        }
+        if idle_heartbeat_interval is not None:
+            welcome["idle_heartbeat_interval"] = idle_heartbeat_interval
+        body = fr.encode_json_object(welcome, "WELCOME")
         frame = self._frame(FrameType.WELCOME, 0, 0, fr.u16(version) + body)
         self._move(ConnInput.SEND_WELCOME, LocalProtocolError)
         self._out.append(frame)
         self.heartbeat_interval = heartbeat_interval
+        self.idle_heartbeat_interval = idle_heartbeat_interval or heartbeat_interval
         self._open_with_peer()
 
     def reject(self, error_code: ErrorCode, reason: str) -> None:
@@ -385,8 +399,14 @@ class Connection:
         headers: Iterable[tuple[bytes | str, bytes | str]] = (),
         *,
         end_stream: bool = False,
+        now: float | None = None,
     ) -> int:
-        """Open a stream with a request; returns its id."""
+        """Open a stream with a request; returns its id.
+
+        ``now`` (the caller's clock, as for :meth:`handle_timer`) lets the first stream after an idle
+        stretch start the busy heartbeat at once (section 12); without it that waits for the next
+        :meth:`handle_timer` call, which :meth:`next_timer` then asks for at once.
+        """
         try:
             raw_method = method.encode("ascii")
             raw_path = path.encode("ascii")
@@ -410,9 +430,12 @@ class Connection:
         stream = _Stream(stream_id, True, self.peer_limits.initial_window_size, self.local_limits.initial_window_size)
         stream.local = HALF_TRANSITIONS[(HalfState.IDLE, HalfInput.HEADERS_END if end_stream else HalfInput.HEADERS)]
         self._streams[stream_id] = stream
+        busy = self._busy
         self._open_local += 1
         self._next_local_id += 2
         self._out.append(frame)
+        if not busy:
+            self._becoming_busy(now)
         return stream_id
 
     def send_response(
@@ -710,27 +733,64 @@ class Connection:
 
     # ------------------------------------------------------------ heartbeat
 
+    @property
+    def _busy(self) -> bool:
+        return bool(self._open_local or self._open_remote)
+
+    def _interval_now(self) -> float | None:
+        """The heartbeat interval that applies now: ``heartbeat_interval`` while a stream is open, else the
+        idle one (section 12)."""
+        return self.heartbeat_interval if self._busy else self.idle_heartbeat_interval
+
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` should next be called, on the caller's clock.
 
         ``None`` while there is no heartbeat (before the handshake, after the
-        end); ``0.0`` means "now", to start the clock.
+        end); ``0.0`` means "now", to start the clock.  Opening the first
+        stream may make it earlier (the busy interval applies).
         """
-        interval = self.heartbeat_interval
+        interval = self._interval_now()
         if interval is None or self.state not in _LIVE:
             return None
-        if self._last_rx is None:
+        silent_since = self._silent_since()
+        if silent_since is None or self._busy_unchecked:
             return 0.0
+        ping_at = silent_since + self._ping_after(interval)
         if self._ping_sent_at is not None:
-            ping_at = self._ping_sent_at + interval
-        else:
-            ping_at = self._last_rx + self._ping_after(interval)
-        due = min(ping_at, self._last_rx + HEARTBEAT_MISSES * interval)
+            ping_at = max(ping_at, self._ping_sent_at + interval)
+        due = min(ping_at, silent_since + HEARTBEAT_MISSES * interval)
         return min(due, self._probes[0]) if self._probes else due
+
+    def _silent_since(self) -> float | None:
+        """Where the peer's silence is counted from: its last bytes; while busy, the PING that asked it
+        when the connection became busy, if that came later (see :meth:`_becoming_busy`)."""
+        if self._busy and self._challenged_at is not None:
+            return self._challenged_at
+        return self._last_rx
 
     def _ping_after(self, interval: float) -> float:
         """Seconds of silence before this side's first PING (section 12)."""
         return interval * HUB_PING_INTERVALS if self.side is Side.HUB else interval
+
+    def _becoming_busy(self, now: float | None) -> None:
+        """The first stream opened by this side after none (section 12).  Silence from the idle stretch
+        before must not count at the busy interval: if the peer has been silent for a busy interval or
+        more, a PING asks it now (the one already sent, if any), and its silence while busy counts from
+        then.  Until it answers, the next request does not ask again: a peer that stays silent is given
+        up on ``HEARTBEAT_MISSES`` busy intervals after the first request, however often callers retry."""
+        interval = self.heartbeat_interval
+        if interval is None or self.idle_heartbeat_interval == interval:
+            return
+        if now is None:
+            self._busy_unchecked = True  # handle_timer does it, at once (next_timer says "now")
+            return
+        self._busy_unchecked = False
+        if self._last_rx is None or self._rx_since_timer or not self._busy or self._challenged_at is not None:
+            return
+        if now - self._last_rx >= interval:
+            if self._ping_sent_at is None:
+                self._send_heartbeat_ping(now)
+            self._challenged_at = self._ping_sent_at
 
     def handle_timer(self, now: float) -> list[Event]:
         """Do what is due at ``now``: send a heartbeat PING, or give up on a silent peer.
@@ -740,27 +800,40 @@ class Connection:
         the connection: a GOAWAY(TIMEOUT) is queued and a
         :class:`ConnectionClosed` plus the resets of open streams returned.
         """
-        interval = self.heartbeat_interval
+        interval = self._interval_now()
         if interval is None or self.state not in _LIVE:
             return []
         if self._rx_since_timer or self._last_rx is None:
-            self._last_rx = now
-            self._rx_since_timer = False
-            self._ping_sent_at = None
-        silent = now - self._last_rx
+            self._heard_at(now)
+        if self._busy_unchecked:
+            self._becoming_busy(now)
+        silent_since, last_rx = self._silent_since(), self._last_rx
+        assert silent_since is not None
+        assert last_rx is not None
+        silent = now - silent_since
         if silent >= HEARTBEAT_MISSES * interval:
-            reason = f"no traffic from the peer for {silent:.1f} s"
+            reason = f"no traffic from the peer for {now - last_rx:.1f} s"
             self._queue_goodbye(ErrorCode.TIMEOUT, reason)
             resets = self._terminate(ErrorCode.TIMEOUT, by_peer=False)
             return [ConnectionClosed(ErrorCode.TIMEOUT, reason, by_peer=False), *resets]
         ping_due = self._ping_sent_at is None or now - self._ping_sent_at >= interval
         self._probe(now)
         if silent >= self._ping_after(interval) and ping_due:
-            self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _HEARTBEAT_PING))
-            self._ping_sent_at = now
-            if self._probe_at is None:
-                self._probe_at, self._probe_payload = now, _HEARTBEAT_PING
+            self._send_heartbeat_ping(now)
         return []
+
+    def _send_heartbeat_ping(self, now: float) -> None:
+        self._out.append(fr.encode_frame(FrameType.PING, 0, 0, _HEARTBEAT_PING))
+        self._ping_sent_at = now
+        if self._probe_at is None:
+            self._probe_at, self._probe_payload = now, _HEARTBEAT_PING
+
+    def _heard_at(self, now: float) -> None:
+        """Bytes from the peer at ``now``: its silence starts again, and nothing asked of it is owed."""
+        self._last_rx = now
+        self._rx_since_timer = False
+        self._ping_sent_at = None
+        self._challenged_at = None
 
     # ------------------------------------------------------------ receiving
 
@@ -787,9 +860,7 @@ class Connection:
             if now is None:
                 self._rx_since_timer = True
             else:
-                self._last_rx = now
-                self._rx_since_timer = False
-                self._ping_sent_at = None
+                self._heard_at(now)
         events: list[Event] = []
         frames, error = self._decoder.feed_until_error(data)
         try:
@@ -859,14 +930,19 @@ class Connection:
             raise RemoteProtocolError(f"WELCOME: hub chose protocol version {version}", ErrorCode.UNSUPPORTED_VERSION)
         body = fr.decode_json_object(reader.rest(), "WELCOME")
         interval = _interval(body.get("heartbeat_interval"))
+        key = "idle_heartbeat_interval"
+        idle_interval = _interval(body[key], key) if key in body else None
+        if idle_interval is not None and idle_interval < interval:
+            raise RemoteProtocolError("WELCOME: idle_heartbeat_interval must be at least heartbeat_interval")
         token = _field(body, "resume_token", str)
         limits = _limits(body)
         self._move(ConnInput.RECV_WELCOME, RemoteProtocolError)
         self.version = version
         self.peer_limits = limits
         self.heartbeat_interval = interval
+        self.idle_heartbeat_interval = idle_interval or interval
         self._open_with_peer()
-        events.append(Welcome(version, limits, interval, token))
+        events.append(Welcome(version, limits, interval, token, idle_interval))
 
     def _on_reject(self, frame: RawFrame, events: list[Event]) -> None:
         self._peek(ConnInput.RECV_REJECT, RemoteProtocolError)
@@ -901,7 +977,7 @@ class Connection:
             stream = _Stream(sid, False, self.peer_limits.initial_window_size, self.local_limits.initial_window_size)
             stream.remote = HALF_TRANSITIONS[(HalfState.IDLE, half_input)]
             self._streams[sid] = stream
-            self._open_remote += 1
+            self._open_remote += 1  # busy now, if not before: the peer just spoke, its silence starts now
             events.append(RequestReceived(sid, method, path, headers, end))
             return
         self._peek(ConnInput.RECV_FRAME, RemoteProtocolError)
@@ -1061,16 +1137,16 @@ def _clip(text: str, limit: int) -> bytes:
     return raw[: max(limit, 0)].decode("utf-8", "ignore").encode("utf-8")
 
 
-def _interval(raw: object) -> float:
+def _interval(raw: object, key: str = "heartbeat_interval") -> float:
     """A heartbeat interval: a finite positive number of seconds."""
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise RemoteProtocolError("WELCOME: heartbeat_interval must be a positive number")
+        raise RemoteProtocolError(f"WELCOME: {key} must be a positive number")
     try:
         value = float(raw)
     except OverflowError:
         value = math.inf
     if not 0 < value < math.inf:
-        raise RemoteProtocolError("WELCOME: heartbeat_interval must be a finite positive number")
+        raise RemoteProtocolError(f"WELCOME: {key} must be a finite positive number")
     return value
 
 

@@ -119,6 +119,8 @@ class Welcome(Event):
     limits: Limits
     heartbeat_interval: float
     resume_token: str
+    #: as the hub sent it; ``None``: not sent, idle connections keep ``heartbeat_interval`` (section 12)
+    idle_heartbeat_interval: float | None = None
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,12 @@ async def accept_handshake(
     decide: Callable[[Hello], Awaitable[tuple[bool, ErrorCode, str, float]]],
     *,
     timeout: float = 10.0,
+    idle_heartbeat_interval: float | None = None,
 ) -> Hello:
     """(hub) Wait for HELLO, ask ``decide`` and answer WELCOME or REJECT.
 
-    ``decide(hello)`` returns ``(accepted, reject_code, reason_or_resume_token, heartbeat_interval)``.
+    ``decide(hello)`` returns ``(accepted, reject_code, reason_or_resume_token, heartbeat_interval)``;
+    ``idle_heartbeat_interval`` goes into the WELCOME with it (see :meth:`Connection.accept`).
     Raises HandshakeError when the peer is refused, silent or broken.
     """
     try:
@@ -88,7 +90,9 @@ async def accept_handshake(
             assert isinstance(hello, Hello)
             accepted, code, text, interval = await decide(hello)
             if accepted:
-                conn.accept(heartbeat_interval=interval, resume_token=text)
+                conn.accept(
+                    heartbeat_interval=interval, resume_token=text, idle_heartbeat_interval=idle_heartbeat_interval
+                )
             else:
                 conn.reject(code, text)
             await carrier.send(conn.data_to_send())

@@ -615,7 +615,8 @@ class Tunnel:
 
     def _retime(self) -> None:
         """Keep the sleeping timer task's wake-up at the connection's next deadline: earlier at once (a
-        round-trip probe scheduled by the first data consumed), later once it moved by :data:`TIMER_SLACK`
+        round-trip probe scheduled by the first data consumed, the busy heartbeat of a first stream after
+        none), later once it moved by :data:`TIMER_SLACK`
         or more (bytes received put the heartbeat's deadlines off; without this the timer task would wake at
         the old one for nothing, on an idle connection once per PING).  A cancel scope's deadline set: no
         task is woken."""
@@ -723,7 +724,10 @@ class Tunnel:
             if not self.is_open:
                 raise self._not_open()
             try:
-                stream_id = self._conn.send_request(method, path, headers, end_stream=end_stream)
+                # the time: a first stream after an idle stretch may bring the heartbeat's deadlines forward
+                stream_id = self._conn.send_request(
+                    method, path, headers, end_stream=end_stream, now=anyio.current_time()
+                )
             except LocalProtocolError as exc:
                 if exc.error_code is ErrorCode.REFUSED_STREAM and self._conn.peer_limits is not None:
                     await self.window_changed()  # a stream slot frees up when a stream ends
@@ -733,6 +737,7 @@ class Tunnel:
         stream = TunnelStream(self, stream_id)
         stream._sent_end = end_stream
         self._streams[stream_id] = stream
+        self._retime()
         await self.flush()
         return stream
 

@@ -25,11 +25,12 @@ class ConnectionPair:
         *,
         handshake: bool = True,
         heartbeat_interval: float = 10.0,
+        idle_heartbeat_interval: float | None = None,
     ) -> None:
         self.connector = Connection(Side.CONNECTOR, connector_limits)
         self.hub = Connection(Side.HUB, hub_limits)
         if handshake:
-            self.handshake(heartbeat_interval=heartbeat_interval)
+            self.handshake(heartbeat_interval=heartbeat_interval, idle_heartbeat_interval=idle_heartbeat_interval)
 
     def peer(self, conn: Connection) -> Connection:
         return self.hub if conn is self.connector else self.connector
@@ -48,11 +49,15 @@ class ConnectionPair:
         events += receiver.receive_data(data[pos:])
         return events
 
-    def handshake(self, *, heartbeat_interval: float = 10.0) -> tuple[Hello, Welcome]:
+    def handshake(
+        self, *, heartbeat_interval: float = 10.0, idle_heartbeat_interval: float | None = None
+    ) -> tuple[Hello, Welcome]:
         self.connector.send_hello(role=PeerRole.EDGE, name="edge1", credential="secret", manifest={"sysinfo": {}})
         (hello,) = self.deliver(self.connector)
         assert isinstance(hello, Hello)
-        self.hub.accept(heartbeat_interval=heartbeat_interval, resume_token="tok")
+        self.hub.accept(
+            heartbeat_interval=heartbeat_interval, resume_token="tok", idle_heartbeat_interval=idle_heartbeat_interval
+        )
         (welcome,) = self.deliver(self.hub)
         assert isinstance(welcome, Welcome)
         return hello, welcome

@@ -258,7 +258,10 @@ async def test_the_registry_forgets_by_ttl_and_cap_and_keeps_a_claim_that_expire
 
 
 async def test_a_takeover_gets_a_fresh_resume_token_and_the_old_one_is_void(tls: TLS) -> None:
-    async with running(tls, heartbeat_interval=0.2) as bridge, anyio.create_task_group() as tg:
+    async with (
+        running(tls, heartbeat_interval=0.2, idle_heartbeat_interval=0.2) as bridge,
+        anyio.create_task_group() as tg,
+    ):
         # the real edge freezes: it runs no tunnel, so it answers no heartbeat and the bridge lets it go
         frozen, frozen_token = await dial(bridge, tls, "e1")
         await wait_until(lambda: not connected(bridge, "e1"), timeout=5)
@@ -404,9 +407,7 @@ async def test_sse_gets_a_snapshot_then_changes_naming_only_that_edge(tls: TLS) 
         tg.cancel_scope.cancel()
 
 
-async def small_frame_client(
-    bridge: Bridge, tls: TLS, tg: anyio.abc.TaskGroup
-) -> tuple[Tunnel, list[Notification]]:
+async def small_frame_client(bridge: Bridge, tls: TLS, tg: anyio.abc.TaskGroup) -> tuple[Tunnel, list[Notification]]:
     """An SDK-style client on ``/connect`` that takes only 16 KiB frames, subscribed to everything from now;
     returns its tunnel and the list its events arrive in."""
     got: list[Notification] = []

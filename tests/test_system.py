@@ -471,6 +471,34 @@ def test_a_frozen_edge_is_dropped_and_its_request_answered_503_within_15_s(syste
     assert "Traceback" not in edge.stderr() + bridge.stderr()
 
 
+def test_a_request_to_an_edge_that_froze_while_idle_is_answered_503_within_15_s(
+    system: System, example_plugin: str
+) -> None:
+    """An idle edge pings only every 30 s, so one frozen while idle is still listed for a while; a request sent
+    to it must not wait for that: the bridge asks the edge with a PING as it forwards, and gives up 15 s later."""
+    bridge, url = system.start_bridge()
+    edge = system.start_edge(url)
+    with system.client(url) as http:
+        poll("the edge connects", lambda: edge_connected(http, "e1"), 20)
+        bulk_works(http)
+        edge.signal(signal.SIGSTOP)
+        try:
+            time.sleep(6)  # silent for more than the busy interval (5 s): only idle, as far as the bridge knows
+            assert edge_connected(http, "e1")
+            asked = time.monotonic()
+            r = http.get("/e1/bulk/sleep", params={"seconds": 1}, timeout=40)
+            took = time.monotonic() - asked
+            print(f"503 {took:.2f} s after the request")
+            assert r.status_code == 503, r.text
+            assert took <= 15.5
+            assert not edge_connected(http, "e1")
+        finally:
+            edge.signal(signal.SIGCONT)
+        poll("the thawed edge reconnects", lambda: edge_connected(http, "e1"), 20)
+        bulk_works(http)
+    assert "Traceback" not in edge.stderr() + bridge.stderr()
+
+
 def test_an_edge_whose_loop_blocks_for_5_s_is_not_dropped(system: System, example_plugin: str) -> None:
     """A busy plugin (``time.sleep`` in ``async def``) freezes the edge's loop: slow, not dead."""
     bridge, url = system.start_bridge()
