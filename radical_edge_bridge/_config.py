@@ -50,8 +50,8 @@ class BridgeConfig:
     heartbeat_interval: float = 5.0
     #: the same while an edge has no request in flight (raised to ``heartbeat_interval`` if below it): one
     #: PING/PONG per idle edge per interval, and an idle edge that froze or lost its network leaves the
-    #: listing after 3 of them (90 s), or 15 s after a request is sent to it.  30 s stays under the idle
-    #: timeouts of common proxies and firewalls (60 s and up).
+    #: listing after 3 of them (90 s), or 10 s after a request is sent to it (asked with a PING at once).
+    #: 30 s stays under the idle timeouts of common proxies and firewalls (60 s and up).
     idle_heartbeat_interval: float = 30.0
     #: the same for SDK connections (``/connect``): nothing waits on a client's liveness (a gone client's
     #: TCP connection usually ends at once), so its heartbeat only finds half-open connections, and 1,000

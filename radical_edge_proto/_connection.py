@@ -762,10 +762,10 @@ class Connection:
         return min(due, self._probes[0]) if self._probes else due
 
     def _silent_since(self) -> float | None:
-        """Where the peer's silence is counted from: its last bytes; while busy, the PING that asked it
-        when the connection became busy, if that came later (see :meth:`_becoming_busy`)."""
-        if self._busy and self._challenged_at is not None:
-            return self._challenged_at
+        """Where the peer's silence is counted from: its last bytes; while busy, if a PING asked it when
+        the connection became busy, one busy interval before that PING (see :meth:`_becoming_busy`)."""
+        if self._busy and self._challenged_at is not None and self.heartbeat_interval is not None:
+            return self._challenged_at - self.heartbeat_interval
         return self._last_rx
 
     def _ping_after(self, interval: float) -> float:
@@ -775,9 +775,10 @@ class Connection:
     def _becoming_busy(self, now: float | None) -> None:
         """The first stream opened by this side after none (section 12).  Silence from the idle stretch
         before must not count at the busy interval: if the peer has been silent for a busy interval or
-        more, a PING asks it now (the one already sent, if any), and its silence while busy counts from
-        then.  Until it answers, the next request does not ask again: a peer that stays silent is given
-        up on ``HEARTBEAT_MISSES`` busy intervals after the first request, however often callers retry."""
+        more, a PING asks it now (the one already sent, if any), and while busy its silence counts as
+        one busy interval at that PING, so it has ``HEARTBEAT_MISSES - 1`` busy intervals to answer.
+        Until it answers, the next request does not ask again: a peer that stays silent is given up on
+        that long after the first request, however often callers retry."""
         interval = self.heartbeat_interval
         if interval is None or self.idle_heartbeat_interval == interval:
             return

@@ -165,33 +165,36 @@ def test_an_idle_connection_pings_once_per_idle_interval_and_a_busy_one_once_per
     assert not clock.pair.connector.closed
 
 
-def test_a_request_after_a_long_idle_stretch_counts_the_silence_from_the_request():
+def test_a_request_after_a_long_idle_stretch_asks_the_connector_and_counts_its_silence_from_then():
     """25 s without a word is normal for an idle connector (it pings after 30): the first request must not be
-    judged by the busy interval's 15 s; the connector's silence from then on is."""
+    judged by the busy interval's 15 s.  The hub asks with a PING at once and gives the connector the rest of
+    the busy deadline to answer, as though it had been silent for one busy interval then."""
     clock = started(frozen_from=1.0)
     clock.run_until(25.0)
     clock.request()
     assert not clock.pair.hub.closed
-    clock.run_until(25.0 + HEARTBEAT_MISSES * BUSY - STEP)
+    answer_by = 25.0 + (HEARTBEAT_MISSES - 1) * BUSY
+    clock.run_until(answer_by - STEP)
     assert not clock.pair.hub.closed
-    # asked at once (the connector has no reason to speak if the request is cancelled), and again after 2
-    # busy intervals of silence
-    assert [t for t, kind in clock.sent["hub"] if kind == FrameType.PING] == [25.0, 25.0 + 2 * BUSY]
+    # asked at once (the connector has no reason to speak if the request is cancelled), and again one busy
+    # interval later (the hub's second busy interval of silence)
+    assert [t for t, kind in clock.sent["hub"] if kind == FrameType.PING] == [25.0, 25.0 + BUSY]
     clock.run_until(60.0)
-    assert clock.closed_at() == 25.0 + HEARTBEAT_MISSES * BUSY
+    assert clock.closed_at() == answer_by
     closed, reset = clock.hub_events[-2:]
     assert isinstance(closed, ConnectionClosed)
     assert closed.error_code is ErrorCode.TIMEOUT
-    assert "for 40.0 s" in closed.reason  # the whole silence, idle stretch included
+    assert "for 35.0 s" in closed.reason  # the whole silence, idle stretch included
     assert reset == StreamReset(2, ErrorCode.TIMEOUT, by_peer=False)  # the request is answered, not left hanging
 
 
-def test_a_frozen_connector_is_dropped_within_three_busy_intervals_of_any_request():
-    clock = started(frozen_from=40.0)
-    clock.run_until(50.0)
-    clock.request()
+def test_a_connector_frozen_with_a_request_in_flight_is_dropped_three_busy_intervals_after_its_last_word():
+    clock = started(frozen_from=32.0)
+    clock.run_until(31.0)  # the connector's idle ping at 30
+    clock.request()  # silent for 1 s only: no need to ask
+    assert clock.pings("hub") == 0
     clock.run_until(100.0)
-    assert clock.closed_at() == 50.0 + HEARTBEAT_MISSES * BUSY
+    assert clock.closed_at() == 30.0 + HEARTBEAT_MISSES * BUSY
 
 
 def test_a_retried_request_does_not_give_a_silent_connector_a_new_start():
@@ -205,10 +208,11 @@ def test_a_retried_request_does_not_give_a_silent_connector_a_new_start():
             break
         clock.cancel(sid)
         clock.run_until(clock.now + 1.0)
-    # asked at 25 and silent since: the request open at 40 s, or the first after, ends it
+    # asked at 25 and silent since: the request open at 35 s, or the first after, ends it
+    answer_by = 25.0 + (HEARTBEAT_MISSES - 1) * BUSY
     dropped = clock.closed_at()
     assert dropped is not None
-    assert 25.0 + HEARTBEAT_MISSES * BUSY <= dropped <= 25.0 + HEARTBEAT_MISSES * BUSY + 1.0 + STEP
+    assert answer_by <= dropped <= answer_by + 1.0 + STEP
     assert isinstance(clock.hub_events[-1], StreamReset)  # a request was open: it is answered
 
 
@@ -222,7 +226,7 @@ def test_a_connector_that_answered_meanwhile_gets_a_new_start():
     clock.run_until(50.0)
     clock.request()  # silent since 30 (20 s, more than a busy interval): asked now
     clock.run_until(100.0)
-    assert clock.closed_at() == 50.0 + HEARTBEAT_MISSES * BUSY
+    assert clock.closed_at() == 50.0 + (HEARTBEAT_MISSES - 1) * BUSY
 
 
 def test_a_request_opened_without_the_time_is_checked_at_the_next_timer_call():
@@ -232,9 +236,10 @@ def test_a_request_opened_without_the_time_is_checked_at_the_next_timer_call():
     assert hub.next_timer() == 2 * IDLE  # idle: the hub pings after two idle intervals
     hub.send_request("GET", "/x", end_stream=True)
     assert hub.next_timer() == 0.0  # "now": only the timer call knows the time
-    assert hub.handle_timer(25.0) == []  # 25 s of idle silence: the request starts the busy clock
-    assert hub.next_timer() == 25.0 + 2 * BUSY
-    (closed, _reset) = hub.handle_timer(25.0 + HEARTBEAT_MISSES * BUSY)
+    assert hub.handle_timer(25.0) == []  # 25 s of idle silence: the request asks the connector
+    assert [f.type for f in frames_of(hub.data_to_send())] == [FrameType.HEADERS, FrameType.PING]
+    assert hub.next_timer() == 25.0 + BUSY
+    (closed, _reset) = hub.handle_timer(25.0 + (HEARTBEAT_MISSES - 1) * BUSY)
     assert closed.error_code is ErrorCode.TIMEOUT
 
 
@@ -244,7 +249,7 @@ def test_streams_the_connector_opens_make_it_busy_too():
     clock.run_until(29.0)
     sid = clock.pair.connector.send_request("GET", "/x", now=clock.now)
     assert sid == 1
-    assert clock.pair.connector.next_timer() == pytest.approx(29.0 + BUSY)  # silent 29 s: asked now
+    assert clock.pair.connector.next_timer() == pytest.approx(29.0 + BUSY)  # silent 29 s: asked, again in 5 s
     clock.flush()
     clock.run_until(60.0)
     assert 6 <= clock.pings("connector", 29.0, 60.0) <= 7  # the hub never answered the request: every 5 s
