@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-heartbeat-interval",
         type=_positive_float,
         default=BridgeConfig.idle_heartbeat_interval,
-        help="the same while an edge has no request in flight (default %(default)s; at least --heartbeat-interval)",
+        help="the same while an edge has no request in flight (default %(default)s; raised to "
+        "--heartbeat-interval if lower)",
     )
     p.add_argument(
         "--stream-window",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +51,10 @@ class BridgeConfig:
     heartbeat_interval: float = 5.0
     #: the same while an edge has no request in flight (raised to ``heartbeat_interval`` if below it): one
     #: PING/PONG per idle edge per interval, and an idle edge that froze or lost its network leaves the
-    #: listing after 3 of them (90 s), or 10 s after a request is sent to it (asked with a PING at once).
-    #: 30 s stays under the idle timeouts of common proxies and firewalls (60 s and up).
+    #: listing after 3 of them (90 s), or 10-15 s after a request is sent to it (asked with a PING at once if
+    #: it has been silent for ``heartbeat_interval``).  An idle edge gives up on a bridge that went silent
+    #: (no reset: a lost network) after 90 s too.  30 s stays under the idle timeouts of common proxies and
+    #: firewalls (60 s and up).
     idle_heartbeat_interval: float = 30.0
     #: the same for SDK connections (``/connect``): nothing waits on a client's liveness (a gone client's
     #: TCP connection usually ends at once), so its heartbeat only finds half-open connections, and 1,000
@@ -106,6 +109,18 @@ class BridgeConfig:
     #: bytes of encoded events the replay ring holds at most (besides ``event_ring_size`` events); the
     #: oldest go first, and a replay from before them reports a gap.  16 MiB: thousands of ordinary events.
     event_ring_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "idle_heartbeat_interval", "client_heartbeat_interval"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a finite positive number of seconds, not {value!r}")
+
+    @property
+    def edge_idle_heartbeat_interval(self) -> float:
+        """What an edge's WELCOME says for an idle connection: ``idle_heartbeat_interval``, raised to
+        ``heartbeat_interval`` if below it."""
+        return max(self.idle_heartbeat_interval, self.heartbeat_interval)
 
     @property
     def edge_window_caps(self) -> tuple[int, int]:

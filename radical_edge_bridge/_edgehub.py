@@ -85,7 +85,7 @@ class EdgeHub:
                 carrier,
                 decide,
                 timeout=self.config.handshake_timeout,
-                idle_heartbeat_interval=max(self.config.idle_heartbeat_interval, self.config.heartbeat_interval),
+                idle_heartbeat_interval=self.config.edge_idle_heartbeat_interval,
             )
         except HandshakeError as exc:
             log.info("edge refused: %s", exc)

@@ -17,10 +17,11 @@ import pytest
 
 from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
 from radical_edge_bridge._cli import build_parser, config_from_args
-from radical_edge_tunnel import HandshakeError, TunnelStream, tunnel_limits
+from radical_edge_proto import Connection, PeerRole, Side
+from radical_edge_tunnel import HandshakeError, TunnelStream, connect_handshake, tunnel_limits
 
 from .conftest import TOKEN, running_bridge
-from .test_bridge import echo, http, raw_exchange, start_client, start_edge
+from .test_bridge import WebsocketsCarrier, echo, http, raw_exchange, start_client, start_edge, ws_connect, wss
 
 pytestmark = pytest.mark.anyio
 AUTH = f"Authorization: Bearer {TOKEN}\r\n"
@@ -467,6 +468,47 @@ def test_a_stream_window_out_of_range_is_refused(bad, option, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([option, bad])
     assert option in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "busy", "idle"),
+    [
+        ([], 5.0, 30.0),
+        (["--heartbeat-interval", "2", "--idle-heartbeat-interval", "60"], 2.0, 60.0),
+        (["--heartbeat-interval", "10", "--idle-heartbeat-interval", "3"], 10.0, 10.0),  # raised to the busy one
+    ],
+)
+def test_the_edge_heartbeat_intervals_are_bridge_options(tmp_path, given, busy, idle):
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    token.chmod(0o600)
+    config = config_from_args(build_parser().parse_args(["--insecure-no-tls", "--token-file", str(token), *given]))
+    assert config.heartbeat_interval == busy
+    assert config.edge_idle_heartbeat_interval == idle
+
+
+@pytest.mark.parametrize("name", ["heartbeat_interval", "idle_heartbeat_interval", "client_heartbeat_interval"])
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "30"])
+def test_a_heartbeat_interval_that_is_not_a_finite_positive_number_is_refused(name, bad):
+    """A config built in code is checked as the command line is: a NaN would otherwise fail every edge's
+    handshake, later and far from the cause."""
+    with pytest.raises(ValueError, match=name):
+        BridgeConfig(**{name: bad})
+
+
+async def test_an_edge_learns_both_heartbeat_intervals_in_the_welcome(bridge, client_ssl):
+    ws = await ws_connect(wss(bridge), ssl=client_ssl, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        conn = Connection(Side.CONNECTOR)
+        manifest = {"echo": {"type": "echo", "version": "1.0", "enabled": True, "ui_config": {}}}
+        welcome = await connect_handshake(
+            conn, WebsocketsCarrier(ws), role=PeerRole.EDGE, name="e1", credential=TOKEN, manifest=manifest
+        )
+        assert welcome.heartbeat_interval == bridge.config.heartbeat_interval
+        assert welcome.idle_heartbeat_interval == BridgeConfig.idle_heartbeat_interval == 30.0
+        assert conn.idle_heartbeat_interval == 30.0
+    finally:
+        await ws.close()
 
 
 async def test_an_edge_sends_no_more_than_the_stream_window_ahead_of_a_caller(tls_files, client_ssl):
