@@ -194,6 +194,12 @@ def build_welcome() -> bytes:
     return pair.hub.data_to_send()
 
 
+def build_welcome_idle() -> bytes:
+    pair = _hello_received()
+    pair.hub.accept(heartbeat_interval=HEARTBEAT, resume_token="tok", idle_heartbeat_interval=30.0)
+    return pair.hub.data_to_send()
+
+
 def build_reject() -> bytes:
     pair = _hello_received()
     pair.hub.reject(ErrorCode.UNAUTHORIZED, "bad credential")
@@ -321,6 +327,7 @@ def build_manifest() -> bytes:
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "hello": build_hello,
     "welcome": build_welcome,
+    "welcome-idle": build_welcome_idle,
     "reject": build_reject,
     "headers-request-end-stream": build_headers_request_end_stream,
     "headers-request": build_headers_request,
@@ -382,6 +389,15 @@ def recv_welcome(data: bytes, feed: Feed) -> None:
     assert connector.state is ConnState.OPEN
     assert connector.heartbeat_interval == 10.0
     assert connector.send_window(0) == Limits().connection_window_size
+
+
+def recv_welcome_idle(data: bytes, feed: Feed) -> None:
+    connector = Connection(Side.CONNECTOR)
+    _send_hello(connector)
+    connector.data_to_send()
+    (welcome,) = feed(connector, data)
+    assert welcome == Welcome(1, Limits(), 10.0, "tok", idle_heartbeat_interval=30.0)
+    assert (connector.heartbeat_interval, connector.idle_heartbeat_interval) == (10.0, 30.0)
 
 
 def recv_reject(data: bytes, feed: Feed) -> None:
@@ -516,6 +532,7 @@ def recv_manifest(data: bytes, feed: Feed) -> None:
 RECEIVERS: dict[str, Callable[[bytes, Feed], None]] = {
     "hello": recv_hello,
     "welcome": recv_welcome,
+    "welcome-idle": recv_welcome_idle,
     "reject": recv_reject,
     "headers-request-end-stream": recv_headers_request_end_stream,
     "headers-request": recv_headers_request,
