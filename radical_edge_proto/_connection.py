@@ -139,6 +139,44 @@ class Connection:
     or raises :class:`LocalProtocolError` and changes nothing.
     """
 
+    # no per-instance dict: a bridge holds thousands of idle connections
+    __slots__ = (
+        "_busy_unchecked",
+        "_challenged_at",
+        "_conn_credit",
+        "_conn_window",
+        "_decoder",
+        "_goaway_last_id",
+        "_highest_remote_id",
+        "_last_rx",
+        "_next_local_id",
+        "_open_local",
+        "_open_remote",
+        "_out",
+        "_ping_sent_at",
+        "_probe_at",
+        "_probe_payload",
+        "_probe_seq",
+        "_probes",
+        "_recv_window",
+        "_rx_now",
+        "_rx_since_timer",
+        "_send_window",
+        "_streams",
+        "_subscriptions",
+        "_tuning",
+        "heartbeat_interval",
+        "idle_heartbeat_interval",
+        "local_limits",
+        "min_rtt",
+        "peer_limits",
+        "probing",
+        "side",
+        "state",
+        "version",
+        "versions",
+    )
+
     def __init__(
         self,
         side: Side,
