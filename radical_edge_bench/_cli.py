@@ -108,12 +108,6 @@ class Options:
         connections' heartbeat ``intervals``, so that each connection's PING falls in it once."""
         return self.idle_seconds if self.idle_seconds is not None else max(intervals)
 
-    @property
-    def settle_seconds(self) -> float:
-        """(--scale) seconds to let the connections settle before the idle measurement (with a heartbeat
-        interval given, at least one interval: the first heartbeats are under way)."""
-        return max(min(3.0, self.idle_seconds or 3.0), self.heartbeat_interval or 0.0)
-
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
         quick = bool(args.quick)

@@ -80,13 +80,19 @@ class ScaleBench:
         self.env: dict[str, str] = {}
         self.bridge_argv: list[str] = []
         self.starts = 0
-        #: the bridge's heartbeat intervals for edges: with a request in flight, and idle (it raises the idle
-        #: one to the other, as here)
-        self.busy_interval = options.heartbeat_interval or BridgeConfig.heartbeat_interval
-        self.idle_interval = max(
-            options.idle_heartbeat_interval or BridgeConfig.idle_heartbeat_interval, self.busy_interval
+        # the bridge's heartbeat intervals, as its command line makes them from the options (checked there too)
+        busy, idle = options.heartbeat_interval, options.idle_heartbeat_interval
+        config = BridgeConfig(
+            heartbeat_interval=BridgeConfig.heartbeat_interval if busy is None else busy,
+            idle_heartbeat_interval=BridgeConfig.idle_heartbeat_interval if idle is None else idle,
         )
-        self.idle_seconds = options.idle_window((self.idle_interval, BridgeConfig.client_heartbeat_interval))
+        self.busy_interval = config.heartbeat_interval
+        self.idle_interval = config.edge_idle_heartbeat_interval
+        self.client_interval = config.client_heartbeat_interval
+        self.idle_seconds = options.idle_window((self.idle_interval, self.client_interval))
+        #: before the idle CPU is measured: the set-up's garbage (the window is one whole idle interval, so each
+        #: connection's PING falls in it once whenever it starts)
+        self.settle_seconds = min(3.0, self.idle_seconds)
 
     # ------------------------------------------------------------ processes
 
@@ -318,7 +324,7 @@ class ScaleBench:
         )
         try:
             beats.wait_for(r"ECHO-READY", 60 + n * 0.05)
-            await anyio.sleep(self.o.settle_seconds)
+            await anyio.sleep(self.settle_seconds)
             cpu0, count0, t0 = server.cpu(), self._echoes(beats), time.monotonic()
             await anyio.sleep(self.idle_seconds)
             cpu, echoes, seconds = server.cpu() - cpu0, self._echoes(beats) - count0, time.monotonic() - t0
@@ -364,13 +370,13 @@ class ScaleBench:
             ),
             "heartbeat_interval_s": self.busy_interval,
             "idle_heartbeat_interval_s": self.idle_interval,
-            "client_heartbeat_interval_s": BridgeConfig.client_heartbeat_interval,
+            "client_heartbeat_interval_s": self.client_interval,
         }
         res["scale"] = out
         self.setup()
         # first, with nothing else running: what asyncio alone spends on the same heartbeat traffic
         interval = self.idle_interval  # the edges are idle
-        client_interval = float(out["client_heartbeat_interval_s"])
+        client_interval = self.client_interval
         echo = await self.echo_floor(interval, client_interval)
         bridge = self.start_bridge(0)
         _log(f"bench --scale: bridge on port {self.port}")
@@ -414,7 +420,7 @@ class ScaleBench:
             raise RuntimeError(f"the bridge lists {seen} connected edges, not {n}\n{self._logs()}")
         out["connect"]["edges_registered"] = seen
 
-        await anyio.sleep(self.o.settle_seconds)  # the set-up's garbage and first heartbeats are over
+        await anyio.sleep(self.settle_seconds)
         _log(f"bench --scale: idle CPU over {self.idle_seconds:g} s")
         procs = {"bridge": bridge, "load": load}
         cpu0 = {k: p.cpu() for k, p in procs.items()}
