@@ -181,13 +181,14 @@ class Bridge:
         """Serve HTTP/1.1 requests until the connection ends (closed here), or until one is upgraded to a
         WebSocket: then the connection is not closed, and what serves the WebSocket is returned."""
         channel = HTTPChannel(stream, self.config.http)
+        peer = _peer(stream)  # once per connection: anyio builds every attribute of a TLS stream to look one up
         handoff: Handoff | None = None
         try:
             while True:
                 request = await channel.next_request()
                 if request is None:
                     break
-                handoff = await self._handle_request(channel, request)
+                handoff = await self._handle_request(channel, request, peer)
                 if handoff is not None or not channel.keep_alive:
                     break
         except (ClientGone, h11.LocalProtocolError, h11.RemoteProtocolError) as exc:
@@ -202,8 +203,9 @@ class Bridge:
 
     # ---------------------------------------------------------------- routing
 
-    async def _handle_request(self, channel: HTTPChannel, request: h11.Request) -> Handoff | None:
-        """Answer one HTTP request; for an accepted WebSocket upgrade, what serves the WebSocket."""
+    async def _handle_request(self, channel: HTTPChannel, request: h11.Request, peer: str) -> Handoff | None:
+        """Answer one HTTP request (``peer``: the caller's address); for an accepted WebSocket upgrade, what
+        serves the WebSocket."""
         headers = list(request.headers)
         names = {n for n, _ in headers}
         if b"transfer-encoding" in names and b"content-length" in names:
@@ -215,8 +217,8 @@ class Bridge:
             await channel.send_error(400, "the request target must be a path or an absolute http(s) URL", close=True)
             return None
         if _is_websocket(headers):
-            return await self._websocket(channel, request, urlsplit(target.decode("latin-1")).path)
-        head = RequestHead(request.method, target, headers, request_has_body(request), _peer(channel.stream))
+            return await self._websocket(channel, request, urlsplit(target.decode("latin-1")).path, peer)
+        head = RequestHead(request.method, target, headers, request_has_body(request), peer)
         await self.dispatch(channel, head, authenticated=False)
         return None
 
@@ -425,7 +427,7 @@ class Bridge:
 
     # ---------------------------------------------------------------- WebSocket endpoints
 
-    async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str) -> Handoff | None:
+    async def _websocket(self, channel: HTTPChannel, request: h11.Request, path: str, peer: str) -> Handoff | None:
         """Accept (or refuse) an upgrade to a WebSocket; accepted, what serves it (the caller runs it)."""
         serve = self.websocket_routes.get(path)
         if serve is None:
@@ -434,7 +436,7 @@ class Bridge:
         headers = list(request.headers)
         # edges and SDK clients send the bearer token; the portal's cookie is no credential here (a page on
         # another site could open a WebSocket to the bridge with it: cross-site WebSocket hijacking)
-        if not await self._check_credential(channel, headers, _peer(channel.stream), bearer_only=True):
+        if not await self._check_credential(channel, headers, peer, bearer_only=True):
             return None
         key = next((v for n, v in headers if n == b"sec-websocket-key"), None)
         if key is None:

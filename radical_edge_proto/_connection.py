@@ -272,6 +272,11 @@ class Connection:
 
     # ------------------------------------------------------------ plumbing
 
+    @property
+    def bytes_queued(self) -> int:
+        """How many bytes :meth:`data_to_send` would return now."""
+        return sum(map(len, self._out))
+
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call (possibly ``b""``)."""
         if not self._out:

@@ -269,7 +269,7 @@ class TunnelStream:
             conn.acknowledge_received_data(self.id, len(chunk), anyio.current_time())
             if not probing and conn.probing:  # the first data consumed scheduled round-trip probes
                 self.tunnel._retime()
-            await self.tunnel.flush()
+            await self.tunnel._flush_soon()
         return chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -296,7 +296,7 @@ class TunnelStream:
             self._forget_if_done()
             self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
         if flush:
-            await self.tunnel.flush()
+            await self.tunnel._flush_soon()
 
     async def send(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes, waiting for credit as needed."""
@@ -319,7 +319,7 @@ class TunnelStream:
                 self._sent_end = True
                 self._forget_if_done()
                 self.tunnel._wake_senders()  # a stream may have closed: drain() re-checks
-            await self.tunnel.flush()
+            await self.tunnel._flush_soon()
             view = view[n:]
             if last:
                 return
@@ -362,7 +362,21 @@ class Tunnel:
     REJECT or GOAWAY, a protocol error found in what it sent, a heartbeat
     timeout, a dead carrier, or :meth:`aclose` here), and every stream still
     open ends with that code and reason.
+
+    One task writes at a time (see :meth:`flush`).  A task that queues a
+    frame (a request or response head, body bytes, credit) while another
+    one writes leaves it to that writer and goes on, unless
+    :attr:`handoff_limit` bytes or more are queued (then it waits: the
+    queue stays bounded) or the writer has written :attr:`handoff_rounds`
+    times in a row (then the others wait for it too, so it soon finds
+    nothing more queued and goes back to its own stream: the writer is one
+    of the stream tasks and must not be kept writing for the others).
     """
+
+    #: see the class description
+    handoff_limit = 64 * 1024
+    #: see the class description
+    handoff_rounds = 4
 
     def __init__(
         self,
@@ -381,6 +395,7 @@ class Tunnel:
         self._streams: dict[int, TunnelStream] = {}
         # one writer at a time (see flush); waiters are woken through _write_done
         self._writing = False
+        self._write_rounds = 0  # writes done by the task writing now
         self._write_done: anyio.Event | None = None
         self._window: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -570,6 +585,7 @@ class Tunnel:
             with anyio.CancelScope(shield=True) as scope:
                 while data:
                     scope.deadline = anyio.current_time() + self.write_timeout
+                    self._write_rounds += 1
                     await self.carrier.send(data)
                     data = self._conn.data_to_send()
             if scope.cancelled_caught:
@@ -577,9 +593,17 @@ class Tunnel:
                 await self.carrier.aclose()
         finally:
             self._writing = False
+            self._write_rounds = 0
             done, self._write_done = self._write_done, None
             if done is not None:
                 done.set()
+
+    async def _flush_soon(self) -> None:
+        """:meth:`flush`, or leave what is queued to the task writing now (see the class description): with
+        many streams a task need not wait for the round that writes its frames, one wake-up less per frame."""
+        if self._writing and self._write_rounds < self.handoff_rounds and self._conn.bytes_queued < self.handoff_limit:
+            return
+        await self.flush()
 
     async def window_changed(self) -> None:
         """Wait until some credit arrives or some stream changes state."""
@@ -609,7 +633,7 @@ class Tunnel:
                 return
             self._dispatch(events)
             self._retime()
-            await self.flush()
+            await self._flush_soon()
             if self._conn.closed:
                 return
 
@@ -738,7 +762,7 @@ class Tunnel:
         stream._sent_end = end_stream
         self._streams[stream_id] = stream
         self._retime()
-        await self.flush()
+        await self._flush_soon()
         return stream
 
 

@@ -360,3 +360,16 @@ def test_fresh_connection_state(side: Side):
     assert not conn.closed
     assert not conn.drained
     assert conn.receive_data(b"") == []
+
+
+def test_bytes_queued_is_what_data_to_send_would_return():
+    pair = ConnectionPair()
+    conn = pair.connector
+    assert conn.bytes_queued == 0
+    sid = conn.send_request("POST", "/echo/x", [("x-a", "1")])
+    conn.send_data(sid, memoryview(b"z" * 1000))  # a view is counted by its length too
+    conn.ping(b"12345678")
+    queued = conn.bytes_queued
+    data = conn.data_to_send()
+    assert queued == len(data) > 1000
+    assert conn.bytes_queued == 0

@@ -405,3 +405,171 @@ async def test_a_heartbeat_write_that_never_completes_is_cut_too(caplog: pytest.
     assert not watchdog, "the write was never given up"
     assert "peer took no data for 0.3 s" in caplog.text
     await b.aclose()
+
+
+# ---------------------------------------------------------------- one writer, and the others' frames
+
+
+class GatedCarrier:
+    """A carrier whose writes wait while it is held (a peer that is slow to take data) and each take ``delay``
+    seconds; it counts the writes that started."""
+
+    def __init__(self, inner: MemoryCarrier, delay: float = 0.0) -> None:
+        self.inner, self.delay, self.writes = inner, delay, 0
+        self.gate = anyio.Event()
+        self.gate.set()
+
+    def hold(self) -> None:
+        self.gate = anyio.Event()
+        self.writes = 0
+
+    async def send(self, data: bytes) -> None:
+        self.writes += 1
+        await self.gate.wait()
+        if self.delay:
+            await anyio.sleep(self.delay)
+        await self.inner.send(data)
+
+    async def receive(self) -> bytes:
+        return await self.inner.receive()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def gated_pair(handler, delay: float = 0.0) -> tuple[Tunnel, Tunnel, GatedCarrier]:
+    client, hub, a, b = await handshaken()
+    gated = GatedCarrier(a, delay)
+    tunnel = Tunnel(client, gated, name="client")
+    tunnel.write_timeout = 5  # a failing test ends then: a blocked write is shielded from the tests' fail_after
+    return tunnel, Tunnel(hub, b, handler=handler, name="hub"), gated
+
+
+async def test_a_head_queued_while_another_task_writes_leaves_with_that_writer_without_waiting_for_it():
+    seen: list[str] = []
+
+    async def answer(stream: TunnelStream) -> None:
+        assert stream.request is not None
+        seen.append(stream.request.path)
+        await stream.respond(204, end_stream=True)
+
+    client, hub, gated = await gated_pair(answer)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        gated.hold()  # the peer takes nothing for now
+        first: list[TunnelStream] = []
+
+        async def open_first() -> None:
+            first.append(await client.request("GET", "/one", end_stream=True))
+
+        tg.start_soon(open_first)
+        await wait_for(lambda: gated.writes == 1)  # that task is the writer, its write blocked
+        with anyio.fail_after(1):  # not held up by the blocked write
+            second = await client.request("GET", "/two", end_stream=True)
+        assert gated.writes == 1  # queued, not written: the writer takes it next
+        assert not first  # the writer itself still waits for its write
+        gated.gate.set()
+        with anyio.fail_after(2):
+            await wait_for(lambda: bool(first))
+            assert (await first[0].wait_response()).status == 204
+            assert (await second.wait_response()).status == 204
+        assert seen == ["/one", "/two"]  # in the order queued
+        assert gated.writes == 2  # the writer's second round
+        await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def test_a_task_that_finds_the_handoff_limit_queued_waits_for_the_writer():
+    body = bytearray()
+
+    async def consume(stream: TunnelStream) -> None:
+        await stream.respond(200)
+        async for chunk in stream:
+            body.extend(chunk)
+        await stream.end()
+
+    client, hub, gated = await gated_pair(consume)
+    client.handoff_limit = 4096  # below the stream's window (64 KiB here), which would stop the sender anyway
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        upload = await client.request("POST", "/up")
+        gated.hold()
+        tg.start_soon(client.send_manifest, {"blocked": {}})  # the writer, its write blocked
+        await wait_for(lambda: gated.writes == 1)
+        with anyio.fail_after(1):
+            await upload.send(b"a" * 100)  # small: left to the writer
+        sent = anyio.Event()
+
+        async def send_big() -> None:
+            await upload.send(b"b" * 8192, end_stream=True)
+            sent.set()
+
+        tg.start_soon(send_big)
+        await anyio.sleep(0.2)
+        assert not sent.is_set()  # queued, and waiting: the queue does not grow past the limit
+        gated.gate.set()
+        with anyio.fail_after(2):
+            await sent.wait()
+            await upload.wait_response()
+            while await upload.receive():
+                pass
+        assert bytes(body) == b"a" * 100 + b"b" * 8192
+        await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def test_the_writer_is_not_kept_writing_for_tasks_that_keep_queuing():
+    # the writer is one of the stream tasks: while it writes, another task queues a little at a time, under the
+    # byte limit; after handoff_rounds writes that task waits too, and the writer gets back to its own stream
+    received: dict[str, int] = {}
+
+    async def count(stream: TunnelStream) -> None:
+        assert stream.request is not None
+        await stream.respond(200, flush=False)
+        async for chunk in stream:
+            received[stream.request.path] = received.get(stream.request.path, 0) + len(chunk)
+        await stream.end()
+
+    client, hub, gated = await gated_pair(count, delay=0.002)
+    sent = 0
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        mine = await client.request("POST", "/mine")
+        other = await client.request("POST", "/other")
+
+        async def keep_queuing() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                await other.send(b"o" * 100)
+                sent += 100
+                await anyio.sleep(0.0005)
+            await other.end()
+
+        gated.hold()
+        writing = anyio.Event()
+
+        async def write_mine() -> None:
+            await mine.send(b"m", end_stream=True)  # this task is the writer
+            writing.set()
+
+        tg.start_soon(write_mine)
+        await wait_for(lambda: gated.writes == 1)
+        tg.start_soon(keep_queuing)
+        await anyio.sleep(0.01)
+        gated.gate.set()
+        with anyio.fail_after(2):  # without the bound on rounds, this writer would write the other's bytes for ever
+            await writing.wait()
+        assert sent > 0  # the other task queued while this one wrote, and goes on doing so until stopped below
+        stop.set()
+        with anyio.fail_after(2):
+            for stream in (mine, other):
+                await stream.wait_response()
+                while await stream.receive():
+                    pass
+        assert received == {"/mine": 1, "/other": sent}
+        await client.aclose()
+        tg.cancel_scope.cancel()
