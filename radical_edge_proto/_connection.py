@@ -46,9 +46,12 @@ from ._state import CONN_TRANSITIONS, HALF_TRANSITIONS, ConnInput, ConnState, Ha
 PROTOCOL_VERSION = 1
 #: A peer is declared dead after this many heartbeat intervals of silence.
 HEARTBEAT_MISSES = 3
-#: The hub sends its own PING only after this many intervals of silence.  The connector pings after
-#: one, so an idle connection costs one PING (connector) and one PONG (hub) per interval, and a hub
-#: holding thousands of connections answers pings instead of also timing its own for each of them.
+#: On an idle connection the hub sends its own PING only after this many intervals of silence.  The
+#: connector pings after one, so an idle connection costs one PING (connector) and one PONG (hub) per
+#: interval, and a hub holding thousands of connections answers pings instead of also timing its own
+#: for each of them.  On a busy one the hub asks after one interval too: a connector that hears the hub
+#: all the time never pings, and the hub's answer must come in time even if the connector's loop stalls
+#: (a PING after two intervals, met by a stall of one, is answered at the third: too late).
 HUB_PING_INTERVALS = 2
 #: Credit goes back to the peer once this fraction of a window was consumed.
 CREDIT_DIVISOR = 4
@@ -795,8 +798,9 @@ class Connection:
         return self._last_rx
 
     def _ping_after(self, interval: float) -> float:
-        """Seconds of silence before this side's first PING (section 12)."""
-        return interval * HUB_PING_INTERVALS if self.side is Side.HUB else interval
+        """Seconds of silence before this side's first PING (section 12): one interval, but on an idle connection
+        the hub waits for ``HUB_PING_INTERVALS`` (the connector's PING comes first; the hub only answers)."""
+        return interval * HUB_PING_INTERVALS if self.side is Side.HUB and not self._busy else interval
 
     def _becoming_busy(self, now: float | None) -> None:
         """The first stream opened by this side after none (section 12).  Silence from the idle stretch

@@ -294,3 +294,80 @@ def test_any_request_schedule_a_live_connector_stays_and_a_frozen_ones_requests_
     assert dropped is not None
     assert dropped <= clock.frozen_from + HEARTBEAT_MISSES * IDLE + STEP
     assert dropped <= deadline
+
+
+# ---------------------------------------------------------------- a connector whose loop stalls
+
+
+class StallClock(Clock):
+    """The connector's event loop stalls in the given spans: it neither runs its timer nor reads then, and the
+    bytes sent to it meanwhile wait in its socket until the stall ends (a plugin blocking the loop)."""
+
+    def __init__(self, pair: ConnectionPair, stalls: list[tuple[float, float]]) -> None:
+        super().__init__(pair)
+        self.stalls = stalls
+        self.waiting = b""
+
+    @property
+    def frozen(self) -> bool:
+        return any(start <= self.now < end for start, end in self.stalls)
+
+    def flush(self) -> None:
+        hub, connector = self.pair.hub, self.pair.connector
+        for _ in range(3):
+            data = hub.data_to_send()
+            self.sent["hub"] += [(self.now, f.type) for f in frames_of(data)]
+            self.waiting += data
+            if self.frozen:
+                continue
+            if self.waiting:
+                connector.receive_data(self.waiting, self.now)
+                self.waiting = b""
+            data = connector.data_to_send()
+            self.sent["connector"] += [(self.now, f.type) for f in frames_of(data)]
+            if data:
+                self.hub_events += hub.receive_data(data, self.now)
+
+
+def busy_and_talked_to(stalls: list[tuple[float, float]], until: float) -> StallClock:
+    """The hub holds a request open on the connector (a long job: the connector has nothing to say about it)
+    and sends it another request every second, held half a second: the connector hears from the hub all the
+    time, so its own PINGs (after an interval without hearing anything) never come."""
+    clock = StallClock(ConnectionPair(heartbeat_interval=BUSY, idle_heartbeat_interval=IDLE), stalls)
+    clock.pair.hub.handle_timer(0.0)
+    clock.pair.connector.handle_timer(0.0)
+    clock.request()
+    while clock.now < until and not clock.pair.hub.closed:
+        sid = clock.request()
+        clock.run_until(clock.now + 0.5)
+        if clock.pair.hub.closed:
+            break
+        clock.cancel(sid)
+        clock.run_until(clock.now + 0.5)
+    return clock
+
+
+def test_a_busy_connector_that_only_listens_survives_a_stall_that_starts_when_the_hub_asks():
+    """The connector has said nothing since it got the long request at 0 (it hears the hub all the time, so it
+    has no reason to).  Its loop stalls for a busy interval from 10 s.  Had the hub waited two intervals before
+    asking, its PING would arrive just then and its answer at 15 s: three intervals of silence, dropped.  The
+    hub asks a busy connector after one interval, so it gets its answer at 5 s and again at 15."""
+    clock = busy_and_talked_to([(10.0, 10.0 + BUSY)], 60.0)
+    assert clock.closed_at() is None
+    hub_pings = [t for t, kind in clock.sent["hub"] if kind == FrameType.PING]
+    assert hub_pings[:2] == [BUSY, 2 * BUSY]  # asked after one busy interval of silence, and again after the next
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    first=st.floats(0.0, 30.0),
+    gap=st.floats(STEP, 12.0),
+    lengths=st.tuples(st.floats(0.0, 2 * BUSY - 2 * STEP), st.floats(0.0, 2 * BUSY - 2 * STEP)),
+)
+def test_a_busy_connector_whose_loop_stalls_for_less_than_two_busy_intervals_is_never_dropped(first, gap, lengths):
+    """Two stalls, each shorter than two busy intervals (less two steps of the simulated clock), anywhere, with
+    the loop running for at least a step between them: the hub's PING after one interval of silence is
+    answered within three."""
+    second = first + lengths[0] + gap
+    clock = busy_and_talked_to([(first, first + lengths[0]), (second, second + lengths[1])], second + 40.0)
+    assert clock.closed_at() is None
