@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -25,6 +26,7 @@ import h11
 from radical_edge_proto.profile import error_body
 from radical_edge_tunnel import tls_object, with_buffered_tls
 
+from ._deadlines import Deadlines
 from ._exchange import BodyTooLarge
 
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
@@ -129,12 +131,23 @@ class HeadMeter:
 
 
 class HTTPChannel:
-    """One client connection; call :meth:`next_request` in a loop."""
+    """One client connection; call :meth:`next_request` in a loop, and :meth:`aclose` at the end.
 
-    def __init__(self, stream: anyio.abc.ByteStream, limits: HTTPLimits) -> None:
+    The two waits every request has, for the next request (``idle_timeout``)
+    and for the client to take the response (``write_timeout``), are watched
+    by ``deadlines`` (one task for all connections): on expiry the socket is
+    shut down, which ends the wait as a closed connection.  The rarer ones,
+    a head that arrives in pieces and a body being read, have a timer each
+    (``anyio.fail_after``): they end in an answer (408) or an error of
+    their own.
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream, limits: HTTPLimits, deadlines: Deadlines) -> None:
         self.stream = stream
         self._ssl = tls_object(stream)
         self.limits = limits
+        self._deadline = deadlines.add(self._expired)
+        self._timed_out = False
         # h11's own bound on an unfinished head is a backstop above ours (line + headers + line ends)
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limits.max_request_line + limits.max_header_bytes + 4
@@ -183,8 +196,6 @@ class HTTPChannel:
             if (too_large := self._head.start(pending)) is not None:
                 raise too_large
             event = await self._first_event()
-        except TimeoutError:
-            return None
         except BadRequest as exc:
             await self.send_error(exc.status, exc.detail, close=True)
             return None
@@ -208,14 +219,17 @@ class HTTPChannel:
         return event
 
     async def _first_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        """The next request's first event: TimeoutError after ``idle_timeout`` without a byte; once
-        the first byte is here, the rest of the head must follow within ``head_timeout``.
-        Timers are armed only when there is something to wait for (pipelined heads need none)."""
+        """The next request's first event: a closed connection after ``idle_timeout`` without a byte; once
+        the first byte is here, the rest of the head must follow within ``head_timeout`` (else 408).
+        Deadlines are armed only when there is something to wait for (pipelined heads need none)."""
         event = self._poll()  # a pipelined head may have come with the previous request
         if event is not h11.NEED_DATA:
             return event
-        with anyio.fail_after(self.limits.idle_timeout):
+        self._deadline.arm(self.limits.idle_timeout)
+        try:
             data = await self._read()
+        finally:
+            self._deadline.disarm()
         if not data:
             return h11.ConnectionClosed()
         self._feed(data)
@@ -273,13 +287,15 @@ class HTTPChannel:
         if self._unsent:
             data, self._unsent = self._unsent + (data or b""), b""
         if data:
+            self._deadline.arm(self.limits.write_timeout)
             try:
-                with anyio.fail_after(self.limits.write_timeout):
-                    await self.stream.send(data)
-            except TimeoutError:  # (an OSError: before _GONE)
-                raise ClientGone(f"client took no response bytes for {self.limits.write_timeout:g} s") from None
+                await self.stream.send(data)
             except _GONE:
+                if self._timed_out:
+                    raise ClientGone(f"client took no response bytes for {self.limits.write_timeout:g} s") from None
                 raise ClientGone("client went away") from None
+            finally:
+                self._deadline.disarm()
 
     async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], *, flush: bool = True) -> None:
         """Send the response head; with ``flush=False`` it leaves with the first body bytes
@@ -354,6 +370,21 @@ class HTTPChannel:
     def keep_alive(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
+    def _expired(self) -> None:
+        """(the deadline watch) The client idled too long between requests, or took no response bytes for too
+        long: shut the socket down, which ends the read or the write that waits (as a closed connection)."""
+        self._timed_out = True
+        # a socket.socket, or asyncio's TransportSocket around it (which has shutdown() too)
+        sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        """The connection is no longer served as HTTP (closed, or upgraded to a WebSocket): stop watching it."""
+        self._deadline.close()
+
     async def aclose(self) -> None:
+        self.release()
         with anyio.move_on_after(1, shield=True), contextlib.suppress(*_GONE):
             await self.stream.aclose()

@@ -32,6 +32,7 @@ from radical_edge_tunnel import Carrier, WebSocketCarrier
 from ._auth import Authenticator, bearer_from_headers, clear_session_cookie, credential_from_headers, session_cookie
 from ._clients import ClientHub
 from ._config import BridgeConfig
+from ._deadlines import Deadlines
 from ._edgehub import EdgeHub
 from ._eventhub import EventHub
 from ._exchange import BodyTooLarge, Exchange, RequestHead
@@ -94,6 +95,9 @@ class Bridge:
         #: the TLS handshakes in progress (made when serving starts)
         self.handshake_slots: HandshakeSlots | None = None
         self.port: int | None = None
+        limits = config.http
+        #: the deadlines of the HTTP connections' reads and writes (see HTTPChannel): ticks of up to a second
+        self._deadlines = Deadlines(min(1.0, limits.idle_timeout / 4, limits.write_timeout / 4))
         self._stopped = anyio.Event()
         self.routes = self._route_table()
         #: the WebSocket endpoints: path -> who serves the connection once it is upgraded
@@ -131,6 +135,7 @@ class Bridge:
         ssl_context = None if self.config.insecure_no_tls else self.ssl_context()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._serve_listener, listener, ssl_context)
+            tg.start_soon(self._deadlines.run)
             tg.start_soon(self.edge_hub.expire_periodically)
             if self.config.plugins:
                 tg.start_soon(self.edge_hub.host_plugins, list(self.config.plugins))
@@ -180,7 +185,7 @@ class Bridge:
     async def _serve_http(self, stream: anyio.abc.ByteStream) -> Handoff | None:
         """Serve HTTP/1.1 requests until the connection ends (closed here), or until one is upgraded to a
         WebSocket: then the connection is not closed, and what serves the WebSocket is returned."""
-        channel = HTTPChannel(stream, self.config.http)
+        channel = HTTPChannel(stream, self.config.http, self._deadlines)
         peer = _peer(stream)  # once per connection: anyio builds every attribute of a TLS stream to look one up
         handoff: Handoff | None = None
         try:
@@ -199,6 +204,8 @@ class Bridge:
         finally:
             if handoff is None:
                 await channel.aclose()
+            else:
+                channel.release()
         return handoff
 
     # ---------------------------------------------------------------- routing

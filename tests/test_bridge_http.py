@@ -14,6 +14,7 @@ import h11
 import pytest
 
 from radical_edge_bridge import HTTPLimits
+from radical_edge_bridge._deadlines import Deadlines
 from radical_edge_bridge._http import HeadMeter, HTTPChannel
 
 from .conftest import TOKEN
@@ -49,7 +50,7 @@ class PieceStream(anyio.abc.ByteStream):
 
 async def first_request(data: bytes, size: int) -> tuple[h11.Request | None, PieceStream]:
     stream = PieceStream(data, size)
-    channel = HTTPChannel(stream, LIMITS)
+    channel = HTTPChannel(stream, LIMITS, Deadlines(1.0))
     with anyio.fail_after(30):
         request = await channel.next_request()
     return request, stream
@@ -103,7 +104,7 @@ async def test_bytes_of_a_pipelined_head_count_towards_its_limit():
     second = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
     data = first + second
     stream = PieceStream(data, len(first) + 40_000)  # the first request and 40 KB of the second head
-    channel = HTTPChannel(stream, LIMITS)
+    channel = HTTPChannel(stream, LIMITS, Deadlines(1.0))
     request = await channel.next_request()
     assert isinstance(request, h11.Request)
     await channel.send_bytes(200, b"{}")
@@ -141,7 +142,7 @@ async def test_bridge_answers_431_to_headers_sent_in_many_small_pieces(bridge, c
 
 async def test_a_malformed_pipelined_head_gets_400():
     stream = PieceStream(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n", 1 << 20)
-    channel = HTTPChannel(stream, LIMITS)
+    channel = HTTPChannel(stream, LIMITS, Deadlines(1.0))
     assert isinstance(await channel.next_request(), h11.Request)
     await channel.send_bytes(200, b"{}")
     assert await channel.next_request() is None
