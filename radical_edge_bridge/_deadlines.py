@@ -3,12 +3,13 @@
 ``anyio.fail_after`` around a read or a write costs a cancel scope and a
 timer in the event loop's heap (a Python object pushed and later popped,
 with Python comparisons); a bridge serving 64 HTTP clients did that twice
-per request, for deadlines of 30 s and more that almost never fire.  Taking
-both away cut the bridge's CPU per request by 12-21 % (wrk, 64 connections,
-two alternating pairs).  Here a deadline is a time written on an object;
-one task looks at all of them every ``tick`` seconds and calls the expiry
-callback of each one that has passed, so a deadline fires up to a tick
-late.  The task sleeps while nothing is watched.
+per request, for deadlines of 30 s and more that almost never fire.  Here a
+deadline is a time written on an object; one task looks at all of them
+every ``tick`` seconds and calls the expiry callback of each one that has
+passed, so a deadline fires up to a tick late.  The task sleeps while
+nothing is watched.  Measured with wrk, four alternating pairs: the
+bridge's CPU per request at 64 connections 244-252 -> 206-212 us, at one
+client 484-498 -> 447-466 us.
 """
 
 from __future__ import annotations
