@@ -80,6 +80,17 @@ class Clock:
         self.pair.hub.reset_stream(sid, ErrorCode.CANCEL)
         self.flush()
 
+    def request_held(self, hold: float, then: float) -> bool:
+        """A request held open ``hold`` seconds, then cancelled, then ``then`` seconds more; whether the hub
+        gave up meanwhile (the clock stops there)."""
+        sid = self.request()
+        self.run_until(self.now + hold)
+        if self.pair.hub.closed:
+            return True
+        self.cancel(sid)
+        self.run_until(self.now + then)
+        return self.pair.hub.closed
+
     def pings(self, side: str, start: float = 0.0, end: float = math.inf) -> int:
         return sum(1 for t, kind in self.sent[side] if kind == FrameType.PING and start <= t < end)
 
@@ -202,12 +213,8 @@ def test_a_retried_request_does_not_give_a_silent_connector_a_new_start():
     clock = started(frozen_from=1.0)
     clock.run_until(25.0)
     for _ in range(10):  # asks, gives up after 4 s, asks again 1 s later
-        sid = clock.request()
-        clock.run_until(clock.now + 4.0)
-        if clock.pair.hub.closed:
+        if clock.request_held(4.0, 1.0):
             break
-        clock.cancel(sid)
-        clock.run_until(clock.now + 1.0)
     # asked at 25 and silent since: the request open at 35 s, or the first after, ends it
     answer_by = 25.0 + (HEARTBEAT_MISSES - 1) * BUSY
     dropped = clock.closed_at()
@@ -337,13 +344,8 @@ def busy_and_talked_to(stalls: list[tuple[float, float]], until: float) -> Stall
     clock.pair.hub.handle_timer(0.0)
     clock.pair.connector.handle_timer(0.0)
     clock.request()
-    while clock.now < until and not clock.pair.hub.closed:
-        sid = clock.request()
-        clock.run_until(clock.now + 0.5)
-        if clock.pair.hub.closed:
-            break
-        clock.cancel(sid)
-        clock.run_until(clock.now + 0.5)
+    while clock.now < until and not clock.request_held(0.5, 0.5):
+        pass
     return clock
 
 
