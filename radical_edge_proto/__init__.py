@@ -8,6 +8,7 @@ Standard library only.  A :class:`Connection` turns received bytes into
 from ._connection import (
     CREDIT_DIVISOR,
     HEARTBEAT_MISSES,
+    HUB_BUSY_PING_INTERVALS,
     HUB_PING_INTERVALS,
     PROTOCOL_VERSION,
     RTT_PROBES,
@@ -52,6 +53,7 @@ __all__ = [
     "EDGE_NAME_MAX",
     "HEADER_SIZE",
     "HEARTBEAT_MISSES",
+    "HUB_BUSY_PING_INTERVALS",
     "HUB_PING_INTERVALS",
     "MAX_FRAME_SIZE",
     "MAX_WINDOW",

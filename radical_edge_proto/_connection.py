@@ -49,10 +49,13 @@ HEARTBEAT_MISSES = 3
 #: On an idle connection the hub sends its own PING only after this many intervals of silence.  The
 #: connector pings after one, so an idle connection costs one PING (connector) and one PONG (hub) per
 #: interval, and a hub holding thousands of connections answers pings instead of also timing its own
-#: for each of them.  On a busy one the hub asks after one interval too: a connector that hears the hub
-#: all the time never pings, and the hub's answer must come in time even if the connector's loop stalls
-#: (a PING after two intervals, met by a stall of one, is answered at the third: too late).
+#: for each of them.
 HUB_PING_INTERVALS = 2
+#: On a busy connection (a stream open) the hub asks after this many intervals of silence: a connector
+#: that hears the hub all the time never pings, and a PING after two intervals, met by a stall of the
+#: connector's loop of one, was answered at the third: too late.  Not after one: a connector that does
+#: ping (nobody sends it anything) pings after one, and the hub would ping at the same time, for nothing.
+HUB_BUSY_PING_INTERVALS = 1.5
 #: Credit goes back to the peer once this fraction of a window was consumed.
 CREDIT_DIVISOR = 4
 #: Window tuning (see :meth:`Connection.tune_windows`): the consumption rate is measured over at least this
@@ -798,9 +801,12 @@ class Connection:
         return self._last_rx
 
     def _ping_after(self, interval: float) -> float:
-        """Seconds of silence before this side's first PING (section 12): one interval, but on an idle connection
-        the hub waits for ``HUB_PING_INTERVALS`` (the connector's PING comes first; the hub only answers)."""
-        return interval * HUB_PING_INTERVALS if self.side is Side.HUB and not self._busy else interval
+        """Seconds of silence before this side's first PING (section 12): the connector's after one interval, the
+        hub's after ``HUB_BUSY_PING_INTERVALS`` while busy and ``HUB_PING_INTERVALS`` while idle (on an idle
+        connection the connector's PING comes first and the hub only answers)."""
+        if self.side is Side.CONNECTOR:
+            return interval
+        return interval * (HUB_BUSY_PING_INTERVALS if self._busy else HUB_PING_INTERVALS)
 
     def _becoming_busy(self, now: float | None) -> None:
         """The first stream opened by this side after none (section 12).  Silence from the idle stretch

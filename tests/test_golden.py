@@ -25,6 +25,7 @@ from radical_edge_proto import (
     CREDIT_DIVISOR,
     HEADER_SIZE,
     HEARTBEAT_MISSES,
+    HUB_BUSY_PING_INTERVALS,
     HUB_PING_INTERVALS,
     MAX_FRAME_SIZE,
     MIN_FRAME_SIZE,
@@ -659,7 +660,7 @@ def test_stream_state_table() -> None:
 
 
 def test_constant_table() -> None:
-    values = {name: int(value.replace("_", "").split()[0], 0) for name, value, *_ in _table_after("constants")}
+    values = {name: _number(value.replace("_", "").split()[0]) for name, value, *_ in _table_after("constants")}
     assert values == {
         "PROTOCOL_VERSION": PROTOCOL_VERSION,
         "HEADER_SIZE": HEADER_SIZE,
@@ -671,4 +672,9 @@ def test_constant_table() -> None:
         "CREDIT_DIVISOR": CREDIT_DIVISOR,
         "HEARTBEAT_MISSES": HEARTBEAT_MISSES,
         "HUB_PING_INTERVALS": HUB_PING_INTERVALS,
+        "HUB_BUSY_PING_INTERVALS": HUB_BUSY_PING_INTERVALS,
     }
+
+
+def _number(text: str) -> int | float:
+    return float(text) if "." in text else int(text, 0)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from radical_edge_proto import (
     HEARTBEAT_MISSES,
+    HUB_BUSY_PING_INTERVALS,
     ConnectionClosed,
     ErrorCode,
     FrameType,
@@ -168,6 +169,7 @@ def test_an_idle_connection_pings_once_per_idle_interval_and_a_busy_one_once_per
     sid = clock.request()  # the hub's request; the connector holds it open without a word
     clock.run_until(180.0)
     assert 11 <= clock.pings("connector", 120.0, 180.0) <= 12  # every 5 s of the hub's silence
+    assert clock.pings("hub", 120.0, 180.0) == 0  # the connector's PINGs are its word: no PINGs both ways
     assert not clock.pair.hub.closed
     clock.cancel(sid)
     clock.run_until(300.0)
@@ -351,25 +353,44 @@ def busy_and_talked_to(stalls: list[tuple[float, float]], until: float) -> Stall
 
 def test_a_busy_connector_that_only_listens_survives_a_stall_that_starts_when_the_hub_asks():
     """The connector has said nothing since it got the long request at 0 (it hears the hub all the time, so it
-    has no reason to).  Its loop stalls for a busy interval from 10 s.  Had the hub waited two intervals before
-    asking, its PING would arrive just then and its answer at 15 s: three intervals of silence, dropped.  The
-    hub asks a busy connector after one interval, so it gets its answer at 5 s and again at 15."""
+    has no reason to).  Had the hub waited two intervals before asking, its PING would arrive at 10 s, a stall
+    of the connector's loop of one interval from then would put the answer at 15 s: three intervals of
+    silence, dropped.  The hub asks a busy connector after one and a half intervals: its PING at 7.5 s is
+    answered at once, and the next one (15 s) when the stall ends."""
+    busy_ping = HUB_BUSY_PING_INTERVALS * BUSY
     clock = busy_and_talked_to([(10.0, 10.0 + BUSY)], 60.0)
     assert clock.closed_at() is None
     hub_pings = [t for t, kind in clock.sent["hub"] if kind == FrameType.PING]
-    assert hub_pings[:2] == [BUSY, 2 * BUSY]  # asked after one busy interval of silence, and again after the next
+    assert hub_pings[:2] == [busy_ping, 2 * busy_ping]
 
 
 @settings(max_examples=80, deadline=None)
 @given(
     first=st.floats(0.0, 30.0),
     gap=st.floats(STEP, 12.0),
-    lengths=st.tuples(st.floats(0.0, 2 * BUSY - 2 * STEP), st.floats(0.0, 2 * BUSY - 2 * STEP)),
+    lengths=st.tuples(
+        st.floats(0.0, (HEARTBEAT_MISSES - HUB_BUSY_PING_INTERVALS) * BUSY - 2 * STEP),
+        st.floats(0.0, (HEARTBEAT_MISSES - HUB_BUSY_PING_INTERVALS) * BUSY - 2 * STEP),
+    ),
 )
-def test_a_busy_connector_whose_loop_stalls_for_less_than_two_busy_intervals_is_never_dropped(first, gap, lengths):
-    """Two stalls, each shorter than two busy intervals (less two steps of the simulated clock), anywhere, with
-    the loop running for at least a step between them: the hub's PING after one interval of silence is
-    answered within three."""
+def test_a_busy_connector_whose_loop_stalls_for_less_than_one_and_a_half_intervals_is_never_dropped(
+    first, gap, lengths
+):
+    """Two stalls, each shorter than one and a half busy intervals (what is left of three after the hub's PING,
+    less two steps of the simulated clock), anywhere, with the loop running for at least a step between them:
+    the hub's PING is answered within three intervals of silence."""
     second = first + lengths[0] + gap
     clock = busy_and_talked_to([(first, first + lengths[0]), (second, second + lengths[1])], second + 40.0)
     assert clock.closed_at() is None
+
+
+def test_a_busy_connection_where_nobody_speaks_costs_one_ping_and_one_pong_per_interval():
+    """A long request in flight, nothing else: the connector pings every interval (it hears nothing), and those
+    PINGs are the hub's sign of life, so the hub never pings too."""
+    clock = started()
+    clock.run_until(1.0)
+    clock.request()
+    clock.run_until(61.0)
+    assert clock.closed_at() is None
+    assert 11 <= clock.pings("connector", 1.0, 61.0) <= 12
+    assert clock.pings("hub", 1.0, 61.0) == 0
