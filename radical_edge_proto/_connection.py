@@ -280,8 +280,13 @@ class Connection:
 
     @property
     def bytes_queued(self) -> int:
-        """How many bytes :meth:`data_to_send` would return now."""
+        """How many bytes :meth:`data_to_send` would return now (counted: a sum over :attr:`frames_queued`)."""
         return sum(map(len, self._out))
+
+    @property
+    def frames_queued(self) -> int:
+        """How many frames (or runs of frames built at once) :meth:`data_to_send` would return now."""
+        return len(self._out)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call (possibly ``b""``)."""

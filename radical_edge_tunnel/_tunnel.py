@@ -370,13 +370,19 @@ class Tunnel:
     queue stays bounded) or the writer has written :attr:`handoff_rounds`
     times in a row (then the others wait for it too, so it soon finds
     nothing more queued and goes back to its own stream: the writer is one
-    of the stream tasks and must not be kept writing for the others).
+    of the stream tasks and must not be kept writing for the others), or
+    more than :attr:`handoff_frames` frames are queued.  So a frame handed
+    off is queued, not yet written, and a failure to write it is reported
+    the way every carrier loss is (the stream is reset); :meth:`flush` is
+    the call that returns once the bytes are written.
     """
 
     #: see the class description
     handoff_limit = 64 * 1024
     #: see the class description
     handoff_rounds = 4
+    #: see the class description (it also bounds the count :meth:`Connection.bytes_queued` makes)
+    handoff_frames = 64
 
     def __init__(
         self,
@@ -601,7 +607,12 @@ class Tunnel:
     async def _flush_soon(self) -> None:
         """:meth:`flush`, or leave what is queued to the task writing now (see the class description): with
         many streams a task need not wait for the round that writes its frames, one wake-up less per frame."""
-        if self._writing and self._write_rounds < self.handoff_rounds and self._conn.bytes_queued < self.handoff_limit:
+        if (
+            self._writing
+            and self._write_rounds < self.handoff_rounds
+            and self._conn.frames_queued <= self.handoff_frames
+            and self._conn.bytes_queued < self.handoff_limit
+        ):
             return
         await self.flush()
 

@@ -370,6 +370,7 @@ def test_bytes_queued_is_what_data_to_send_would_return():
     conn.send_data(sid, memoryview(b"z" * 1000))  # a view is counted by its length too
     conn.ping(b"12345678")
     queued = conn.bytes_queued
+    assert conn.frames_queued >= 3
     data = conn.data_to_send()
     assert queued == len(data) > 1000
-    assert conn.bytes_queued == 0
+    assert conn.bytes_queued == conn.frames_queued == 0

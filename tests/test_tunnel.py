@@ -573,3 +573,31 @@ async def test_the_writer_is_not_kept_writing_for_tasks_that_keep_queuing():
         assert received == {"/mine": 1, "/other": sent}
         await client.aclose()
         tg.cancel_scope.cancel()
+
+
+async def test_a_reader_behind_a_stuck_writer_stops_after_the_handoff_frame_count():
+    """A peer that floods PINGs while this side's writer is stuck: each PING queues a PONG; the reader hands them
+    to the writer only up to ``handoff_frames`` frames, then waits (stops reading), so the queue stays short."""
+    client, hub, gated = await gated_pair(echo)
+    async with anyio.create_task_group() as tg:
+        await tg.start(client.run)
+        await tg.start(hub.run)
+        gated.hold()
+        tg.start_soon(client.send_manifest, {"blocked": {}})  # the writer, its write blocked
+        await wait_for(lambda: gated.writes == 1)
+
+        async def flood() -> None:
+            for _ in range(4 * client.handoff_frames):
+                if hub._conn.closed:
+                    return
+                hub._conn.ping(b"12345678")
+                await hub.flush()  # blocks once the client stops reading (the carrier holds 16 messages)
+
+        tg.start_soon(flood)
+        await anyio.sleep(0.3)
+        assert client.handoff_frames < client._conn.frames_queued <= client.handoff_frames + 2
+        gated.gate.set()
+        with anyio.fail_after(2):
+            await wait_for(lambda: client._conn.frames_queued == 0)  # the writer, released, took them all
+        tg.cancel_scope.cancel()
+    await client.aclose()
