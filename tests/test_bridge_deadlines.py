@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
@@ -138,3 +139,65 @@ async def test_the_watch_does_not_tick_with_nothing_to_watch(monkeypatch: pytest
         await real_sleep(0.2)
         assert len(sleeps) <= count + 1  # asleep again (one tick may have been under way)
         tg.cancel_scope.cancel()
+
+
+async def test_a_slow_answer_and_a_slow_body_are_not_cut_by_the_idle_or_the_write_deadline(tls_files, client_ssl):
+    """Both deadlines are 0.5 s; the edge takes 1.2 s to answer and 1.2 s between two body chunks.  The idle
+    deadline ends when the request is here, and the write deadline when each write is done: neither may stay
+    armed while the bridge waits for the edge."""
+
+    async def slow(stream) -> None:
+        await anyio.sleep(1.2)
+        await stream.respond(200, [("content-type", "text/plain")])
+        await stream.send(b"first ")
+        await anyio.sleep(1.2)
+        await stream.send(b"second", end_stream=True)
+
+    cert, key = tls_files
+    limits = HTTPLimits(idle_timeout=0.5, write_timeout=0.5)
+    config = BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits, request_timeout=10)
+    async with running_bridge(config) as b:
+        tunnel, ws = await start_edge(b, client_ssl, slow)
+        async with anyio.create_task_group() as tg:
+            await tg.start(tunnel.run)
+            stream = await anyio.connect_tcp(
+                "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+            )
+            async with stream:
+                await stream.send(f"GET /e1/slow HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
+                data = b""
+                with anyio.fail_after(10):
+                    while not data.endswith(b"second\r\n0\r\n\r\n"):
+                        data += await stream.receive()
+            assert data.startswith(b"HTTP/1.1 200")
+            assert b"first " in data
+            await tunnel.aclose()
+            tg.cancel_scope.cancel()
+        await ws.close()
+
+
+async def test_a_client_cut_by_the_write_deadline_is_told_apart_from_one_that_left(tls_files, client_ssl, caplog):
+    caplog.set_level(logging.DEBUG, logger="radical_edge")
+
+    async def endless(stream) -> None:
+        await stream.respond(200, [("content-type", "application/octet-stream")])
+        while True:
+            await stream.send(b"z" * 65536)
+
+    cert, key = tls_files
+    limits = HTTPLimits(write_timeout=0.5)
+    async with running_bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits)) as b:
+        tunnel, ws = await start_edge(b, client_ssl, endless)
+        async with anyio.create_task_group() as tg:
+            await tg.start(tunnel.run)
+            stream = await anyio.connect_tcp(
+                "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
+            )
+            async with stream:
+                await stream.send(f"GET /e1/big HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
+                with anyio.fail_after(10):  # never reads: cut after the write deadline
+                    while "client took no response bytes for 0.5 s" not in caplog.text:
+                        await anyio.sleep(0.05)
+            await tunnel.aclose()
+            tg.cancel_scope.cancel()
+        await ws.close()
