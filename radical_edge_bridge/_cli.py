@@ -45,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval",
         type=_positive_float,
         default=BridgeConfig.heartbeat_interval,
-        help="seconds of silence before a ping, while an edge has a request in flight; an edge silent 3 times as "
-        "long is dropped and its requests answered 503 (default %(default)s)",
+        help="the heartbeat interval while an edge has a request in flight: the edge pings after this many seconds "
+        "of silence, the bridge after 1.5 times as many; an edge silent 3 times as long is dropped and its "
+        "requests answered 503 (default %(default)s)",
     )
     p.add_argument(
         "--idle-heartbeat-interval",
         type=_positive_float,
         default=BridgeConfig.idle_heartbeat_interval,
-        help="the same while an edge has no request in flight (default %(default)s; raised to "
-        "--heartbeat-interval if lower)",
+        help="the same while an edge has no request in flight, when the bridge pings after twice as many seconds "
+        "(default %(default)s; raised to --heartbeat-interval if lower)",
     )
     p.add_argument(
         "--stream-window",
