@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import pytest
 
-from radical_edge_bridge import BridgeConfig, HTTPLimits
+from radical_edge_bridge import Bridge, BridgeConfig, HTTPLimits
 from radical_edge_bridge._deadlines import Deadlines
 
 from .conftest import TOKEN, running_bridge
@@ -17,6 +20,25 @@ from .test_bridge import echo, start_edge
 pytestmark = pytest.mark.anyio
 
 AUTH = f"Authorization: Bearer {TOKEN}"
+
+
+@contextlib.asynccontextmanager
+async def edge_behind_bridge(tls_files, client_ssl, handler, limits: HTTPLimits) -> AsyncIterator[Bridge]:
+    """A bridge with these HTTP limits, and an edge on it that answers every request with ``handler``."""
+    cert, key = tls_files
+    config = BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits, request_timeout=10)
+    async with running_bridge(config) as b:
+        tunnel, ws = await start_edge(b, client_ssl, handler)
+        async with anyio.create_task_group() as tg:
+            await tg.start(tunnel.run)
+            yield b
+            await tunnel.aclose()
+            tg.cancel_scope.cancel()
+        await ws.close()
+
+
+async def connect(b: Bridge, client_ssl) -> anyio.abc.ByteStream:
+    return await anyio.connect_tcp("127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False)
 
 
 async def test_an_armed_deadline_fires_once_within_a_tick_and_a_disarmed_or_closed_one_never():
@@ -82,10 +104,7 @@ async def _answer(stream) -> bytes:
 async def test_a_keep_alive_connection_lives_while_requests_come_and_closes_idle_timeout_after_the_last(
     idle_bridge, client_ssl
 ):
-    stream = await anyio.connect_tcp(
-        "127.0.0.1", idle_bridge.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
-    )
-    async with stream:
+    async with await connect(idle_bridge, client_ssl) as stream:
         for n in range(5):  # 1.2 s in all, over two idle timeouts: each wait for a request has its own deadline
             if n:
                 await anyio.sleep(0.3)
@@ -153,27 +172,15 @@ async def test_a_slow_answer_and_a_slow_body_are_not_cut_by_the_idle_or_the_writ
         await anyio.sleep(1.2)
         await stream.send(b"second", end_stream=True)
 
-    cert, key = tls_files
     limits = HTTPLimits(idle_timeout=0.5, write_timeout=0.5)
-    config = BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits, request_timeout=10)
-    async with running_bridge(config) as b:
-        tunnel, ws = await start_edge(b, client_ssl, slow)
-        async with anyio.create_task_group() as tg:
-            await tg.start(tunnel.run)
-            stream = await anyio.connect_tcp(
-                "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
-            )
-            async with stream:
-                await stream.send(f"GET /e1/slow HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
-                data = b""
-                with anyio.fail_after(10):
-                    while not data.endswith(b"second\r\n0\r\n\r\n"):
-                        data += await stream.receive()
-            assert data.startswith(b"HTTP/1.1 200")
-            assert b"first " in data
-            await tunnel.aclose()
-            tg.cancel_scope.cancel()
-        await ws.close()
+    async with edge_behind_bridge(tls_files, client_ssl, slow, limits) as b, await connect(b, client_ssl) as stream:
+        await stream.send(f"GET /e1/slow HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
+        data = b""
+        with anyio.fail_after(10):
+            while not data.endswith(b"second\r\n0\r\n\r\n"):
+                data += await stream.receive()
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"first " in data
 
 
 async def test_a_client_cut_by_the_write_deadline_is_told_apart_from_one_that_left(tls_files, client_ssl, caplog):
@@ -184,20 +191,9 @@ async def test_a_client_cut_by_the_write_deadline_is_told_apart_from_one_that_le
         while True:
             await stream.send(b"z" * 65536)
 
-    cert, key = tls_files
     limits = HTTPLimits(write_timeout=0.5)
-    async with running_bridge(BridgeConfig(port=0, cert=cert, key=key, token=TOKEN, http=limits)) as b:
-        tunnel, ws = await start_edge(b, client_ssl, endless)
-        async with anyio.create_task_group() as tg:
-            await tg.start(tunnel.run)
-            stream = await anyio.connect_tcp(
-                "127.0.0.1", b.port, tls=True, ssl_context=client_ssl, tls_standard_compatible=False
-            )
-            async with stream:
-                await stream.send(f"GET /e1/big HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
-                with anyio.fail_after(10):  # never reads: cut after the write deadline
-                    while "client took no response bytes for 0.5 s" not in caplog.text:
-                        await anyio.sleep(0.05)
-            await tunnel.aclose()
-            tg.cancel_scope.cancel()
-        await ws.close()
+    async with edge_behind_bridge(tls_files, client_ssl, endless, limits) as b, await connect(b, client_ssl) as stream:
+        await stream.send(f"GET /e1/big HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\r\n".encode())
+        with anyio.fail_after(10):  # never reads: cut after the write deadline
+            while "client took no response bytes for 0.5 s" not in caplog.text:
+                await anyio.sleep(0.05)
