@@ -45,7 +45,7 @@ class BridgeConfig:
     #: plain HTTP, only for a loopback test setup (``--insecure-no-tls``)
     insecure_no_tls: bool = False
     #: the heartbeat interval of edge connections with a request in flight (sent in WELCOME): an edge pings
-    #: after this much silence (the bridge after twice that), and one silent for ``HEARTBEAT_MISSES`` (3)
+    #: after this much silence (the bridge after 1.5 times that), and one silent for ``HEARTBEAT_MISSES`` (3)
     #: intervals is dropped and its requests answered 503.  5 s: a frozen edge's requests are answered
     #: within 15 s, while an edge whose loop stalls for a few seconds (a busy plugin) stays.
     heartbeat_interval: float = 5.0

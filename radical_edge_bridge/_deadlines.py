@@ -27,16 +27,19 @@ log = logging.getLogger("radical_edge.bridge")
 class Deadline:
     """One connection's deadline: :meth:`arm` before an operation, :meth:`disarm` after it."""
 
-    __slots__ = ("_owner", "at", "on_expiry")
+    __slots__ = ("_owner", "at", "expired", "on_expiry")
 
     def __init__(self, owner: Deadlines, on_expiry: Callable[[], None]) -> None:
         self._owner = owner
         self.on_expiry = on_expiry
         #: when it expires, on :func:`time.monotonic`'s clock (``inf``: not armed)
         self.at = math.inf
+        #: whether it expired since it was last armed
+        self.expired = False
 
     def arm(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
+        self.expired = False
 
     def disarm(self) -> None:
         self.at = math.inf
@@ -77,7 +80,7 @@ class Deadlines:
             await anyio.sleep(self.tick)
             now = time.monotonic()
             for deadline in [d for d in self._watched if d.at <= now]:
-                deadline.at = math.inf
+                deadline.at, deadline.expired = math.inf, True
                 try:
                     deadline.on_expiry()
                 except Exception:  # one connection's failure must not stop the watch of the others

@@ -150,8 +150,6 @@ class HTTPChannel:
         self._ssl = tls_object(stream)
         self.limits = limits
         self._deadline = deadlines.add(self._expired)
-        self._waiting_for = ""  # what the armed deadline guards: "idle" or "write"
-        self._timed_out = ""  # what the deadline that expired guarded
         # h11's own bound on an unfinished head is a backstop above ours (line + headers + line ends)
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limits.max_request_line + limits.max_header_bytes + 4
@@ -229,7 +227,6 @@ class HTTPChannel:
         event = self._poll()  # a pipelined head may have come with the previous request
         if event is not h11.NEED_DATA:
             return event
-        self._waiting_for = "idle"
         self._deadline.arm(self.limits.idle_timeout)
         try:
             data = await self._read()
@@ -292,12 +289,11 @@ class HTTPChannel:
         if self._unsent:
             data, self._unsent = self._unsent + (data or b""), b""
         if data:
-            self._waiting_for = "write"
             self._deadline.arm(self.limits.write_timeout)
             try:
                 await self.stream.send(data)
             except _GONE:
-                if self._timed_out == "write":
+                if self._deadline.expired:  # armed for this write, so it was this write's deadline
                     raise ClientGone(f"client took no response bytes for {self.limits.write_timeout:g} s") from None
                 raise ClientGone("client went away") from None
             finally:
@@ -379,11 +375,10 @@ class HTTPChannel:
     def _expired(self) -> None:
         """(the deadline watch) The client idled too long between requests, or took no response bytes for too
         long: shut the socket down, which ends the read or the write that waits (as a closed connection)."""
-        self._timed_out = self._waiting_for
         # a socket.socket, or asyncio's TransportSocket around it (which has shutdown() too)
         sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
         if sock is None:  # the bridge's connections are sockets; a stream without one cannot be cut here
-            log.warning("an HTTP connection passed its %s deadline but has no socket to shut down", self._timed_out)
+            log.warning("an HTTP connection passed its deadline but has no socket to shut down")
             return
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)

@@ -365,16 +365,15 @@ class Tunnel:
 
     One task writes at a time (see :meth:`flush`).  A task that queues a
     frame (a request or response head, body bytes, credit) while another
-    one writes leaves it to that writer and goes on, unless
-    :attr:`handoff_limit` bytes or more are queued (then it waits: the
-    queue stays bounded) or the writer has written :attr:`handoff_rounds`
-    times in a row (then the others wait for it too, so it soon finds
-    nothing more queued and goes back to its own stream: the writer is one
-    of the stream tasks and must not be kept writing for the others), or
-    more than :attr:`handoff_frames` frames are queued.  So a frame handed
-    off is queued, not yet written, and a failure to write it is reported
-    the way every carrier loss is (the stream is reset); :meth:`flush` is
-    the call that returns once the bytes are written.
+    one writes leaves it to that writer and goes on.  It waits for the
+    writer instead once :attr:`handoff_limit` bytes or more than
+    :attr:`handoff_frames` frames are queued (the queue stays bounded), or
+    once the writer has written :attr:`handoff_rounds` times in a row (the
+    writer is one of the stream tasks: with the others waiting it soon
+    finds nothing more queued and goes back to its own stream).  A frame
+    handed off is queued, not yet written; a failure to write it is
+    reported the way every carrier loss is (the stream is reset).
+    :meth:`flush` is the call that returns once the bytes are written.
     """
 
     #: see the class description

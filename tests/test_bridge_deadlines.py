@@ -60,6 +60,10 @@ async def test_an_armed_deadline_fires_once_within_a_tick_and_a_disarmed_or_clos
     assert len(fired["armed"]) == 1  # once: an expired deadline is disarmed
     assert 0.2 <= fired["armed"][0] - start <= 0.2 + 0.05 + 0.1
     assert fired["disarmed"] == fired["closed"] == []
+    assert armed.expired
+    assert not disarmed.expired
+    armed.arm(10)  # armed again: it has not expired since
+    assert not armed.expired
 
 
 async def test_a_failing_expiry_is_logged_and_the_others_still_fire(caplog: pytest.LogCaptureFixture):
@@ -183,7 +187,7 @@ async def test_a_slow_answer_and_a_slow_body_are_not_cut_by_the_idle_or_the_writ
     assert b"first " in data
 
 
-async def test_a_client_cut_by_the_write_deadline_is_told_apart_from_one_that_left(tls_files, client_ssl, caplog):
+async def test_a_client_cut_by_the_write_deadline_is_logged_as_such(tls_files, client_ssl, caplog):
     caplog.set_level(logging.DEBUG, logger="radical_edge")
 
     async def endless(stream) -> None:
