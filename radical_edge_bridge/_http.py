@@ -25,7 +25,7 @@ import anyio.abc
 import h11
 
 from radical_edge_proto.profile import error_body
-from radical_edge_tunnel import tls_object, with_buffered_tls
+from radical_edge_tunnel import bytes_acknowledged, tls_object, with_buffered_tls
 
 from ._deadlines import Deadlines
 from ._exchange import BodyTooLarge
@@ -150,6 +150,11 @@ class HTTPChannel:
         self._ssl = tls_object(stream)
         self.limits = limits
         self._deadline = deadlines.add(self._expired)
+        self._sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        # over TCP the kernel counts what the client has taken: a slow client is told from one that takes nothing
+        self._write_wait = limits.write_timeout / 2 if bytes_acknowledged(self._sock) is not None else None
+        self._writing = False
+        self._taken: int | None = None  # what the client had taken at the last look at a waiting write
         # h11's own bound on an unfinished head is a backstop above ours (line + headers + line ends)
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limits.max_request_line + limits.max_header_bytes + 4
@@ -289,14 +294,17 @@ class HTTPChannel:
         if self._unsent:
             data, self._unsent = self._unsent + (data or b""), b""
         if data:
-            self._deadline.arm(self.limits.write_timeout)
+            self._deadline.arm(self._write_wait or self.limits.write_timeout)
+            self._writing, self._taken = True, None
             try:
                 await self.stream.send(data)
             except _GONE:
                 if self._deadline.expired:  # armed for this write, so it was this write's deadline
-                    raise ClientGone(f"client took no response bytes for {self.limits.write_timeout:g} s") from None
+                    idle = self._write_wait or self.limits.write_timeout
+                    raise ClientGone(f"client took no response bytes for {idle:g} s") from None
                 raise ClientGone("client went away") from None
             finally:
+                self._writing = False
                 self._deadline.disarm()
 
     async def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], *, flush: bool = True) -> None:
@@ -374,9 +382,18 @@ class HTTPChannel:
 
     def _expired(self) -> None:
         """(the deadline watch) The client idled too long between requests, or took no response bytes for too
-        long: shut the socket down, which ends the read or the write that waits (as a closed connection)."""
+        long: shut the socket down, which ends the read or the write that waits (as a closed connection).
+
+        A write watched over TCP waits half of ``write_timeout`` first; from then on it is given up only once
+        the client takes none of its bytes for another half (a slow link drains a large write slowly)."""
+        if self._writing and self._write_wait is not None:
+            taken = bytes_acknowledged(self._sock)
+            if taken is not None and taken != self._taken:  # the first look, or the client took some since
+                self._taken = taken
+                self._deadline.arm(self._write_wait)
+                return
         # a socket.socket, or asyncio's TransportSocket around it (which has shutdown() too)
-        sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        sock = self._sock
         if sock is None:  # the bridge's connections are sockets; a stream without one cannot be cut here
             log.warning("an HTTP connection passed its deadline but has no socket to shut down")
             return

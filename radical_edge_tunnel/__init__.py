@@ -12,6 +12,7 @@ from ._gc import GEN0_THRESHOLD, freeze_startup_objects, tune_gc
 from ._handshake import HandshakeError, accept_handshake, connect_handshake
 from ._limits import MAX_CONNECTION_WINDOW, MAX_STREAM_WINDOW, TUNNEL_FRAME_SIZE, tunnel_limits
 from ._overlap import ReadAhead, WriteBehind
+from ._progress import bytes_acknowledged
 from ._reads import LARGE_READ, LargeReads, tune_socket_reads
 from ._redial import FATAL_CODES, FATAL_STATUSES, Connector, FatalDialError, Redialer, fatal_error_for
 from ._settings import (
@@ -47,6 +48,7 @@ __all__ = [
     "FATAL_CODES",
     "FATAL_STATUSES",
     "Backoff",
+    "bytes_acknowledged",
     "BridgeSettings",
     "Carrier",
     "ConnectError",

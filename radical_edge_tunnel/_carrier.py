@@ -20,6 +20,7 @@ from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
+from ._progress import bytes_acknowledged
 from ._reads import LARGE_READ
 from ._speedups import data_frame_builder, enable_speedups
 
@@ -64,6 +65,15 @@ def with_buffered_tls(ssl_object: ssl.SSLObject | None, first: bytes, limit: int
 
 
 class Carrier(Protocol):
+    """What a tunnel needs of a carrier.
+
+    A carrier may also offer ``delivered() -> int | None`` (the bytes the peer
+    has taken so far, a count that only grows; None if it cannot tell) and
+    ``async drained()`` (return once what ``send`` was given has left this
+    process, even if a ``send`` waiting for that was cancelled).  With both, a
+    tunnel tells a slow peer from one that takes nothing (see ``Tunnel.flush``).
+    """
+
     async def send(self, data: bytes) -> None: ...
 
     async def receive(self) -> bytes: ...
@@ -127,8 +137,10 @@ class WebSocketCarrier:
         if pending:
             ws.receive_data(pending)
 
-    async def _write(self, data: bytes) -> None:
-        if not data:
+    async def _write(self, data: bytes, stream: anyio.abc.ByteSendStream | None = None) -> None:
+        """Send ``data`` on ``stream`` (the carrier's; :meth:`drained` passes the socket's below it), one
+        write at a time."""
+        if not data and stream is None:
             return
         while self._writing:
             if self._write_done is None:
@@ -136,7 +148,7 @@ class WebSocketCarrier:
             await self._write_done.wait()
         self._writing = True
         try:
-            await self._stream.send(data)
+            await (stream or self._stream).send(data)
         finally:
             self._writing = False
             done, self._write_done = self._write_done, None
@@ -149,6 +161,22 @@ class WebSocketCarrier:
         frame = self._data_frame(data) if self._data_frame is not None else self._ws.send(Message(data=data))
         with contextlib.suppress(*_GONE):
             await self._write(frame)  # a loss is reported by receive()
+
+    def delivered(self) -> int | None:
+        """Bytes the peer's TCP has acknowledged (Linux), or None."""
+        return bytes_acknowledged(self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None))
+
+    async def drained(self) -> None:
+        """Return once the bytes of the writes so far have left for the socket.
+
+        A write to a socket that is full waits for it to drain; cancelled while
+        it waits (a tunnel's write deadline), its bytes stay with the socket's
+        transport.  Sending nothing on the stream below TLS waits the same way,
+        and has nothing to lose if that wait is cancelled too.
+        """
+        below = getattr(self._stream, "transport_stream", self._stream)  # an anyio TLSStream's socket side
+        with contextlib.suppress(*_GONE):
+            await self._write(b"", below)
 
     async def receive(self) -> bytes:
         while True:
