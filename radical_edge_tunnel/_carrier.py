@@ -20,8 +20,7 @@ from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
-from ._progress import bytes_acknowledged
-from ._reads import LARGE_READ
+from ._reads import LARGE_READ, LargeReads
 from ._speedups import data_frame_builder, enable_speedups
 
 #: WebSocket close codes used by radical-edge
@@ -67,11 +66,10 @@ def with_buffered_tls(ssl_object: ssl.SSLObject | None, first: bytes, limit: int
 class Carrier(Protocol):
     """What a tunnel needs of a carrier.
 
-    A carrier may also offer ``delivered() -> int | None`` (the bytes the peer
-    has taken so far, a count that only grows; None if it cannot tell) and
-    ``async drained()`` (return once what ``send`` was given has left this
-    process, even if a ``send`` waiting for that was cancelled).  With both, a
-    tunnel tells a slow peer from one that takes nothing (see ``Tunnel.flush``).
+    A carrier may also offer ``watch_writes(timeout) -> bool``: it then gives
+    a write up itself once the peer takes none of it for ``timeout / 2``,
+    after the write has waited ``timeout / 2`` (True), so a slow peer is
+    waited for; see :meth:`Tunnel.flush`.
     """
 
     async def send(self, data: bytes) -> None: ...
@@ -137,10 +135,8 @@ class WebSocketCarrier:
         if pending:
             ws.receive_data(pending)
 
-    async def _write(self, data: bytes, stream: anyio.abc.ByteSendStream | None = None) -> None:
-        """Send ``data`` on ``stream`` (the carrier's; :meth:`drained` passes the socket's below it), one
-        write at a time."""
-        if not data and stream is None:
+    async def _write(self, data: bytes) -> None:
+        if not data:
             return
         while self._writing:
             if self._write_done is None:
@@ -148,7 +144,7 @@ class WebSocketCarrier:
             await self._write_done.wait()
         self._writing = True
         try:
-            await (stream or self._stream).send(data)
+            await self._stream.send(data)
         finally:
             self._writing = False
             done, self._write_done = self._write_done, None
@@ -162,21 +158,11 @@ class WebSocketCarrier:
         with contextlib.suppress(*_GONE):
             await self._write(frame)  # a loss is reported by receive()
 
-    def delivered(self) -> int | None:
-        """Bytes the peer's TCP has acknowledged (Linux), or None."""
-        return bytes_acknowledged(self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None))
-
-    async def drained(self) -> None:
-        """Return once the bytes of the writes so far have left for the socket.
-
-        A write to a socket that is full waits for it to drain; cancelled while
-        it waits (a tunnel's write deadline), its bytes stay with the socket's
-        transport.  Sending nothing on the stream below TLS waits the same way,
-        and has nothing to lose if that wait is cancelled too.
-        """
+    def watch_writes(self, timeout: float) -> bool:
+        """Tell a slow peer from one that takes nothing (see :meth:`LargeReads.watch_writes`); False where the
+        stream below the WebSocket (below TLS, if any) is not a watched socket."""
         below = getattr(self._stream, "transport_stream", self._stream)  # an anyio TLSStream's socket side
-        with contextlib.suppress(*_GONE):
-            await self._write(b"", below)
+        return isinstance(below, LargeReads) and below.watch_writes(timeout)
 
     async def receive(self) -> bytes:
         while True:

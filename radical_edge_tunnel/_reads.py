@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import asyncio.sslproto
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.abc
+
+from ._progress import bytes_acknowledged, watched_send
 
 #: the most one socket read takes (a tuned process's transports; what a LargeReads asks for)
 LARGE_READ = 512 * 1024
@@ -60,11 +63,25 @@ def tune_socket_reads(size: int = LARGE_READ) -> bool:
 
 class LargeReads(anyio.abc.ByteStream):
     """``stream`` (a socket stream, under a TLS layer), whose ``receive()`` asks for :data:`LARGE_READ` bytes
-    unless told otherwise; ``first``: bytes already received from it, handed out before what follows."""
+    unless told otherwise; ``first``: bytes already received from it, handed out before what follows.
+
+    Its writes can be watched (:meth:`watch_writes`, by a tunnel that runs on it): a slow peer is then told
+    from one that takes nothing (:func:`~radical_edge_tunnel._progress.watched_send`)."""
 
     def __init__(self, stream: anyio.abc.ByteStream, first: bytes = b"") -> None:
         self._stream = stream
         self._first = first
+        self._sock: socket.socket | None = None  # set while writes are watched
+        self._write_timeout = 0.0
+
+    def watch_writes(self, timeout: float) -> bool:
+        """Give a write up once the peer takes none of it for ``timeout / 2``, after it has waited ``timeout / 2``;
+        False (nothing changes) where the kernel cannot tell how much the peer took."""
+        sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if bytes_acknowledged(sock) is None:
+            return False
+        self._sock, self._write_timeout = sock, timeout
+        return True
 
     async def receive(self, max_bytes: int = LARGE_READ) -> bytes:
         if self._first:
@@ -73,7 +90,10 @@ class LargeReads(anyio.abc.ByteStream):
         return await self._stream.receive(max_bytes)
 
     async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
+        if self._sock is None:
+            await self._stream.send(item)
+        else:
+            await watched_send(self._stream, self._sock, item, self._write_timeout)
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()

@@ -408,14 +408,23 @@ class Tunnel:
         self.closed = anyio.Event()
         #: why the connection ended (``None`` while it has not)
         self.close_event: ConnectionClosed | None = None
-        #: seconds a peer may take no data of a write before the carrier is given up (see :meth:`flush`)
+        self._write_timeout = 0.0
+        self._watched = False  # the carrier gives a write up itself (watch_writes): a slow peer is waited for
         self.write_timeout = 30.0
-        # the carrier tells how much the peer has taken (over TCP): a slow peer is told from a stuck one
-        delivered = getattr(carrier, "delivered", None)
-        self._watched = callable(delivered) and callable(getattr(carrier, "drained", None)) and delivered() is not None
         self._timer_scope: anyio.CancelScope | None = None  # the timer task's sleep (its deadline moves: _retime)
         self._timer_at = 0.0  # when the timer task wakes up
         self._max_windows = (MAX_STREAM_WINDOW, MAX_CONNECTION_WINDOW)
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds a peer may take no data of a write before the carrier is given up (see :meth:`flush`)."""
+        return self._write_timeout
+
+    @write_timeout.setter
+    def write_timeout(self, seconds: float) -> None:
+        self._write_timeout = seconds
+        watch = getattr(self.carrier, "watch_writes", None)
+        self._watched = bool(watch(seconds)) if callable(watch) else False
 
     @property
     def max_stream_window(self) -> int:
@@ -580,10 +589,11 @@ class Tunnel:
         cancelled meanwhile (a RESET sent by a task that is being cancelled
         must still go out).  A peer that takes no data for ``write_timeout``
         is given up (the carrier is closed, since the frame stream is then
-        cut), but a slow one is not: over TCP (a carrier with ``delivered``
-        and ``drained``) a write that waits half of ``write_timeout`` is then
-        watched, and is waited for as long as the peer takes some of it in
-        every half; a write on another carrier may take ``write_timeout``.
+        cut), but a slow one is not: a carrier over TCP watches its own
+        writes (``watch_writes``): one that has waited half of
+        ``write_timeout`` is given up only once the peer takes none of it
+        for another half.  On other carriers one write may take
+        ``write_timeout``.
         """
         while self._writing:
             if self._write_done is None:
@@ -593,52 +603,23 @@ class Tunnel:
         if not data:
             return
         self._writing = True
-        wait = self.write_timeout / 2 if self._watched else self.write_timeout
         try:
-            while data:
-                with anyio.CancelScope(shield=True) as scope:
-                    while data:
-                        scope.deadline = (started := anyio.current_time()) + wait
-                        self._write_rounds += 1
-                        await self.carrier.send(data)
-                        data = self._conn.data_to_send()
-                if not scope.cancelled_caught:
-                    break
-                if not self._watched:
-                    log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self.write_timeout)
-                elif not await self._while_taken(wait):
-                    log.warning(
-                        "%s: a write waited %.0f s, the last %g s with the peer taking none of it; closing",
-                        *(self.name or "tunnel", anyio.current_time() - started, wait),
-                    )
-                else:
-                    data = self._conn.data_to_send()  # the slow write has left: on with what was queued meanwhile
-                    continue
+            with anyio.CancelScope(shield=True) as scope:
+                while data:
+                    if not self._watched:
+                        scope.deadline = anyio.current_time() + self._write_timeout
+                    self._write_rounds += 1
+                    await self.carrier.send(data)
+                    data = self._conn.data_to_send()
+            if scope.cancelled_caught:
+                log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self._write_timeout)
                 await self.carrier.aclose()
-                break
         finally:
             self._writing = False
             self._write_rounds = 0
             done, self._write_done = self._write_done, None
             if done is not None:
                 done.set()
-
-    async def _while_taken(self, period: float) -> bool:
-        """(a write has waited ``period`` on the peer; its bytes are with the carrier) Wait until they have left,
-        as long as the peer takes some of them in every ``period``; False once it takes none in one."""
-        carrier: Any = self.carrier
-        while True:
-            before = carrier.delivered()
-            if before is None:
-                return False
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + period
-                await carrier.drained()
-            if not scope.cancelled_caught:
-                return True
-            if carrier.delivered() == before:
-                return False
-            log.debug("%s: a slow peer is taking a write; still waiting", self.name or "tunnel")
 
     async def _flush_soon(self) -> None:
         """:meth:`flush`, or leave what is queued to the task writing now (see the class description): with

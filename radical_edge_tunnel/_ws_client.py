@@ -167,7 +167,7 @@ async def connect_websocket(
                         await anyio.aclose_forcefully(sock)
                         raise
                 else:
-                    stream = await anyio.connect_tcp(host, port)
+                    stream = LargeReads(await anyio.connect_tcp(host, port))
             except ssl.SSLCertVerificationError as exc:
                 raise TLSVerificationError(
                     f"TLS certificate of {host}:{port} not trusted: {exc.verify_message or exc}; "

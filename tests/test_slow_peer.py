@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 
 import anyio
 import anyio.abc
 import pytest
+import trustme
+from anyio.streams.tls import TLSStream
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 
@@ -24,6 +27,7 @@ from radical_edge_bridge._deadlines import Deadlines
 from radical_edge_bridge._http import ClientGone, HTTPChannel
 from radical_edge_proto import Connection, ErrorCode, Limits, PeerRole, Side
 from radical_edge_tunnel import (
+    LargeReads,
     Tunnel,
     TunnelStream,
     WebSocketCarrier,
@@ -76,9 +80,12 @@ async def big_answer(stream: TunnelStream) -> None:
     await stream.end()
 
 
-async def tcp_tunnels(pause: float, write_timeout: float) -> tuple[Tunnel, Tunnel, PacedCarrier, anyio.abc.Listener]:
+async def tcp_tunnels(
+    pause: float, write_timeout: float, ca: trustme.CA | None = None
+) -> tuple[Tunnel, Tunnel, PacedCarrier, anyio.abc.Listener]:
     """The hub's tunnel (answers with :func:`big_answer`, ``write_timeout`` for its writes) and the connector's,
-    over one TCP connection whose connector side reads through a :class:`PacedCarrier`; handshakes done."""
+    over one TCP connection whose connector side reads through a :class:`PacedCarrier`; handshakes done.  With
+    ``ca``, over TLS as the bridge and its peers run it (anyio's TLS over :class:`LargeReads`)."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     accepted: list[anyio.abc.SocketStream] = []
@@ -87,15 +94,31 @@ async def tcp_tunnels(pause: float, write_timeout: float) -> tuple[Tunnel, Tunne
         accepted.append(stream)
         await anyio.sleep_forever()
 
-    client_stream = await anyio.connect_tcp("127.0.0.1", port)
-    small_buffers(client_stream)
+    client_sock = await anyio.connect_tcp("127.0.0.1", port)
+    small_buffers(client_sock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, take)
         while not accepted:
             await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
     small_buffers(accepted[0])
-    hub_carrier = WebSocketCarrier(accepted[0], WSConnection(ConnectionType.SERVER))
+    hub_stream: anyio.abc.ByteStream = LargeReads(accepted[0])  # as the bridge and its peers read a socket
+    client_stream: anyio.abc.ByteStream = LargeReads(client_sock)
+    if ca is not None:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        wrapped: list[anyio.abc.ByteStream] = []
+
+        async def server_side() -> None:
+            wrapped.append(await TLSStream.wrap(hub_stream, server_side=True, ssl_context=server_ctx))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server_side)
+            client_stream = await TLSStream.wrap(client_stream, hostname="localhost", ssl_context=client_ctx)
+        hub_stream = wrapped[0]
+    hub_carrier = WebSocketCarrier(hub_stream, WSConnection(ConnectionType.SERVER))
     paced = PacedCarrier(WebSocketCarrier(client_stream, WSConnection(ConnectionType.CLIENT)), pause)
 
     async def accept(hello):
@@ -107,6 +130,7 @@ async def tcp_tunnels(pause: float, write_timeout: float) -> tuple[Tunnel, Tunne
         await connect_handshake(client, paced, role=PeerRole.EDGE, name="e1", credential="good")
     hub_tunnel = Tunnel(hub, hub_carrier, handler=big_answer, name="hub")
     hub_tunnel.write_timeout = write_timeout
+    assert hub_carrier.watch_writes(write_timeout)  # what the tunnel asked for: it watches its writes itself
     return hub_tunnel, Tunnel(client, paced, name="connector"), paced, listener
 
 
@@ -128,11 +152,14 @@ async def test_the_tcp_carrier_counts_what_the_peer_has_taken() -> None:
         assert bytes_acknowledged(udp) is None  # not TCP: cannot be known
 
 
-async def test_a_slow_peer_is_waited_for_beyond_the_write_timeout(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_slow_peer_is_waited_for_beyond_the_write_timeout(
+    tls: bool, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
     # the connector reads a socket's worth (~32 KiB) every 50 ms: well under a MiB per second, so one write of a
     # window (1 MiB) waits on it for seconds, ten times the hub's write timeout.  It takes data all along, so the
     # hub must not give it up; the whole answer arrives
-    hub, client, paced, listener = await tcp_tunnels(pause=0.05, write_timeout=0.4)
+    hub, client, paced, listener = await tcp_tunnels(pause=0.05, write_timeout=0.4, ca=ca if tls else None)
     got = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(hub.run)
@@ -157,13 +184,14 @@ async def test_a_slow_peer_is_waited_for_beyond_the_write_timeout(caplog: pytest
     assert "took no data" not in caplog.text
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_a_peer_that_stops_taking_data_is_still_cut_after_the_write_timeout(
-    caplog: pytest.LogCaptureFixture,
+    tls: bool, ca: trustme.CA, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the same thin link, but the connector stops reading once the answer has started: the hub gives it up after
     # about write_timeout (half of it waiting, half watching the peer take nothing), as before
     caplog.set_level(logging.DEBUG, logger="radical_edge")
-    hub, client, paced, listener = await tcp_tunnels(pause=0.05, write_timeout=0.6)
+    hub, client, paced, listener = await tcp_tunnels(pause=0.05, write_timeout=0.6, ca=ca if tls else None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(hub.run)
         tg.start_soon(client.run)
@@ -193,8 +221,9 @@ def test_the_tcp_info_field_is_where_the_probe_reads_it() -> None:
 # ---------------------------------------------------------------- the bridge's HTTP responses
 
 
-async def http_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream, anyio.abc.Listener]:
-    """A TCP connection on loopback with small buffers: (the bridge's side, the client's side)."""
+async def http_pair(ca: trustme.CA | None) -> tuple[anyio.abc.ByteStream, anyio.abc.ByteStream, anyio.abc.Listener]:
+    """A connection on loopback TCP with small buffers, over TLS with ``ca`` as the bridge serves it: (the
+    bridge's side, the client's side)."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     accepted: list[anyio.abc.SocketStream] = []
@@ -211,7 +240,21 @@ async def http_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream, a
         tg.cancel_scope.cancel()
     for stream in (accepted[0], client):
         small_buffers(stream)
-    return accepted[0], client, listener
+    if ca is None:
+        return accepted[0], client, listener
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    wrapped: list[anyio.abc.ByteStream] = []
+
+    async def server_side() -> None:
+        wrapped.append(await TLSStream.wrap(LargeReads(accepted[0]), server_side=True, ssl_context=server_ctx))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server_side)
+        tls_client = await TLSStream.wrap(client, hostname="localhost", ssl_context=client_ctx)
+    return wrapped[0], tls_client, listener
 
 
 async def answer_big(channel: HTTPChannel, chunks: int) -> None:
@@ -224,10 +267,11 @@ async def answer_big(channel: HTTPChannel, chunks: int) -> None:
     await channel.end_response()
 
 
-async def test_a_slow_http_client_is_not_cut_while_it_takes_the_response() -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_slow_http_client_is_not_cut_while_it_takes_the_response(tls: bool, ca: trustme.CA) -> None:
     # 256 KiB writes to a client that reads ~32 KiB every 40 ms: each write waits about a second on it, more
     # than the write timeout, and the client takes bytes all the while: it gets the whole response
-    server, client, listener = await http_pair()
+    server, client, listener = await http_pair(ca if tls else None)
     deadlines = Deadlines(0.05)
     channel = HTTPChannel(server, HTTPLimits(write_timeout=0.4), deadlines)
     got, chunks = 0, 8
@@ -243,14 +287,17 @@ async def test_a_slow_http_client_is_not_cut_while_it_takes_the_response() -> No
         took = anyio.current_time() - started
         tg.cancel_scope.cancel()
     await channel.aclose()
-    await client.aclose()
+    await anyio.aclose_forcefully(client)
     await listener.aclose()
     assert got > chunks * 256 * 1024  # the whole body (and the head)
     assert took > 4 * 0.4, f"the client was not slow enough to test anything ({took:.2f} s)"
 
 
-async def test_an_http_client_that_stops_taking_the_response_is_cut_after_the_write_timeout() -> None:
-    server, client, listener = await http_pair()
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_an_http_client_that_stops_taking_the_response_is_cut_after_the_write_timeout(
+    tls: bool, ca: trustme.CA
+) -> None:
+    server, client, listener = await http_pair(ca if tls else None)
     deadlines = Deadlines(0.05)
     channel = HTTPChannel(server, HTTPLimits(write_timeout=0.4), deadlines)
     async with anyio.create_task_group() as tg:
@@ -262,6 +309,6 @@ async def test_an_http_client_that_stops_taking_the_response_is_cut_after_the_wr
         waited = anyio.current_time() - started
         tg.cancel_scope.cancel()
     await channel.aclose()
-    await client.aclose()
+    await anyio.aclose_forcefully(client)
     await listener.aclose()
     assert 0.3 <= waited < 3
