@@ -80,12 +80,11 @@ async def big_answer(stream: TunnelStream) -> None:
     await stream.end()
 
 
-async def tcp_tunnels(
-    pause: float, write_timeout: float, ca: trustme.CA | None = None
-) -> tuple[Tunnel, Tunnel, PacedCarrier, anyio.abc.Listener]:
-    """The hub's tunnel (answers with :func:`big_answer`, ``write_timeout`` for its writes) and the connector's,
-    over one TCP connection whose connector side reads through a :class:`PacedCarrier`; handshakes done.  With
-    ``ca``, over TLS as the bridge and its peers run it (anyio's TLS over :class:`LargeReads`)."""
+async def connection_pair(
+    ca: trustme.CA | None,
+) -> tuple[anyio.abc.ByteStream, anyio.abc.ByteStream, anyio.abc.Listener]:
+    """A loopback TCP connection with small buffers, each side read through :class:`LargeReads` as the bridge and
+    its peers read a socket, and over TLS with ``ca``: (the accepting side, the dialling side, the listener)."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     accepted: list[anyio.abc.SocketStream] = []
@@ -94,30 +93,39 @@ async def tcp_tunnels(
         accepted.append(stream)
         await anyio.sleep_forever()
 
-    client_sock = await anyio.connect_tcp("127.0.0.1", port)
-    small_buffers(client_sock)
+    dialled = await anyio.connect_tcp("127.0.0.1", port)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, take)
         while not accepted:
             await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
-    small_buffers(accepted[0])
-    hub_stream: anyio.abc.ByteStream = LargeReads(accepted[0])  # as the bridge and its peers read a socket
-    client_stream: anyio.abc.ByteStream = LargeReads(client_sock)
-    if ca is not None:
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("localhost").configure_cert(server_ctx)
-        client_ctx = ssl.create_default_context()
-        ca.configure_trust(client_ctx)
-        wrapped: list[anyio.abc.ByteStream] = []
+    for stream in (accepted[0], dialled):
+        small_buffers(stream)
+    server: anyio.abc.ByteStream = LargeReads(accepted[0])
+    client: anyio.abc.ByteStream = LargeReads(dialled)
+    if ca is None:
+        return server, client, listener
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    wrapped: list[anyio.abc.ByteStream] = []
 
-        async def server_side() -> None:
-            wrapped.append(await TLSStream.wrap(hub_stream, server_side=True, ssl_context=server_ctx))
+    async def server_side() -> None:
+        wrapped.append(await TLSStream.wrap(server, server_side=True, ssl_context=server_ctx))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server_side)
-            client_stream = await TLSStream.wrap(client_stream, hostname="localhost", ssl_context=client_ctx)
-        hub_stream = wrapped[0]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server_side)
+        client = await TLSStream.wrap(client, hostname="localhost", ssl_context=client_ctx)
+    return wrapped[0], client, listener
+
+
+async def tcp_tunnels(
+    pause: float, write_timeout: float, ca: trustme.CA | None = None
+) -> tuple[Tunnel, Tunnel, PacedCarrier, anyio.abc.Listener]:
+    """The hub's tunnel (answers with :func:`big_answer`, ``write_timeout`` for its writes) and the connector's,
+    over one :func:`connection_pair` whose connector side reads through a :class:`PacedCarrier`; handshakes done."""
+    hub_stream, client_stream, listener = await connection_pair(ca)
     hub_carrier = WebSocketCarrier(hub_stream, WSConnection(ConnectionType.SERVER))
     paced = PacedCarrier(WebSocketCarrier(client_stream, WSConnection(ConnectionType.CLIENT)), pause)
 
@@ -221,42 +229,6 @@ def test_the_tcp_info_field_is_where_the_probe_reads_it() -> None:
 # ---------------------------------------------------------------- the bridge's HTTP responses
 
 
-async def http_pair(ca: trustme.CA | None) -> tuple[anyio.abc.ByteStream, anyio.abc.ByteStream, anyio.abc.Listener]:
-    """A connection on loopback TCP with small buffers, over TLS with ``ca`` as the bridge serves it: (the
-    bridge's side, the client's side)."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    accepted: list[anyio.abc.SocketStream] = []
-
-    async def take(stream: anyio.abc.SocketStream) -> None:
-        accepted.append(stream)
-        await anyio.sleep_forever()
-
-    client = await anyio.connect_tcp("127.0.0.1", port)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, take)
-        while not accepted:
-            await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
-    for stream in (accepted[0], client):
-        small_buffers(stream)
-    if ca is None:
-        return accepted[0], client, listener
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    wrapped: list[anyio.abc.ByteStream] = []
-
-    async def server_side() -> None:
-        wrapped.append(await TLSStream.wrap(LargeReads(accepted[0]), server_side=True, ssl_context=server_ctx))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server_side)
-        tls_client = await TLSStream.wrap(client, hostname="localhost", ssl_context=client_ctx)
-    return wrapped[0], tls_client, listener
-
-
 async def answer_big(channel: HTTPChannel, chunks: int) -> None:
     """Read the request, then answer it with ``chunks`` writes of 256 KiB."""
     assert await channel.next_request() is not None
@@ -271,7 +243,7 @@ async def answer_big(channel: HTTPChannel, chunks: int) -> None:
 async def test_a_slow_http_client_is_not_cut_while_it_takes_the_response(tls: bool, ca: trustme.CA) -> None:
     # 256 KiB writes to a client that reads ~32 KiB every 40 ms: each write waits about a second on it, more
     # than the write timeout, and the client takes bytes all the while: it gets the whole response
-    server, client, listener = await http_pair(ca if tls else None)
+    server, client, listener = await connection_pair(ca if tls else None)
     deadlines = Deadlines(0.05)
     channel = HTTPChannel(server, HTTPLimits(write_timeout=0.4), deadlines)
     got, chunks = 0, 8
@@ -297,7 +269,7 @@ async def test_a_slow_http_client_is_not_cut_while_it_takes_the_response(tls: bo
 async def test_an_http_client_that_stops_taking_the_response_is_cut_after_the_write_timeout(
     tls: bool, ca: trustme.CA
 ) -> None:
-    server, client, listener = await http_pair(ca if tls else None)
+    server, client, listener = await connection_pair(ca if tls else None)
     deadlines = Deadlines(0.05)
     channel = HTTPChannel(server, HTTPLimits(write_timeout=0.4), deadlines)
     async with anyio.create_task_group() as tg:
