@@ -245,7 +245,7 @@ class ConnectionServer:
     async def _run(self, stream: anyio.abc.SocketStream, peer: str) -> None:
         """One connection: TLS handshake, then the handler; the slot is released however it ends."""
         try:
-            served: anyio.abc.ByteStream | None = stream
+            served: anyio.abc.ByteStream | None = LargeReads(stream)  # as under TLS (its writes can be watched)
             if self.ssl_context is not None:
                 served = await self._tls_handshake(stream, peer)
             if served is not None:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 import struct
+import sys
 
 import anyio
 import anyio.abc
@@ -31,7 +32,8 @@ log = logging.getLogger("radical_edge.tunnel")
 
 #: the offset of ``tcpi_bytes_acked`` (a little-endian u64) in Linux's ``struct tcp_info`` (since Linux 4.1)
 _BYTES_ACKED = 120
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
+#: Linux's only: the BSDs have a ``TCP_INFO`` too, with another layout (other counters at that offset)
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 
 
 def bytes_acknowledged(sock: socket.socket | None) -> int | None:
@@ -55,8 +57,11 @@ async def watched_send(stream: anyio.abc.ByteSendStream, sock: socket.socket, it
     :class:`anyio.BrokenResourceError` raised.
 
     An anyio socket stream hands ``item`` to its transport at once when the transport is not full, then waits for
-    it to drain; every send made here returns only once drained (or raises), so the next one never waits before
-    handing its bytes over, and a cancelled wait loses nothing.  Sending nothing waits for the drain alone.
+    it to drain; if it is full, it waits *before* handing ``item`` over, and a cancel there would lose it.  So the
+    precondition: every send on ``stream`` goes through here, or returns only once drained (or ends the
+    connection when it does not).  Each send made here returns only once drained or raises, so the next one never
+    waits before handing its bytes over, and a cancelled wait loses nothing.  Sending nothing waits for the drain
+    alone.
     """
     half = timeout / 2
     with anyio.move_on_after(half) as first:

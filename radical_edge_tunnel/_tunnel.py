@@ -11,6 +11,7 @@ consumes, so memory stays bounded end to end.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -481,7 +482,7 @@ class Tunnel:
             resets = self._conn.close(code, reason)
             self._dispatch([ConnectionClosed(code, reason, by_peer=False), *resets])
             with anyio.move_on_after(2, shield=True):
-                await self.flush()
+                await self.flush(within=2)
         await self.carrier.aclose()
 
     async def drain(self, reason: str = "draining") -> None:
@@ -577,7 +578,7 @@ class Tunnel:
 
     # ---------------------------------------------------------------- I/O
 
-    async def flush(self) -> None:
+    async def flush(self, *, within: float | None = None) -> None:
         """Write what the connection has queued; return once it is written.
 
         One task writes at a time, and it keeps writing until nothing is
@@ -593,7 +594,9 @@ class Tunnel:
         writes (``watch_writes``): one that has waited half of
         ``write_timeout`` is given up only once the peer takes none of it
         for another half.  On other carriers one write may take
-        ``write_timeout``.
+        ``write_timeout``.  ``within`` (seconds), for a connection that is
+        closing anyway: the write is given up then, however the peer takes
+        it (a peer that trickles must not hold a close up).
         """
         while self._writing:
             if self._write_done is None:
@@ -603,16 +606,20 @@ class Tunnel:
         if not data:
             return
         self._writing = True
+        limit = math.inf if within is None else anyio.current_time() + within
         try:
-            with anyio.CancelScope(shield=True) as scope:
+            with anyio.CancelScope(shield=True, deadline=limit) as scope:
                 while data:
                     if not self._watched:
-                        scope.deadline = anyio.current_time() + self._write_timeout
+                        scope.deadline = min(anyio.current_time() + self._write_timeout, limit)
                     self._write_rounds += 1
                     await self.carrier.send(data)
                     data = self._conn.data_to_send()
             if scope.cancelled_caught:
-                log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self._write_timeout)
+                if anyio.current_time() >= limit:
+                    log.debug("%s: the last frames did not leave within %g s", self.name or "tunnel", within)
+                else:
+                    log.warning("%s: peer took no data for %s s; closing", self.name or "tunnel", self._write_timeout)
                 await self.carrier.aclose()
         finally:
             self._writing = False
@@ -657,7 +664,7 @@ class Tunnel:
                 # what came before the bad frame, then the end and its resets: streams learn the real cause
                 self._dispatch(exc.events)
                 with anyio.move_on_after(2):
-                    await self.flush()
+                    await self.flush(within=2)
                 return
             self._dispatch(events)
             self._retime()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -86,7 +87,7 @@ async def test_verified_tls_round_trip(server_ssl: ssl.SSLContext, ca_file: Path
         )
         try:
             # over TLS as over plain TCP, the carrier can watch its writes (a slow peer is waited for): Tunnel.flush
-            assert carrier.watch_writes(30.0)
+            assert carrier.watch_writes(30.0) is sys.platform.startswith("linux")
             for size in (1, 1000, 300_000):
                 payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
                 await carrier.send(payload)
@@ -104,7 +105,7 @@ async def test_plain_ws_round_trip() -> None:
     async with ws_server(None) as port:
         carrier = await connect_websocket(f"ws://localhost:{port}/register", token=TOKEN)
         try:
-            assert carrier.watch_writes(30.0)  # plain TCP too
+            assert carrier.watch_writes(30.0) is sys.platform.startswith("linux")  # plain TCP too
             await carrier.send(b"ping")
             assert await carrier.receive() == b"ping"
         finally:

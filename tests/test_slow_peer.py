@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import struct
+import sys
 
 import anyio
 import anyio.abc
@@ -25,6 +26,8 @@ from wsproto.connection import ConnectionType
 from radical_edge_bridge import HTTPLimits
 from radical_edge_bridge._deadlines import Deadlines
 from radical_edge_bridge._http import ClientGone, HTTPChannel
+from radical_edge_bridge._listener import ConnectionGate, ConnectionServer
+from radical_edge_bridge._metrics import ConnectionStats
 from radical_edge_proto import Connection, ErrorCode, Limits, PeerRole, Side
 from radical_edge_tunnel import (
     LargeReads,
@@ -34,9 +37,13 @@ from radical_edge_tunnel import (
     accept_handshake,
     bytes_acknowledged,
     connect_handshake,
+    memory_carrier_pair,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the count of acknowledged bytes is Linux's"),
+]
 
 BODY = 1536 * 1024  # more than the connector's window: at least two writes, each far larger than the buffers
 LIMITS = Limits(initial_window_size=1024 * 1024, connection_window_size=4 * 1024 * 1024, max_frame_size=256 * 1024)
@@ -284,3 +291,93 @@ async def test_an_http_client_that_stops_taking_the_response_is_cut_after_the_wr
     await anyio.aclose_forcefully(client)
     await listener.aclose()
     assert 0.3 <= waited < 3
+
+
+# ---------------------------------------------------------------- what the watch must not change
+
+
+class TricklingCarrier:
+    """A carrier over TCP (it watches its writes) whose peer takes a trickle: a write never ends, and is never
+    given up by the watch either; ``aclose`` ends it."""
+
+    def __init__(self) -> None:
+        self.closed = anyio.Event()
+        self.writes = 0
+
+    def watch_writes(self, timeout: float) -> bool:
+        return True
+
+    async def send(self, data: bytes) -> None:
+        self.writes += 1
+        await self.closed.wait()
+
+    async def receive(self) -> bytes:
+        await self.closed.wait()
+        return b""
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_closing_a_tunnel_is_not_held_up_by_a_peer_that_trickles() -> None:
+    # the close's own frames (GOAWAY) meet a write the watch will not give up (the peer takes a little all the
+    # time): the close gives them 2 s, as it always did, and then closes the carrier
+    client, _, a, b = await handshaken()
+    carrier = TricklingCarrier()
+    tunnel = Tunnel(client, carrier, name="closing")
+    fired: list[bool] = []
+
+    async def watchdog() -> None:  # a shielded write ignores the test's own timeouts: end it if the close hangs
+        await anyio.sleep(8)
+        fired.append(True)
+        await carrier.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watchdog)
+        started = anyio.current_time()
+        await tunnel.aclose()
+        took = anyio.current_time() - started
+        tg.cancel_scope.cancel()
+    await a.aclose()
+    await b.aclose()
+    assert not fired, "the close waited for the trickling write"
+    assert carrier.writes == 1
+    assert 1.5 <= took < 5
+
+
+async def handshaken() -> tuple[Connection, Connection, object, object]:
+    """A connector and a hub whose handshake is done over in-memory carriers."""
+
+    async def accept(hello):
+        return True, ErrorCode.NO_ERROR, "resume-1", 5.0
+
+    a, b = memory_carrier_pair()
+    client, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_handshake, hub, b, accept)
+        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
+    return client, hub, a, b
+
+
+async def test_a_bridge_without_tls_watches_its_writes_too() -> None:
+    # --insecure-no-tls (a loopback test setup, or behind a proxy that ends TLS): the connections reach the bridge's
+    # handler read through LargeReads as under TLS, so a tunnel on one watches its writes
+    served: list[anyio.abc.ByteStream] = []
+
+    async def handler(stream: anyio.abc.ByteStream) -> None:
+        served.append(stream)
+        await anyio.sleep(0.5)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    server = ConnectionServer(handler, ConnectionGate(10, 10, ConnectionStats()), ssl_context=None, handshake_timeout=5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, listener.listeners)
+        async with await anyio.connect_tcp("127.0.0.1", port):
+            with anyio.fail_after(5):
+                while not served:
+                    await anyio.sleep(0.01)
+            assert isinstance(served[0], LargeReads)
+            assert served[0].watch_writes(30.0)
+        tg.cancel_scope.cancel()
+    await listener.aclose()
