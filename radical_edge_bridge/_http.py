@@ -151,8 +151,10 @@ class HTTPChannel:
         self.limits = limits
         self._deadline = deadlines.add(self._expired)
         self._sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
-        # over TCP the kernel counts what the client has taken: a slow client is told from one that takes nothing
-        self._write_wait = limits.write_timeout / 2 if bytes_acknowledged(self._sock) is not None else None
+        # over TCP the kernel counts what the client has taken: a slow client is told from one that takes nothing,
+        # by a look at that count every half of write_timeout (else a write has the whole of it)
+        self._watch_writes = bytes_acknowledged(self._sock) is not None
+        self._write_wait = limits.write_timeout / 2 if self._watch_writes else limits.write_timeout
         self._writing = False
         self._taken: int | None = None  # what the client had taken at the last look at a waiting write
         # h11's own bound on an unfinished head is a backstop above ours (line + headers + line ends)
@@ -294,14 +296,13 @@ class HTTPChannel:
         if self._unsent:
             data, self._unsent = self._unsent + (data or b""), b""
         if data:
-            self._deadline.arm(self._write_wait or self.limits.write_timeout)
+            self._deadline.arm(self._write_wait)
             self._writing, self._taken = True, None
             try:
                 await self.stream.send(data)
             except _GONE:
                 if self._deadline.expired:  # armed for this write, so it was this write's deadline
-                    idle = self._write_wait or self.limits.write_timeout
-                    raise ClientGone(f"client took no response bytes for {idle:g} s") from None
+                    raise ClientGone(f"client took no response bytes for {self._write_wait:g} s") from None
                 raise ClientGone("client went away") from None
             finally:
                 self._writing = False
@@ -386,7 +387,7 @@ class HTTPChannel:
 
         A write watched over TCP waits half of ``write_timeout`` first; from then on it is given up only once
         the client takes none of its bytes for another half (a slow link drains a large write slowly)."""
-        if self._writing and self._write_wait is not None:
+        if self._writing and self._watch_writes:
             taken = bytes_acknowledged(self._sock)
             if taken is not None and taken != self._taken:  # the first look, or the client took some since
                 self._taken = taken

@@ -245,9 +245,11 @@ class ConnectionServer:
     async def _run(self, stream: anyio.abc.SocketStream, peer: str) -> None:
         """One connection: TLS handshake, then the handler; the slot is released however it ends."""
         try:
-            served: anyio.abc.ByteStream | None = LargeReads(stream)  # as under TLS (its writes can be watched)
+            served: anyio.abc.ByteStream | None
             if self.ssl_context is not None:
                 served = await self._tls_handshake(stream, peer)
+            else:
+                served = LargeReads(stream)  # as under TLS (large reads; its writes can be watched)
             if served is not None:
                 await self.handler(served)
         except Exception:

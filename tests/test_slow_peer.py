@@ -37,8 +37,9 @@ from radical_edge_tunnel import (
     accept_handshake,
     bytes_acknowledged,
     connect_handshake,
-    memory_carrier_pair,
 )
+
+from .test_tunnel import handshaken
 
 pytestmark = [
     pytest.mark.anyio,
@@ -343,20 +344,6 @@ async def test_closing_a_tunnel_is_not_held_up_by_a_peer_that_trickles() -> None
     assert not fired, "the close waited for the trickling write"
     assert carrier.writes == 1
     assert 1.5 <= took < 5
-
-
-async def handshaken() -> tuple[Connection, Connection, object, object]:
-    """A connector and a hub whose handshake is done over in-memory carriers."""
-
-    async def accept(hello):
-        return True, ErrorCode.NO_ERROR, "resume-1", 5.0
-
-    a, b = memory_carrier_pair()
-    client, hub = Connection(Side.CONNECTOR, LIMITS), Connection(Side.HUB, LIMITS)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(accept_handshake, hub, b, accept)
-        await connect_handshake(client, a, role=PeerRole.EDGE, name="e1", credential="good")
-    return client, hub, a, b
 
 
 async def test_a_bridge_without_tls_watches_its_writes_too() -> None:
