@@ -7,7 +7,12 @@ file in the bench's temporary directory, or sends a file's N bytes; the bench
 process is the client, reading from and writing to local files the same way.
 Both ends ``fsync`` the file they wrote, as the staging plugin (upload) and
 the SDK (download) do.  No hashing, no HTTP: the cheapest way to move a file
-over TLS in Python.
+over TLS in Python.  The same copy is then timed with SHA-256 on both ends
+(the client hashes what it sends or receives, the server what it writes or
+sends, and the digests are compared), straight to the server and through each
+relay of section 8: the least any implementation of the staging path with the
+SDK's verified transfers could cost on this machine, without HTTP, WebSocket,
+the tunnel protocol or the atomic write.
 
 The measured path is the bench's bridge and edge (the edge runs the staging
 plugin, its root in the bench's temporary directory), driven by the SDK's
@@ -103,15 +108,17 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def receive_to_file(sock: ssl.SSLSocket, path: Path, size: int, first: bytes = b"") -> int:
+def receive_to_file(sock: ssl.SSLSocket, path: Path, size: int, first: bytes = b"", digest: Any = None) -> int:
     """``size`` bytes (``first`` of them already read) from ``sock`` into a new file at ``path`` (1 MiB writes,
-    then fsync); the bytes received."""
+    then fsync), each piece also fed to ``digest`` if given; the bytes received."""
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     got = len(first)
     try:
         _write_all(fd, memoryview(first))
+        if digest is not None:
+            digest.update(first)
         while got < size:
             filled = 0
             want = min(CHUNK, size - got)
@@ -123,6 +130,8 @@ def receive_to_file(sock: ssl.SSLSocket, path: Path, size: int, first: bytes = b
             if not filled:
                 break
             _write_all(fd, view[:filled])
+            if digest is not None:
+                digest.update(view[:filled])
             got += filled
             if filled < want:
                 break
@@ -132,8 +141,9 @@ def receive_to_file(sock: ssl.SSLSocket, path: Path, size: int, first: bytes = b
     return got
 
 
-def send_file(sock: ssl.SSLSocket, path: Path, size: int) -> int:
-    """The first ``size`` bytes of ``path`` to ``sock`` (1 MiB reads); the bytes sent."""
+def send_file(sock: ssl.SSLSocket, path: Path, size: int, digest: Any = None) -> int:
+    """The first ``size`` bytes of ``path`` to ``sock`` (1 MiB reads), each piece also fed to ``digest`` if given;
+    the bytes sent."""
     sent = 0
     with open(path, "rb", buffering=0) as fh:
         while sent < size:
@@ -141,13 +151,17 @@ def send_file(sock: ssl.SSLSocket, path: Path, size: int) -> int:
             if not data:
                 break
             sock.sendall(data)
+            if digest is not None:
+                digest.update(data)
             sent += len(data)
     return sent
 
 
 def serve_raw(cert: str, key: str, directory: Path) -> int:
-    """The raw TLS copy server: one connection at a time, ``U`` + size (receive into ``raw-up.bin``, answer the
-    count) or ``D`` + size (send ``raw-down.bin``)."""
+    """The raw TLS copy server: one connection at a time, ``U`` + flag + size (receive into ``raw-up.bin``,
+    answer the count) or ``D`` + flag + size (send ``raw-down.bin``).  With the flag ``1`` the server also
+    hashes what it writes or sends (SHA-256) and sends the digest after the count or the bytes: the copy then
+    does what a verified transfer of the SDK does on both ends."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -161,13 +175,16 @@ def serve_raw(cert: str, key: str, directory: Path) -> int:
         _tune(conn)
         try:
             with ctx.wrap_socket(conn, server_side=True) as tls:
-                head = _recv_exact(tls, 9)
-                op, size = head[:1], int.from_bytes(head[1:], "big")
+                head = _recv_exact(tls, 10)
+                op, size = head[:1], int.from_bytes(head[2:], "big")
+                digest = hashlib.sha256() if head[1:2] == b"1" else None
                 if op == b"U":
-                    got = receive_to_file(tls, directory / "raw-up.bin", size)
-                    tls.sendall(got.to_bytes(8, "big"))
+                    got = receive_to_file(tls, directory / "raw-up.bin", size, digest=digest)
+                    tls.sendall(got.to_bytes(8, "big") + (digest.digest() if digest else b""))
                 elif op == b"D":
-                    send_file(tls, directory / "raw-down.bin", size)
+                    send_file(tls, directory / "raw-down.bin", size, digest)
+                    if digest is not None:
+                        tls.sendall(digest.digest())
         except (OSError, ConnectionError) as exc:
             print(f"raw TLS server: {exc}", file=sys.stderr, flush=True)
 
@@ -178,23 +195,40 @@ def _connect(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
     return ctx.wrap_socket(sock, server_hostname=HOST)
 
 
-def raw_upload(port: int, ctx: ssl.SSLContext, source: Path, size: int) -> tuple[float, int]:
+def _head(op: bytes, size: int, verify: bool) -> bytes:
+    return op + (b"1" if verify else b"0") + size.to_bytes(8, "big")
+
+
+def _compare(ours: Any, theirs: bytes, what: str) -> None:
+    if ours is not None and ours.digest() != theirs:
+        raise RuntimeError(f"raw TLS copy: the two ends' SHA-256 of the {what} differ")
+
+
+def raw_upload(port: int, ctx: ssl.SSLContext, source: Path, size: int, verify: bool = False) -> tuple[float, int]:
     """Send ``size`` bytes of ``source`` to the raw server (which writes and fsyncs them); seconds and the bytes
-    it says it wrote.  The TLS handshake is not timed (the SDK's connection is up before its transfers too)."""
+    it says it wrote.  The TLS handshake is not timed (the SDK's connection is up before its transfers too).
+    ``verify``: both ends hash the bytes (SHA-256) and the digests are compared, as in the SDK's verified
+    upload (RuntimeError if they differ)."""
+    digest = hashlib.sha256() if verify else None
     with _connect(port, ctx) as tls:
         start = time.perf_counter()
-        tls.sendall(b"U" + size.to_bytes(8, "big"))
-        send_file(tls, source, size)
-        written = int.from_bytes(_recv_exact(tls, 8), "big")
-        return time.perf_counter() - start, written
+        tls.sendall(_head(b"U", size, verify))
+        send_file(tls, source, size, digest)
+        answer = _recv_exact(tls, 8 + (32 if verify else 0))
+        _compare(digest, answer[8:], "upload")
+        return time.perf_counter() - start, int.from_bytes(answer[:8], "big")
 
 
-def raw_download(port: int, ctx: ssl.SSLContext, target: Path, size: int) -> tuple[float, int]:
-    """Receive ``size`` bytes from the raw server into ``target`` (written and fsynced); seconds and bytes."""
+def raw_download(port: int, ctx: ssl.SSLContext, target: Path, size: int, verify: bool = False) -> tuple[float, int]:
+    """Receive ``size`` bytes from the raw server into ``target`` (written and fsynced); seconds and bytes.
+    ``verify``: as for :func:`raw_upload`."""
+    digest = hashlib.sha256() if verify else None
     with _connect(port, ctx) as tls:
         start = time.perf_counter()
-        tls.sendall(b"D" + size.to_bytes(8, "big"))
-        got = receive_to_file(tls, target, size)
+        tls.sendall(_head(b"D", size, verify))
+        got = receive_to_file(tls, target, size, digest=digest)
+        if digest is not None:
+            _compare(digest, _recv_exact(tls, 32), "download")
         return time.perf_counter() - start, got
 
 
@@ -401,13 +435,15 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
             "download_cpu_s_per_gib": down_cpu.per_gib(size),
         }
 
-        async def through(relay_port: int, name: str) -> dict[str, float]:
-            """The same copy through a relay on ``relay_port``: the rates (fastest of the runs, as above)."""
+        async def through(relay_port: int, name: str, verify: bool = False) -> dict[str, float]:
+            """The same copy through a relay on ``relay_port`` (or straight to the server): the rates (fastest of
+            the runs, as above); ``verify``: SHA-256 on both ends, compared."""
             r_up, r_written, _ = await _fastest(
-                {}, lambda: anyio.to_thread.run_sync(raw_upload, relay_port, ctx, source, size)
+                {}, lambda: anyio.to_thread.run_sync(raw_upload, relay_port, ctx, source, size, verify)
             )
+            back = work / "raw-back.bin"
             r_down, r_received, _ = await _fastest(
-                {}, lambda: anyio.to_thread.run_sync(raw_download, relay_port, ctx, work / "raw-back.bin", size)
+                {}, lambda: anyio.to_thread.run_sync(raw_download, relay_port, ctx, back, size, verify)
             )
             if r_written != size or r_received != size:
                 raise RuntimeError(
@@ -415,11 +451,15 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
                 )
             return {"upload_mib_s": _rate(size, r_up), "download_mib_s": _rate(size, r_down)}
 
-        # the same copy through one TLS relay in C (._relay) and one on asyncio (._aiorelay): the tunnel's shape
+        # the copy with SHA-256 on both ends, as the SDK's verified transfers hash on the SDK's side and the edge's
+        _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy with SHA-256 on both ends")
+        hashed = out["raw_tls_sha256"] = {"direct": await through(port, "the raw server", verify=True)}
+        # the same copies through one TLS relay in C (._relay) and one on asyncio (._aiorelay): the tunnel's shape
         if c_relay.socat_path() is not None:
             _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through a C relay")
             with c_relay.relay(port, tls.cert, tls.key, tls.ca, bench.dir / "socat-raw.log") as relay_port:
                 out["raw_tls_relay"] = await through(relay_port, "socat")
+                hashed["relay"] = await through(relay_port, "socat", verify=True)
         _log(f"bench: staging, {bench.o.size_mib} MiB: raw TLS copy through an asyncio relay")
         with aio_relay.relay(
             bench.procs,
@@ -431,6 +471,7 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
             max_seconds=600 + 40 * size / MIB,
         ) as (relay_port, relay):
             out["raw_tls_aio_relay"] = await through(relay_port, "the asyncio relay")
+            hashed["aio_relay"] = await through(relay_port, "the asyncio relay", verify=True)
             # the copies it carried (each dialled the server, as a copy straight to it does): proof they went through
             out["raw_tls_aio_relay"]["connections"] = sum(aio_relay.stats(relay))
     finally:
@@ -526,10 +567,9 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
         "upload": _ratio(out["staging"]["upload_mib_s"], out["raw_tls"]["upload_mib_s"]),
         "download": _ratio(out["staging"]["download_mib_s"], out["raw_tls"]["download_mib_s"]),
     }
-    for _, key, _ in _RELAYS:
-        if relayed := out.get(key):
-            copy = out["raw_tls"]
-            relayed["ratios"] = {k: _ratio(relayed[f"{k}_mib_s"], copy[f"{k}_mib_s"]) for k in ("upload", "download")}
+    copy = out["raw_tls"]
+    for relayed in [*(out[key] for _, key, _ in _RELAYS if key in out), *out["raw_tls_sha256"].values()]:
+        relayed["ratios"] = {k: _ratio(relayed[f"{k}_mib_s"], copy[f"{k}_mib_s"]) for k in ("upload", "download")}
     res["staging"] = out
 
 
@@ -552,6 +592,12 @@ def target_rows(res: dict[str, Any]) -> list[tuple[str, float | None, str, float
 
 def _fmt(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _rates(copy: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{kind} {copy[f'{kind}_mib_s']:.1f} ({_fmt(copy['ratios'][kind])})" for kind in ("upload", "download")
+    )
 
 
 def render(res: dict[str, Any]) -> list[str]:
@@ -587,11 +633,15 @@ def render(res: dict[str, Any]) -> list[str]:
             )
     for _, key, what in _RELAYS:
         if relayed := st.get(key):
-            lines.append(
-                f"  the raw TLS copy through one TLS relay {what} (8.): upload {relayed['upload_mib_s']:.1f} "
-                f"({_fmt(relayed['ratios']['upload'])}), download {relayed['download_mib_s']:.1f} "
-                f"({_fmt(relayed['ratios']['download'])})"
-            )
+            lines.append(f"  the raw TLS copy through one TLS relay {what} (8.): {_rates(relayed)}")
+    if verified := st.get("raw_tls_sha256"):
+        lines.append(
+            "  the raw TLS copy with SHA-256 on both ends, compared (what the SDK's verified transfer and the edge "
+            f"add to a copy): {_rates(verified['direct'])}"
+        )
+        for ref, _, what in _RELAYS:
+            if ref in verified:
+                lines.append(f"    and through the TLS relay {what}: {_rates(verified[ref])}")
     lines += [
         f"  staging: {st['driver']}; sha256 {'verified' if s['verified'] else 'NOT verified'}",
         f"  raw TLS: {st['raw_tls_detail']}",

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import socket
+import ssl
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import trustme
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -83,8 +88,20 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
         assert _positive(aio[f"{kind}_mib_s"]), aio
         assert aio["ratios"][kind] == pytest.approx(aio[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01)
         assert row[4]["aio_relay"] == aio["ratios"][kind]
-    assert aio["connections"] == 2 * staging_bench.RUNS  # every timed copy, up and down, went through it
+    # every timed copy, up and down, plain and hashed, went through it
+    assert aio["connections"] == 4 * staging_bench.RUNS
     assert "the raw TLS copy through one TLS relay on asyncio (8.)" in lines
+    # the copy with SHA-256 on both ends (compared, or the section would have failed): straight and through the relays
+    hashed = st["raw_tls_sha256"]
+    assert set(hashed) == ({"direct", "relay", "aio_relay"} if shutil.which("socat") else {"direct", "aio_relay"})
+    for copy in hashed.values():
+        for kind in ("upload", "download"):
+            assert _positive(copy[f"{kind}_mib_s"]), copy
+            assert copy["ratios"][kind] == pytest.approx(
+                copy[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01
+            )
+    assert "the raw TLS copy with SHA-256 on both ends, compared" in lines
+    assert "and through the TLS relay on asyncio: upload" in lines
     assert "7. staging, 3 MiB (MiB/s)" in lines
     assert "sha256 verified" in lines
     assert "without the SDK" in lines
@@ -98,3 +115,37 @@ def test_the_table_without_the_section() -> None:
         ("staging download/raw TLS", None, ">=", 0.5, {"relay": None, "aio_relay": None}),
     ]
     assert callable(render)
+
+
+def _lying_server(ca: trustme.CA, listener: socket.socket) -> None:
+    """One connection of the raw copy's protocol, verified, answered with a wrong digest."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    conn, _ = listener.accept()
+    with ctx.wrap_socket(conn, server_side=True) as tls:
+        head = staging_bench._recv_exact(tls, 10)
+        size = int.from_bytes(head[2:], "big")
+        if head[:1] == b"U":
+            staging_bench._recv_exact(tls, size)
+            tls.sendall(size.to_bytes(8, "big") + bytes(32))
+        else:
+            tls.sendall(b"x" * size + bytes(32))
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_the_verified_raw_copy_compares_the_digests(tmp_path: Path, ca: trustme.CA, direction: str) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 70_000)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_lying_server, args=(ca, listener), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        if direction == "upload":
+            copy = functools.partial(staging_bench.raw_upload, port, ctx, source, 70_000, verify=True)
+        else:
+            copy = functools.partial(staging_bench.raw_download, port, ctx, tmp_path / "back.bin", 70_000, verify=True)
+        with pytest.raises(RuntimeError, match=f"SHA-256 of the {direction} differ"):
+            copy()
+        server.join(10)
