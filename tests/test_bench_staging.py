@@ -91,7 +91,7 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
     # every timed copy, up and down, plain and hashed, went through it
     assert aio["connections"] == 4 * staging_bench.RUNS
     assert "the raw TLS copy through one TLS relay on asyncio (8.)" in lines
-    # the copy with SHA-256 on both ends (compared, or the section would have failed): straight and through the relays
+    # the copy verified as staging is (digests compared, or the section would have failed): straight and relayed
     hashed = st["raw_tls_sha256"]
     assert set(hashed) == ({"direct", "relay", "aio_relay"} if shutil.which("socat") else {"direct", "aio_relay"})
     for copy in hashed.values():
@@ -100,7 +100,7 @@ def test_the_staging_section_moves_and_verifies_the_bytes(tmp_path: Path, monkey
             assert copy["ratios"][kind] == pytest.approx(
                 copy[f"{kind}_mib_s"] / st["raw_tls"][f"{kind}_mib_s"], abs=0.01
             )
-    assert "the raw TLS copy with SHA-256 on both ends, compared" in lines
+    assert "the raw TLS copy verified with SHA-256 as staging is" in lines
     assert "and through the TLS relay on asyncio: upload" in lines
     assert "7. staging, 3 MiB (MiB/s)" in lines
     assert "sha256 verified" in lines
