@@ -475,9 +475,7 @@ CYCLES = [
 
 
 @pytest.mark.parametrize(("sources", "expected"), [pytest.param(*case[1:], id=case[0]) for case in CYCLES])
-def test_the_checker_catches_packages_importing_each_other(
-    sources: tuple[tuple[str, str], ...], expected: str
-) -> None:
+def test_the_checker_catches_packages_importing_each_other(sources: tuple[tuple[str, str], ...], expected: str) -> None:
     found = package_cycles(_sources(*sources))
     assert len(found) == 1, found  # one cycle, however many of its packages it starts from
     assert found[0].startswith(expected), found

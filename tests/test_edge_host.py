@@ -22,7 +22,6 @@ from .edge_helpers import call, hub_for
 pytestmark = pytest.mark.anyio
 
 
-
 class Demo(Plugin):
     """A plugin exercising what the host must carry."""
 

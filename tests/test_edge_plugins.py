@@ -30,7 +30,6 @@ pytestmark = pytest.mark.anyio
 __all__ = ["example_plugin"]  # the fixture, imported for pytest
 
 
-
 def test_example_plugin_is_found_by_its_entry_point(example_plugin: str) -> None:
     eps = discover()
     assert eps["hello"].value == "radical_edge_example_plugin:HelloPlugin"

@@ -48,7 +48,6 @@ pytestmark = pytest.mark.anyio
 FAST = Backoff(initial=0.02, maximum=0.1)
 
 
-
 class Slow(Plugin):
     plugin_name = "slow"
     version = "2.0"

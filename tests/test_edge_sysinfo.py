@@ -15,7 +15,6 @@ from .edge_helpers import call, hub_for
 pytestmark = pytest.mark.anyio
 
 
-
 def test_registered_as_an_entry_point() -> None:
     eps = discover()
     assert "sysinfo" in eps, f"sysinfo not found among {sorted(eps)}: is the project installed (pip install -e .)?"

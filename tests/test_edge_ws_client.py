@@ -30,7 +30,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "s3cret-token"
 
 
-
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
