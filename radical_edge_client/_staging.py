@@ -604,7 +604,7 @@ class AsyncStagingClient(AsyncPluginClient):
         while answer is None:
             headers = {"range": f"bytes={offset}-"} if offset else None
             try:
-                async with self._get_file(src_path, headers) as got:
+                async with self._get_file(src_path, headers, remember=verify and not offset) as got:
                     if got.status == 200:
                         offset = 0  # the edge ignored the range and sends the whole file: the copy starts over
                     total = _total_of(got, offset)
@@ -631,9 +631,14 @@ class AsyncStagingClient(AsyncPluginClient):
 
     # ------------------------------------------------------------ internals
 
-    def _get_file(self, remote: str, headers: dict[str, str] | None) -> AbstractAsyncContextManager[StreamResponse]:
-        """``GET file/{sid}`` of ``remote``, streamed, with no total timeout (the caller counts silence)."""
-        return self.stream("GET", self.session_path("file"), params={"path": remote}, headers=headers, timeout=None)
+    def _get_file(
+        self, remote: str, headers: dict[str, str] | None, *, remember: bool = False
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """``GET file/{sid}`` of ``remote``, streamed, with no total timeout (the caller counts silence).
+        ``remember``: the edge hashes the file as it sends it, when it does not know the digest yet, so that
+        :meth:`checksum` afterwards answers without reading the file again."""
+        params = {"path": remote, **({"remember_sha256": "true"} if remember else {})}
+        return self.stream("GET", self.session_path("file"), params=params, headers=headers, timeout=None)
 
     async def _start_offset(self, remote: str, *, overwrite: bool, resume: bool, settle: float = 5.0) -> int:
         """Where an upload to ``remote`` starts: what the edge holds of it when resuming, else 0.
@@ -726,7 +731,8 @@ class AsyncStagingClient(AsyncPluginClient):
             silence = _Silence(self.bridge.timeout)
             try:
                 with silence.scope:
-                    async with self._get_file(remote, headers) as answer:
+                    remember = sink.digest is not None and not offset
+                    async with self._get_file(remote, headers, remember=remember) as answer:
                         if answer.status == 200 and offset:
                             offset = await self._restart(local, sink)
                         total = _total_of(answer, offset)

@@ -28,6 +28,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from radical_edge_plugins.staging import StagingPlugin
+from radical_edge_plugins.staging._transfer import ChecksumCache
 
 from radical_edge_bridge import Bridge, BridgeConfig
 from radical_edge_client import (
@@ -325,6 +326,54 @@ async def test_upload_and_download_any_source_with_checksums(tmp_path: Path, tls
             assert "checksum mismatch" in r.json()["detail"]
             assert not (s.r1 / "bad.bin").exists()
             assert not (s.r1 / ".bad.bin.radical-partial").exists()  # discarded: a resume cannot fix it
+
+
+async def test_a_verified_download_of_a_file_with_no_known_digest_reads_it_once_on_the_edge(
+    tmp_path: Path, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK asks the edge to hash such a file as it sends it (``remember_sha256``), so the checksum it asks for
+    afterwards is answered from the cache, not by reading the file a second time (minutes for a large one)."""
+    hashed_from_disk: list[int] = []
+    real = ChecksumCache.digest
+
+    def counted(self: ChecksumCache, fd: int, info: os.stat_result) -> str:
+        if self.get(info) is None:  # not known: read from disk and hashed now
+            hashed_from_disk.append(info.st_size)
+        return real(self, fd, info)
+
+    monkeypatch.setattr(ChecksumCache, "digest", counted)
+    data = pattern(3 * MiB + 7)
+    async with site(tmp_path, tls) as s, s.client() as bridge:
+        st = await staging(bridge)
+        (s.r1 / "fresh.bin").write_bytes(data)  # written behind the edge's back: no digest known
+        got = await st.download("~/fresh.bin", tmp_path / "back.bin")
+        assert got["sha256"] == sha(data)
+        assert (tmp_path / "back.bin").read_bytes() == data
+        assert hashed_from_disk == []
+        (s.r1 / "fresh2.bin").write_bytes(data)  # the same into a file object
+        assert (await st.download("~/fresh2.bin", io.BytesIO()))["sha256"] == sha(data)
+        assert hashed_from_disk == []
+        # an edge-to-edge copy asks the source the same way
+        (s.r1 / "src.bin").write_bytes(data[:MiB])
+        assert (await st.copy("~/src.bin", await staging(bridge, "e2"), "~/copy.bin"))["sha256"] == sha(data[:MiB])
+        assert hashed_from_disk == []
+        # unverified, the edge is not asked to hash
+        (s.r1 / "plain.bin").write_bytes(data[:1000])
+        await st.download("~/plain.bin", io.BytesIO(), verify=False)
+        assert "sha256" not in await st.stat("~/plain.bin")
+        # the route itself: the digest is remembered for the whole file only
+        async with s.http() as http:
+            path = f"/e1/staging/file/{st.sid}"
+            r = await http.get(
+                path, params={"path": "~/plain.bin", "remember_sha256": "true"}, headers={"range": "bytes=1-"}
+            )
+            assert r.status_code == 206
+            assert "sha256" not in await st.stat("~/plain.bin")
+            r = await http.get(path, params={"path": "~/plain.bin", "remember_sha256": "true"})
+            assert r.content == data[:1000]
+            assert "x-checksum-sha256" not in r.headers  # not known when the answer began
+            assert (await st.stat("~/plain.bin"))["sha256"] == sha(data[:1000])
+        assert hashed_from_disk == []
 
 
 async def test_the_sdk_reads_and_writes_local_files_while_the_tunnel_moves_data(tmp_path: Path, tls: TLSFiles) -> None:

@@ -25,6 +25,7 @@ from radical_edge_plugins.staging import StagingPlugin, _paths, default_roots
 from radical_edge_plugins.staging._paths import PathRefused, Roots, rename_noreplace
 from radical_edge_plugins.staging._transfer import (
     ChecksumCache,
+    FileStream,
     Locks,
     RangeNotSatisfiable,
     Upload,
@@ -487,3 +488,54 @@ def test_a_partial_file_stays_private_when_its_commit_is_refused(tree: dict[str,
     finally:
         os.umask(umask)
     assert stat.S_IMODE((root / partial_name("x")).stat().st_mode) == 0o600
+
+
+async def _send_file(path: Path, cache: ChecksumCache, *, start: int = 0, change_after_first: bool = False) -> bytes:
+    """A whole-file (or from ``start``) FileStream of ``path`` with ``remember``, in pieces of 1,000 bytes; what it
+    sent.  ``change_after_first``: the file is appended to once the first piece went out."""
+    fd = os.open(path, os.O_RDONLY)
+    info = os.fstat(fd)
+    response = FileStream(
+        fd,
+        start,
+        info.st_size - start,
+        status_code=200,
+        headers={},
+        head_only=False,
+        chunk=1000,
+        remember=(cache, info),
+    )
+    body: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message["body"])
+            if change_after_first and len(body) == 1:
+                with open(path, "ab") as fh:
+                    fh.write(b"more")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http"}, receive, send)
+    return b"".join(body)
+
+
+@pytest.mark.anyio
+async def test_a_file_sent_whole_with_remember_leaves_its_digest_in_the_cache(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = os.urandom(20_500)
+    path.write_bytes(data)
+    cache = ChecksumCache()
+    assert await _send_file(path, cache) == data
+    assert cache.get(os.stat(path)) == hashlib.sha256(data).hexdigest()
+    # part of the file: nothing remembered
+    path.write_bytes(data[:-1])
+    assert await _send_file(path, cache, start=1) == data[1:-1]
+    assert cache.get(os.stat(path)) is None
+    # the file changed while it was read: its digest is not put under the version it had when opened
+    path.write_bytes(data)
+    opened = os.stat(path)
+    assert await _send_file(path, cache, change_after_first=True) == data
+    assert cache.get(opened) is None
+    assert cache.get(os.stat(path)) is None

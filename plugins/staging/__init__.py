@@ -750,9 +750,16 @@ class StagingPlugin(Plugin):
                 return await plugin._blocking(request, path, plugin._commit, path, expected, overwrite)
 
         @app.get("/file/{sid}", tags=["staging"])
-        async def download(session: StagingSessionDep, request: Request, path: str, sha256: bool = False) -> FileStream:
+        async def download(
+            session: StagingSessionDep,
+            request: Request,
+            path: str,
+            sha256: bool = False,
+            remember_sha256: bool = False,
+        ) -> FileStream:
             """The file's bytes (``Range``: one range, 206; 416 outside the file), with its SHA-256 in
-            ``Repr-Digest`` and ``X-Checksum-Sha256`` when known (``sha256=true`` computes it first)."""
+            ``Repr-Digest`` and ``X-Checksum-Sha256`` when known (``sha256=true`` computes it first;
+            ``remember_sha256=true`` hashes a whole file as it is sent, for ``checksum`` to answer at once)."""
             want = sha256 or "sha-256" in request.headers.get("want-repr-digest", "").lower()
             with plugin._busy(session):
                 fd, info, shown = await plugin._blocking(request, path, plugin._open_for_reading, path)
@@ -761,7 +768,13 @@ class StagingPlugin(Plugin):
                     if digest is None and want:
                         digest = await plugin._digest(fd, info)
                     response = plugin._file_response(
-                        request, fd, info, name=posixpath.basename(shown), digest=digest, session=session
+                        request,
+                        fd,
+                        info,
+                        name=posixpath.basename(shown),
+                        digest=digest,
+                        session=session,
+                        remember=digest is None and remember_sha256,
                     )
                 except BaseException:
                     os.close(fd)
@@ -779,6 +792,7 @@ class StagingPlugin(Plugin):
         name: str,
         digest: str | None,
         session: StagingSession,
+        remember: bool = False,
     ) -> FileStream:
         size = info.st_size
         etag = '"' + "-".join(f"{v:x}" for v in (info.st_dev, info.st_ino, size, info.st_mtime_ns)) + '"'
@@ -816,6 +830,7 @@ class StagingPlugin(Plugin):
             head_only=request.method == "HEAD",
             chunk=self.chunk_size,
             on_close=lambda: self._idle(session),
+            remember=(self.cache, info) if remember else None,
         )
 
 

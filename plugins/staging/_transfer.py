@@ -487,7 +487,11 @@ class FileStream(Response):
     """Send ``length`` bytes of the open file ``fd`` from ``start``; closes ``fd`` when done.
 
     ``on_close`` runs once when the response is over (sent, cut or never sent
-    because the request failed first: call :meth:`release`).
+    because the request failed first: call :meth:`release`).  ``remember``
+    (a cache and the status the file had when opened): the pieces are hashed
+    (SHA-256) as they are read, in the same worker thread, and once the last
+    one is read the digest goes into the cache, if the file still has that
+    version; only for a response of the whole file.
     """
 
     def __init__(
@@ -501,6 +505,7 @@ class FileStream(Response):
         head_only: bool,
         chunk: int = CHUNK,
         on_close: Callable[[], None] | None = None,
+        remember: tuple[ChecksumCache, os.stat_result] | None = None,
     ) -> None:
         super().__init__(status_code=status_code, headers=headers, media_type="application/octet-stream")
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -510,6 +515,7 @@ class FileStream(Response):
         self.length = length
         self.head_only = head_only
         self.chunk = chunk
+        self.remember = remember if remember is not None and start == 0 and length == remember[1].st_size else None
         # released once: after the response, or when it is dropped unsent (the request failed or was cancelled)
         self._release = weakref.finalize(self, _release, fd, on_close)
 
@@ -530,6 +536,7 @@ class FileStream(Response):
         fd, end = self.fd, self.start + self.length
 
         at = self.start
+        digest = hashlib.sha256() if self.remember is not None else None
 
         def read() -> bytes | None:
             nonlocal at
@@ -539,6 +546,12 @@ class FileStream(Response):
             if not data:
                 raise OSError(errno.EIO, f"the file ended {end - at} bytes early (truncated meanwhile?)")
             at += len(data)
+            if digest is not None and self.remember is not None:
+                digest.update(data)
+                if at >= end:  # before the last piece goes out: a checksum asked right after finds it
+                    cache, info = self.remember
+                    if version_key(os.fstat(fd)) == version_key(info):  # nobody changed the file meanwhile
+                        cache.put(info, digest.hexdigest())
             return data
 
         sent = self.start
