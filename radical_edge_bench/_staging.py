@@ -471,7 +471,8 @@ async def measure(bench: Bench, res: dict[str, Any]) -> None:
 
         async def through(relay_port: int, name: str, verify: bool = False) -> dict[str, float]:
             """The same copy through a relay on ``relay_port`` (or straight to the server): the rates (fastest of
-            the runs, as above); ``verify``: SHA-256 on both ends, compared."""
+            the runs, as above); ``verify``: verified with SHA-256 as staging verifies (see raw_upload and
+            raw_download)."""
             r_up, r_written, _ = await _fastest(
                 {}, lambda: anyio.to_thread.run_sync(raw_upload, relay_port, ctx, source, size, verify)
             )

@@ -231,6 +231,9 @@ async def test_upload_and_download_any_source_with_checksums(tmp_path: Path, tls
     local = tmp_path / "src.bin"
     local.write_bytes(data)
     async with site(tmp_path, tls) as s, s.client() as bridge:
+        s.plugins[
+            "e1"
+        ].cache.settle_ns = 0  # files are written here just before they are hashed (see test_staging_paths)
         st = await staging(bridge)
         seen: list[tuple[int, int | None]] = []
         answer = await st.upload(local, "~/in/src.bin", progress=lambda done, total: seen.append((done, total)))
@@ -344,6 +347,8 @@ async def test_a_verified_download_of_a_file_with_no_known_digest_reads_it_once_
     monkeypatch.setattr(ChecksumCache, "digest", counted)
     data = pattern(3 * MiB + 7)
     async with site(tmp_path, tls) as s, s.client() as bridge:
+        for plugin in s.plugins.values():
+            plugin.cache.settle_ns = 0  # files are written here just before they are read (see test_staging_paths)
         st = await staging(bridge)
         (s.r1 / "fresh.bin").write_bytes(data)  # written behind the edge's back: no digest known
         got = await st.download("~/fresh.bin", tmp_path / "back.bin")
@@ -364,11 +369,12 @@ async def test_a_verified_download_of_a_file_with_no_known_digest_reads_it_once_
         # the route itself: the digest is remembered for the whole file only
         async with s.http() as http:
             path = f"/e1/staging/file/{st.sid}"
-            r = await http.get(
-                path, params={"path": "~/plain.bin", "remember_sha256": "true"}, headers={"range": "bytes=1-"}
-            )
-            assert r.status_code == 206
-            assert "sha256" not in await st.stat("~/plain.bin")
+            for part in ("bytes=1-", "bytes=0-99"):
+                r = await http.get(
+                    path, params={"path": "~/plain.bin", "remember_sha256": "true"}, headers={"range": part}
+                )
+                assert r.status_code == 206
+                assert "sha256" not in await st.stat("~/plain.bin")
             r = await http.get(path, params={"path": "~/plain.bin", "remember_sha256": "true"})
             assert r.content == data[:1000]
             assert "x-checksum-sha256" not in r.headers  # not known when the answer began

@@ -490,20 +490,16 @@ def test_a_partial_file_stays_private_when_its_commit_is_refused(tree: dict[str,
     assert stat.S_IMODE((root / partial_name("x")).stat().st_mode) == 0o600
 
 
-async def _send_file(path: Path, cache: ChecksumCache, *, start: int = 0, change_after_first: bool = False) -> bytes:
-    """A whole-file (or from ``start``) FileStream of ``path`` with ``remember``, in pieces of 1,000 bytes; what it
-    sent.  ``change_after_first``: the file is appended to once the first piece went out."""
+async def _send_file(
+    path: Path, cache: ChecksumCache, *, span: tuple[int, int] | None = None, change_after_first: bool = False
+) -> bytes:
+    """A FileStream of ``path`` (all of it, or ``span``: start and length) with ``remember``, in pieces of 1,000
+    bytes; what it sent.  ``change_after_first``: the file is appended to once the first piece went out."""
     fd = os.open(path, os.O_RDONLY)
     info = os.fstat(fd)
+    start, length = span or (0, info.st_size)
     response = FileStream(
-        fd,
-        start,
-        info.st_size - start,
-        status_code=200,
-        headers={},
-        head_only=False,
-        chunk=1000,
-        remember=(cache, info),
+        fd, start, length, status_code=200, headers={}, head_only=False, chunk=1000, remember=(cache, info)
     )
     body: list[bytes] = []
 
@@ -523,19 +519,80 @@ async def _send_file(path: Path, cache: ChecksumCache, *, start: int = 0, change
 
 @pytest.mark.anyio
 async def test_a_file_sent_whole_with_remember_leaves_its_digest_in_the_cache(tmp_path: Path) -> None:
-    path = tmp_path / "f.bin"
     data = os.urandom(20_500)
-    path.write_bytes(data)
-    cache = ChecksumCache()
-    assert await _send_file(path, cache) == data
-    assert cache.get(os.stat(path)) == hashlib.sha256(data).hexdigest()
-    # part of the file: nothing remembered
-    path.write_bytes(data[:-1])
-    assert await _send_file(path, cache, start=1) == data[1:-1]
-    assert cache.get(os.stat(path)) is None
+    for name, span in (("whole", None), ("from 1", (1, 20_499)), ("up to the last byte", (0, 20_499))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        cache = ChecksumCache(settle=0)
+        sent = await _send_file(path, cache, span=span)
+        if span is None:
+            assert sent == data
+            assert cache.get(os.stat(path)) == hashlib.sha256(data).hexdigest()
+        else:  # part of the file: nothing remembered
+            assert sent == data[span[0] : span[0] + span[1]]
+            assert cache.get(os.stat(path)) is None
     # the file changed while it was read: its digest is not put under the version it had when opened
+    path = tmp_path / "changed"
     path.write_bytes(data)
     opened = os.stat(path)
+    cache = ChecksumCache(settle=0)
     assert await _send_file(path, cache, change_after_first=True) == data
     assert cache.get(opened) is None
     assert cache.get(os.stat(path)) is None
+
+
+@pytest.mark.anyio
+async def test_a_digest_read_from_a_file_changed_just_before_is_not_kept(tmp_path: Path) -> None:
+    """A write right after another may leave a file's timestamps as they were (whole seconds on some file
+    systems): a digest read from a file that changed less than ``settle`` seconds before is used, not cached."""
+    data = os.urandom(5000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    cache = ChecksumCache(settle=0.3)
+    assert await _send_file(path, cache) == data
+    assert cache.get(os.stat(path)) is None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = os.fstat(fd)
+        assert cache.digest(fd, info) == hashlib.sha256(data).hexdigest()  # answered all the same
+        assert cache.get(info) is None
+        time.sleep(0.35)  # settled now
+        assert cache.digest(fd, info) == hashlib.sha256(data).hexdigest()
+        assert cache.get(info) == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
+    path.write_bytes(data[::-1])
+    time.sleep(0.35)
+    assert await _send_file(path, cache) == data[::-1]
+    assert cache.get(os.stat(path)) == hashlib.sha256(data[::-1]).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_who_asks_for_a_checksum_while_it_is_computed_gets_that_result_even_if_it_is_not_cached(
+    tree: dict[str, Path],
+) -> None:
+    """A file changed just before its checksum is computed is not cached; whoever asked meanwhile (a caller whose
+    first request timed out, asking again) still gets the result, not a computation of its own."""
+    plugin = plugin_for(tree)
+    calls = 0
+
+    def slow_uncached_digest(fd: int, info: os.stat_result) -> str:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.2)
+        return "1" * 64
+
+    plugin.cache.digest = slow_uncached_digest  # type: ignore[method-assign]
+    (tree["root"] / "h").write_bytes(b"x")
+    info = os.stat(tree["root"] / "h")
+    results: list[str] = []
+
+    async def ask() -> None:
+        results.append(await plugin._digest(-1, info))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(ask)
+            await anyio.sleep(0.02)
+    assert results == ["1" * 64] * 3
+    assert calls == 1

@@ -197,7 +197,8 @@ class StagingPlugin(Plugin):
         self.max_list_entries = max_list_entries
         self.locks = Locks()
         self.cache = ChecksumCache()
-        self._hashing: dict[tuple[int, ...], anyio.Event] = {}
+        #: the checksums being computed, by file version: when one is done, and its digest (once it has one)
+        self._hashing: dict[tuple[int, ...], tuple[anyio.Event, list[str]]] = {}
         self._hash_slots = anyio.CapacityLimiter(max_hashing)
         self._whole_slots = anyio.CapacityLimiter(max_whole_files)
         super().__init__(name, **kwargs)
@@ -245,18 +246,23 @@ class StagingPlugin(Plugin):
             raise self._http_error(request, user_path, refusal(exc, str(user_path))) from None
 
     async def _digest(self, fd: int, info: os.stat_result) -> str:
-        """The SHA-256 of an open file: cached, else computed in a worker thread (once, however many ask)."""
+        """The SHA-256 of an open file: cached, else computed in a worker thread (once, however many ask:
+        those who ask meanwhile get its result, cached or not; see :meth:`ChecksumCache.put_read`)."""
         key = version_key(info)
         while (running := self._hashing.get(key)) is not None:
-            await running.wait()
+            await running[0].wait()
+            if running[1]:
+                return running[1][0]
         found = self.cache.get(info)
         if found is not None:
             return found
-        done = self._hashing[key] = anyio.Event()
+        done, result = self._hashing[key] = (anyio.Event(), [])
         try:
             # a slot of its own (not one of the worker threads every plugin shares); a caller that leaves
             # while it waits for one costs nothing, one that leaves once hashing began lets it finish
-            return await anyio.to_thread.run_sync(self.cache.digest, fd, info, limiter=self._hash_slots)
+            digest = await anyio.to_thread.run_sync(self.cache.digest, fd, info, limiter=self._hash_slots)
+            result.append(digest)
+            return digest
         finally:
             del self._hashing[key]
             done.set()

@@ -33,6 +33,7 @@ import os
 import re
 import stat
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +53,9 @@ CHUNK = 1024 * 1024
 CATCH_UP_PER_BATCH = 4 * CHUNK
 #: most buffers one writev takes (IOV_MAX is 1024 on Linux)
 _IOV_MAX = 512
+#: a file changed less than this long before it is read may change again without a new version (timestamps are
+#: whole seconds on some file systems, a clock tick on older kernels): a digest read from it is not cached
+SETTLE_SECONDS = 2.0
 #: what a hashed partial name holds between its dot and its suffix
 _HASHED = re.compile(r"[0-9a-f]{40}", re.ASCII)
 
@@ -93,10 +97,16 @@ def version_key(info: os.stat_result) -> tuple[int, ...]:
 
 
 class ChecksumCache:
-    """SHA-256 digests by :func:`version_key`, the most recent ``size`` kept; thread-safe."""
+    """SHA-256 digests by :func:`version_key`, the most recent ``size`` kept; thread-safe.
 
-    def __init__(self, size: int = 4096) -> None:
+    A digest the edge computed itself while writing the file (an upload) is :meth:`put`; one computed by
+    reading a file is offered with :meth:`put_read`, which keeps it only when the file surely had one content
+    while it was read (``settle``: seconds the file must have been unchanged before).
+    """
+
+    def __init__(self, size: int = 4096, settle: float = SETTLE_SECONDS) -> None:
         self.size = size
+        self.settle_ns = int(settle * 1e9)
         self._items: OrderedDict[tuple[int, ...], str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -115,17 +125,28 @@ class ChecksumCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def put_read(self, before: os.stat_result, after: os.stat_result, digest: str, started_ns: int) -> bool:
+        """Keep ``digest``, computed by reading a file from ``started_ns`` (:func:`time.time_ns`) on, with status
+        ``before`` then and ``after`` once read, if the file kept its version while it was read and had not
+        changed for ``settle`` seconds before (a write soon after another may leave its timestamps as they
+        were); whether it was kept."""
+        if version_key(after) != version_key(before):
+            return False
+        if started_ns - max(before.st_mtime_ns, before.st_ctime_ns) < self.settle_ns:
+            return False
+        self.put(before, digest)
+        return True
+
     def digest(self, fd: int, info: os.stat_result) -> str:
         """The SHA-256 of the open file ``fd`` (status ``info``): cached, or computed now (blocking)."""
         found = self.get(info)
         if found is not None:
             return found
+        started = time.time_ns()
         digest = hashlib.sha256()
         sha256_of(fd, 0, info.st_size, digest)
-        after = os.fstat(fd)
         hexdigest = digest.hexdigest()
-        if version_key(after) == version_key(info):  # nobody wrote to it meanwhile
-            self.put(info, hexdigest)
+        self.put_read(info, os.fstat(fd), hexdigest, started)
         return hexdigest
 
 
@@ -490,8 +511,8 @@ class FileStream(Response):
     because the request failed first: call :meth:`release`).  ``remember``
     (a cache and the status the file had when opened): the pieces are hashed
     (SHA-256) as they are read, in the same worker thread, and once the last
-    one is read the digest goes into the cache, if the file still has that
-    version; only for a response of the whole file.
+    one is read the digest is offered to the cache
+    (:meth:`ChecksumCache.put_read`); only for a response of the whole file.
     """
 
     def __init__(
@@ -516,6 +537,7 @@ class FileStream(Response):
         self.head_only = head_only
         self.chunk = chunk
         self.remember = remember if remember is not None and start == 0 and length == remember[1].st_size else None
+        self._opened_ns = time.time_ns()
         # released once: after the response, or when it is dropped unsent (the request failed or was cancelled)
         self._release = weakref.finalize(self, _release, fd, on_close)
 
@@ -550,8 +572,8 @@ class FileStream(Response):
                 digest.update(data)
                 if at >= end:  # before the last piece goes out: a checksum asked right after finds it
                     cache, info = self.remember
-                    if version_key(os.fstat(fd)) == version_key(info):  # nobody changed the file meanwhile
-                        cache.put(info, digest.hexdigest())
+                    with contextlib.suppress(OSError):  # only ever a saving: the download goes on without it
+                        cache.put_read(info, os.fstat(fd), digest.hexdigest(), self._opened_ns)
             return data
 
         sent = self.start
