@@ -175,13 +175,7 @@ def serve_raw(cert: str, key: str, directory: Path) -> int:
         info = os.stat(down)
         version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, size)
         if version not in digests:
-            digest = hashlib.sha256()
-            with open(down, "rb", buffering=0) as fh:
-                left = size
-                while left and (data := fh.read(min(CHUNK, left))):
-                    digest.update(data)
-                    left -= len(data)
-            digests[version] = digest.digest()
+            digests[version] = bytes.fromhex(sha256_of(down, size))
         return digests[version]
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -344,11 +338,14 @@ def make_source(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, size: int | None = None) -> str:
+    """The SHA-256 (hex) of the file at ``path``, or of its first ``size`` bytes."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
-        while data := fh.read(CHUNK):
+        left = os.fstat(fh.fileno()).st_size if size is None else size
+        while left > 0 and (data := fh.read(min(CHUNK, left))):
             digest.update(data)
+            left -= len(data)
     return digest.hexdigest()
 
 

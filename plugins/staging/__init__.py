@@ -124,6 +124,16 @@ class StagingSession(Session):
 StagingSessionDep = Annotated[StagingSession, Depends(current_session)]
 
 
+class _Hashing:
+    """A checksum being computed: set ``done`` when it ends, with its ``digest`` if it got one."""
+
+    __slots__ = ("digest", "done")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.digest: str | None = None
+
+
 class StagingPlugin(Plugin):
     """Files to and from the edge: radical.edge's base64 routes for small files, streaming routes for any size.
 
@@ -197,8 +207,8 @@ class StagingPlugin(Plugin):
         self.max_list_entries = max_list_entries
         self.locks = Locks()
         self.cache = ChecksumCache()
-        #: the checksums being computed, by file version: when one is done, and its digest (once it has one)
-        self._hashing: dict[tuple[int, ...], tuple[anyio.Event, list[str]]] = {}
+        #: the checksums being computed, by file version
+        self._hashing: dict[tuple[int, ...], _Hashing] = {}
         self._hash_slots = anyio.CapacityLimiter(max_hashing)
         self._whole_slots = anyio.CapacityLimiter(max_whole_files)
         super().__init__(name, **kwargs)
@@ -250,22 +260,21 @@ class StagingPlugin(Plugin):
         those who ask meanwhile get its result, cached or not; see :meth:`ChecksumCache.put_read`)."""
         key = version_key(info)
         while (running := self._hashing.get(key)) is not None:
-            await running[0].wait()
-            if running[1]:
-                return running[1][0]
+            await running.done.wait()
+            if running.digest is not None:
+                return running.digest
         found = self.cache.get(info)
         if found is not None:
             return found
-        done, result = self._hashing[key] = (anyio.Event(), [])
+        mine = self._hashing[key] = _Hashing()
         try:
             # a slot of its own (not one of the worker threads every plugin shares); a caller that leaves
             # while it waits for one costs nothing, one that leaves once hashing began lets it finish
-            digest = await anyio.to_thread.run_sync(self.cache.digest, fd, info, limiter=self._hash_slots)
-            result.append(digest)
-            return digest
+            mine.digest = await anyio.to_thread.run_sync(self.cache.digest, fd, info, limiter=self._hash_slots)
+            return mine.digest
         finally:
             del self._hashing[key]
-            done.set()
+            mine.done.set()
 
     def _too_large(self, what: str, size: int | None) -> HTTPException:
         limit = self.compat_max_bytes
